@@ -1,0 +1,348 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Configuration: defaults < C{.env.ocpp} < environment < C{twistd ocpp}
+options, resolved by one pure function.  Nothing here reads a file or the
+environment; L{ocpptw.tap} does, and hands the text and mappings in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """
+    A configuration value is unknown or malformed.  The message is one line
+    naming the variable.
+    """
+
+
+@dataclass(frozen=True)
+class Setting:
+    """
+    One configuration variable: its environment name, attribute, parser,
+    default and help text (used by C{twistd ocpp --help}).
+    """
+
+    env: str
+    attr: str
+    parse: Callable[[str, str], Any]
+    default: str | None
+    help: str
+    secret: bool = False
+
+    @property
+    def option(self) -> str:
+        return self.env.lower().replace("_", "-")
+
+
+def _int(low: int | None = None, high: int | None = None) -> Callable[[str, str], int]:
+    def parse(name: str, text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {text!r}") from None
+        if low is not None and value < low or high is not None and value > high:
+            raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be zero or more seconds, got {text!r}")
+    return value
+
+
+def _positive_seconds(name: str, text: str) -> float:
+    value = _seconds(name, text)
+    if value == 0:
+        raise ConfigError(f"{name} must be more than zero seconds, got {text!r}")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {text!r}")
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _text(name: str, text: str) -> str:
+    return text.strip()
+
+
+def _optional_text(name: str, text: str) -> str | None:
+    return text.strip() or None
+
+
+def _url(*schemes: str) -> Callable[[str, str], str | None]:
+    def parse(name: str, text: str) -> str | None:
+        value = text.strip()
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL, got {text!r}")
+        return value.rstrip("/")
+
+    return parse
+
+
+def _path_prefix(name: str, text: str) -> str:
+    value = "/" + text.strip().strip("/")
+    if value == "/" or "//" in value or any(c in value for c in "?#% "):
+        raise ConfigError(f"{name} must be a path such as /ocpp, got {text!r}")
+    return value
+
+
+def _decimal(name: str, text: str) -> Decimal | None:
+    value = text.strip()
+    if not value:
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise ConfigError(f"{name} must be a decimal number, got {text!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ConfigError(f"{name} must be zero or more, got {text!r}")
+    return amount
+
+
+def _csv(name: str, text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("PORT", "port", _int(0, 65535), "9000", "port for chargers and the HTTP endpoints"),
+    Setting("WEBSOCKET_HOST", "host", _text, "0.0.0.0", "interface to bind"),
+    Setting("BACKEND_API_URL", "backend_url", _url("http", "https"), "", "backend base URL; unset means the embedded store"),
+    Setting("BACKEND_API_TOKEN", "backend_token", _optional_text, "", "bearer token sent to the backend", secret=True),
+    Setting("BACKEND_TIMEOUT", "backend_timeout", _positive_seconds, "10", "seconds any one backend request may take"),
+    Setting("ENABLE_RABBITMQ", "enable_rabbitmq", _bool, "false", "publish events / consume commands through RabbitMQ"),
+    Setting("RABBITMQ_URL", "rabbitmq_url", _url("amqp", "amqps"), "amqp://guest:guest@localhost:5672", "broker", secret=True),
+    Setting("RABBITMQ_EXCHANGE", "rabbitmq_exchange", _text, "ocpp.events", "topic exchange for events"),
+    Setting("RABBITMQ_COMMAND_EXCHANGE", "rabbitmq_command_exchange", _text, "ocpp.commands", "direct exchange for commands"),
+    Setting("DATA_DIR", "data_dir", _text, "./data", "embedded store and local outbox"),
+    Setting("OCPP_PATH", "ocpp_path", _path_prefix, "/ocpp", "base path of the charger URL"),
+    Setting("OCPP_CALL_TIMEOUT", "call_timeout", _positive_seconds, "30", "seconds a server-to-charger call waits"),
+    Setting("OCPP_PING_INTERVAL", "ping_interval", _seconds, "60", "seconds between WebSocket pings, 0 off"),
+    Setting("OCPP_VALIDATION", "validation", _choice("strict", "lenient"), "strict", "strict or lenient schema validation"),
+    Setting("OCPP_ALLOW_UNKNOWN_CHARGERS", "allow_unknown_chargers", _bool, "true", "register unknown chargers on boot, or refuse with 404"),
+    Setting("OCPP_ALLOW_MISSING_SUBPROTOCOL", "allow_missing_subprotocol", _bool, "false", "admit chargers that offer no subprotocol at all"),
+    Setting("OCPP_SECURITY_PROFILE", "security_profile", _int(0, 3), "0", "0 none, 1 basic auth, 2 TLS + basic auth, 3 TLS client certificates"),
+    Setting("HEARTBEAT_INTERVAL", "heartbeat_interval", _int(1, 86400), "300", "interval returned in BootNotification"),
+    Setting("BACKEND_START_DEADLINE", "start_deadline", _positive_seconds, "5", "seconds StartTransaction waits for the backend"),
+    Setting("OUTBOX_MAX_AGE", "outbox_max_age", _positive_seconds, "86400", "seconds a failing outbox entry is retried before it is parked"),
+    Setting("OCPP_MAX_FRAME_BYTES", "max_frame_bytes", _int(1024, 64 * 1024 * 1024), "1048576", "largest frame accepted; larger closes with 1009"),
+    Setting("AUTH_CACHE_TTL", "auth_cache_ttl", _seconds, "3600", "seconds an Authorize answer may be reused while the backend is down"),
+    Setting("LOG_FORMAT", "log_format", _choice("text", "json"), "text", "text or json"),
+    Setting("LOG_LEVEL", "log_level", _choice("debug", "info", "warn", "error"), "info", "lowest level logged"),
+    Setting("TLS_CERT", "tls_cert", _optional_text, "", "PEM certificate (chain) for wss"),
+    Setting("TLS_KEY", "tls_key", _optional_text, "", "PEM private key for wss"),
+    Setting("TLS_CA", "tls_ca", _optional_text, "", "PEM CA bundle; enables client certificates"),
+    Setting("TLS_PORT", "tls_port", _int(0, 65535), "", "port for wss when it should differ from PORT (default: PORT serves wss)"),
+    Setting("CLIENT_CERT_HEADER", "client_cert_header", _optional_text, "", "header in which a TLS-terminating proxy forwards the client certificate"),
+    Setting("TRUSTED_PROXIES", "trusted_proxies", _csv, "", "comma-separated addresses whose forwarded client certificates are trusted"),
+    Setting("ADMIN_API_TOKEN", "admin_token", _optional_text, "", "bearer token for the command and admin API", secret=True),
+    Setting("INSTANCE_ID", "instance_id", _text, "", "this instance's name in events and charger lists (default: host name)"),
+    Setting("INSTANCE_SLOT", "instance_slot", _int(0, 1023), "", "0-1023, part of transactionIds the gateway assigns (default: from INSTANCE_ID)"),
+    Setting("HANDSHAKE_CONCURRENCY", "handshake_concurrency", _int(1, 100000), "256", "WebSocket handshakes in progress at once; more get 503"),
+    Setting("HANDSHAKE_RATE_PER_IP", "handshake_rate_per_ip", _int(0, 1000000), "0", "handshakes per second from one address, 0 no limit"),
+    Setting("DRAIN_GRACE", "drain_grace", _seconds, "20", "seconds the SIGTERM drain may take"),
+    Setting("EMBEDDED_PRICE_PER_KWH", "embedded_price", _decimal, "", "embedded store: tariff per kWh (unset: no billing)"),
+    Setting("EMBEDDED_CURRENCY", "embedded_currency", _text, "EUR", "embedded store: currency of the tariff"),
+    Setting("EMBEDDED_AUTH_MODE", "embedded_auth_mode", _choice("open", "allowlist"), "open", "embedded store: accept every idTag but blocked ones, or only listed ones"),
+)
+
+_BY_ENV = {s.env: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    The resolved configuration.  Build it with L{load_config}.
+    """
+
+    port: int = 9000
+    host: str = "0.0.0.0"
+    backend_url: str | None = None
+    backend_token: str | None = None
+    backend_timeout: float = 10.0
+    enable_rabbitmq: bool = False
+    rabbitmq_url: str | None = "amqp://guest:guest@localhost:5672"
+    rabbitmq_exchange: str = "ocpp.events"
+    rabbitmq_command_exchange: str = "ocpp.commands"
+    data_dir: str = "./data"
+    ocpp_path: str = "/ocpp"
+    call_timeout: float = 30.0
+    ping_interval: float = 60.0
+    validation: str = "strict"
+    allow_unknown_chargers: bool = True
+    allow_missing_subprotocol: bool = False
+    security_profile: int = 0
+    heartbeat_interval: int = 300
+    start_deadline: float = 5.0
+    outbox_max_age: float = 86400.0
+    max_frame_bytes: int = 1048576
+    auth_cache_ttl: float = 3600.0
+    log_format: str = "text"
+    log_level: str = "info"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_port: int | None = None
+    client_cert_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    admin_token: str | None = None
+    instance_id: str = "ocpptw"
+    instance_slot: int = 0
+    handshake_concurrency: int = 256
+    handshake_rate_per_ip: int = 0
+    drain_grace: float = 20.0
+    embedded_price: Decimal | None = None
+    embedded_currency: str = "EUR"
+    embedded_auth_mode: str = "open"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def redacted(self) -> dict[str, Any]:
+        """
+        The configuration with secrets masked, for the start-up log line.
+        """
+        out: dict[str, Any] = {}
+        for s in SETTINGS:
+            value = getattr(self, s.attr)
+            if s.secret and value:
+                value = _mask_url(value) if s.env == "RABBITMQ_URL" else "***"
+            out[s.env] = value
+        return out
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """
+    Parse C{.env} text: C{NAME=value} lines, C{#} comments, optional
+    C{export }, single or double quotes.
+
+    @raise ConfigError: for a line that is not an assignment.
+    """
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise ConfigError(f".env.ocpp line {number} is not NAME=value: {raw.strip()!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[name] = value
+    return values
+
+
+def load_config(
+    dotenv_text: str = "",
+    environ: Mapping[str, str] | None = None,
+    cli: Mapping[str, str] | None = None,
+    hostname: str = "ocpptw",
+) -> Config:
+    """
+    Resolve the configuration.  Pure: the caller reads C{.env.ocpp} and the
+    environment.
+
+    @param dotenv_text: the text of C{.env.ocpp} (empty when absent).  An
+        unknown name in it is an error: a typo there would go unnoticed.
+    @param environ: the process environment; only the known names are read.
+    @param cli: C{twistd ocpp} options, keyed by environment name.  An
+        unknown name is an error.
+    @param hostname: the default C{INSTANCE_ID}.
+    @raise ConfigError: one line naming the variable.
+    """
+    dotenv = parse_dotenv(dotenv_text)
+    for name in dotenv:
+        if name not in _BY_ENV:
+            raise ConfigError(f".env.ocpp sets unknown variable {name}")
+    for name in cli or {}:
+        if name not in _BY_ENV:
+            raise ConfigError(f"unknown option for {name}")
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        text = s.default
+        for layer in (dotenv, environ or {}, cli or {}):
+            if s.env in layer:
+                text = layer[s.env]
+        if text is None or (text == "" and s.attr in {"tls_port", "instance_slot", "instance_id"}):
+            continue
+        values[s.attr] = s.parse(s.env, text)
+    if not values.get("instance_id"):
+        values["instance_id"] = hostname
+    if "instance_slot" not in values:
+        digest = hashlib.sha256(values["instance_id"].encode("utf-8")).digest()
+        values["instance_slot"] = int.from_bytes(digest[:2], "big") % 1024
+    config = Config(**values)
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError("TLS_CERT and TLS_KEY must be set together")
+    if config.tls_ca is not None and config.tls_cert is None:
+        raise ConfigError("TLS_CA needs TLS_CERT and TLS_KEY (client certificates need wss)")
+    if config.security_profile in (2, 3) and not config.tls:
+        raise ConfigError(f"OCPP_SECURITY_PROFILE={config.security_profile} needs TLS_CERT and TLS_KEY")
+    if config.security_profile == 3 and config.tls_ca is None and config.client_cert_header is None:
+        raise ConfigError("OCPP_SECURITY_PROFILE=3 needs TLS_CA (or CLIENT_CERT_HEADER behind a proxy)")
+    if config.client_cert_header is not None and not config.trusted_proxies:
+        raise ConfigError("CLIENT_CERT_HEADER needs TRUSTED_PROXIES: the header is trusted only from them")
+    if config.enable_rabbitmq and config.rabbitmq_url is None:
+        raise ConfigError("ENABLE_RABBITMQ=true needs RABBITMQ_URL")
+
+
+def config_fields() -> tuple[str, ...]:
+    """
+    The attribute names of L{Config}, for tests that check L{SETTINGS}.
+    """
+    return tuple(f.name for f in fields(Config))

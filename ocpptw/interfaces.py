@@ -1,0 +1,394 @@
+# -*- test-case-name: tests.contract -*-
+"""
+The interfaces that cross the gateway's rooms, with the domain errors they
+raise.  Services are written against these only; adapters implement them.
+
+Rooms: C{transport} (inbound bytes) -> C{ocpp} (pure OCPP-J) -> C{services}
+(business rules) -> interfaces <- C{adapters} and C{store} (outbound I/O).
+
+Every method that may do I/O returns a L{Deferred}.  Bodies are the
+contract's camelCase JSON objects (C{dict}); money inside them is a decimal
+string on the wire and L{Decimal} in the services.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+# ---------------------------------------------------------------------------
+# Domain errors
+
+
+class BackendError(Exception):
+    """
+    The operator's backend did not do what was asked.
+    """
+
+
+class BackendUnavailable(BackendError):
+    """
+    The backend is unreachable: a 5xx answer, a timeout or a refused
+    connection.  Idempotent calls are retried; others fall back to what the
+    contract allows.
+    """
+
+
+class BackendRejected(BackendError):
+    """
+    The backend answered with a 4xx other than 404: retrying will not help.
+
+    @ivar status: the HTTP status code.
+    """
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(f"backend answered {status}: {message}" if message else f"backend answered {status}")
+        self.status = status
+
+
+class NotFound(BackendError):
+    """
+    The backend answered 404: no such thing.
+    """
+
+
+class ChargerOffline(Exception):
+    """
+    No instance holds a connection to this charger.
+    """
+
+
+class CommandTimeout(Exception):
+    """
+    The charger did not answer a server-to-charger call in time.
+    """
+
+
+class InvalidPayload(Exception):
+    """
+    A command's payload is not valid against the OCPP 1.6 schema, or the
+    command is not a server-to-charger action.
+    """
+
+
+class CallErrorReceived(Exception):
+    """
+    The charger answered a server-to-charger call with a CALLERROR.
+    """
+
+    def __init__(self, code: str, description: str, details: dict) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.details = details
+
+
+class StorageFull(Exception):
+    """
+    The local durable store cannot write (disk full, read-only).
+    """
+
+
+# ---------------------------------------------------------------------------
+# Outbound: the operator's backend (CONTRACT section 3)
+
+
+class IBackend(Interface):
+    """
+    The operator's backend, one method per call of CONTRACT section 3.  The
+    embedded store (L{ocpptw.store.embedded}) and the REST adapter
+    (L{ocpptw.adapters.backend_http}) both provide it and pass the same
+    contract suite (C{tests/contract}).
+
+    Failures are L{BackendUnavailable}, L{BackendRejected} or L{NotFound};
+    never a C{twisted.web} exception.
+    """
+
+    def charger_by_device(device_id: str) -> "Deferred[dict | None]":
+        """
+        C{GET /api/charger/by-device/{deviceId}}: the charger record, or
+        C{None} for a 404.
+        """
+
+    def ensure_charger(body: dict) -> "Deferred[dict]":
+        """
+        C{POST /api/charger/ensure}: register or update; fires with the record.
+        """
+
+    def update_status(device_id: str, body: dict) -> "Deferred[None]":
+        """
+        C{PATCH /api/charger/{deviceId}/status}.
+        """
+
+    def update_last_seen(device_id: str, body: dict) -> "Deferred[None]":
+        """
+        C{PATCH /api/charger/{deviceId}/last-seen}.
+        """
+
+    def active_sessions(device_id: str) -> "Deferred[list[dict]]":
+        """
+        C{GET /api/charger/{deviceId}/active-sessions}.
+        """
+
+    def start_session(body: dict) -> "Deferred[dict]":
+        """
+        C{POST /api/charging-session/start}; fires with
+        C{{sessionId, transactionId, idTagInfo, userId?, prepaidAmount?,
+        pricePerKwh?, currency?}}.
+        """
+
+    def stop_session(session_id: str, body: dict) -> "Deferred[None]":
+        """
+        C{PATCH /api/charging-session/{sessionId}/stop}.
+        """
+
+    def refund(body: dict) -> "Deferred[None]":
+        """
+        C{POST /api/wallet/refund}; idempotent on C{idempotencyKey}.
+        """
+
+    def store_message(device_id: str, body: dict) -> "Deferred[None]":
+        """
+        C{POST /api/charger/{deviceId}/ocpp-message}.
+        """
+
+    def authorize(device_id: str, id_tag: str) -> "Deferred[dict]":
+        """
+        C{POST /api/charger/{deviceId}/authorize}; fires with
+        C{{idTagInfo: {status, expiryDate?, parentIdTag?}}}.
+        """
+
+    def ready() -> "tuple[bool, str]":
+        """
+        C{(True, "")} when recent calls succeed (no open circuit), else
+        C{(False, reason)}.  Feeds C{/ready}.
+        """
+
+
+# ---------------------------------------------------------------------------
+# Outbound: durable local state
+
+
+class IOutbox(Interface):
+    """
+    The durable local outbox in C{DATA_DIR}: side effects that must happen
+    are written here before the charger gets its answer, then delivered in
+    order per key, retried with backoff, and parked as dead letters after
+    C{OUTBOX_MAX_AGE}.
+    """
+
+    def append(key: str, operation: str, body: dict) -> "Deferred[int]":
+        """
+        Durably record one operation for ordering key C{key} (the
+        chargePointId).  Fires with the entry id once committed; writes are
+        grouped, so many appends share one commit.  Fails with
+        L{StorageFull} when the disk refuses.
+        """
+
+    def register(operation: str, deliver: "Callable[[dict], Deferred]") -> None:
+        """
+        Say how to deliver C{operation}: C{deliver(body)} fires on success and
+        fails to be retried.  A failure with L{BackendRejected} or
+        L{NotFound} is not retried: the entry is parked at once.
+        """
+
+    def depth() -> int:
+        """
+        Entries waiting for delivery.
+        """
+
+    def oldest_age() -> float:
+        """
+        Seconds the oldest waiting entry has waited (0 when empty).
+        """
+
+    def dead_letters() -> int:
+        """
+        Entries parked in the dead-letter table.
+        """
+
+    def flush(timeout: float) -> "Deferred[bool]":
+        """
+        Try to deliver everything now; fires C{True} when empty, C{False}
+        when C{timeout} passed first.  Used by the SIGTERM drain.
+        """
+
+
+class IEventPublisher(Interface):
+    """
+    Publishes the events of CONTRACT section 5.
+    """
+
+    def publish(event: dict) -> "Deferred[None]":
+        """
+        Publish one event envelope (L{ocpptw.events.make_event}).  Fires once
+        the event is durable: confirmed by the broker, or written to the
+        outbox.  Never fails because the broker is down.
+        """
+
+    def ready() -> "tuple[bool, str]":
+        """
+        C{(True, "")} when connected (or not configured), else
+        C{(False, reason)}.
+        """
+
+
+# ---------------------------------------------------------------------------
+# The business services, called by the OCPP handlers
+
+
+class IChargerService(Interface):
+    """
+    Chargers: admission at the handshake, boot, status and presence.
+    """
+
+    def admit(charge_point_id: str) -> "Deferred[dict | None]":
+        """
+        Called at the handshake.  Fires with the charger record (which may
+        carry C{authorizationKeyHash} and C{enabled}), or C{None} for an
+        unknown charger.  Fails with L{BackendUnavailable} only when nothing
+        is known locally either.
+        """
+
+    def boot(charge_point_id: str, payload: dict, now: "datetime") -> "Deferred[dict]":
+        """
+        BootNotification: register the charger (C{POST /api/charger/ensure}),
+        publish C{charger.metadataUpdate}; fires with the
+        BootNotification.conf payload.
+        """
+
+    def is_accepted(charge_point_id: str) -> bool:
+        """
+        Whether this charger's BootNotification was accepted (kept in the
+        charger record, so a reconnect without a boot is accepted at once).
+        """
+
+    def status(charge_point_id: str, payload: dict, now: "datetime") -> "Deferred[None]":
+        """
+        StatusNotification: outbox the status PATCH, publish
+        C{charger.statusUpdate}.
+        """
+
+    def connected(charge_point_id: str, now: "datetime") -> "Deferred[None]":
+        """
+        A socket for this charger opened.
+        """
+
+    def disconnected(charge_point_id: str, now: "datetime") -> "Deferred[None]":
+        """
+        The socket for this charger closed.
+        """
+
+    def seen(charge_point_id: str, now: "datetime") -> None:
+        """
+        Traffic from this charger: last-seen, throttled to once a minute.
+        """
+
+
+class ISessionService(Interface):
+    """
+    Charging sessions: authorize, start, meter values, stop (CONTRACT
+    section 5's guarantees).
+    """
+
+    def authorize(charge_point_id: str, id_tag: str, now: "datetime") -> "Deferred[dict]":
+        """
+        Fires with an C{idTagInfo}; answers from the cache while the backend
+        is unreachable, else C{Invalid}.
+        """
+
+    def start(charge_point_id: str, payload: dict, now: "datetime") -> "Deferred[dict]":
+        """
+        StartTransaction: fires with the StartTransaction.conf payload once
+        everything it causes is durable.  Never fails because the backend
+        is down.
+        """
+
+    def meter_values(charge_point_id: str, payload: dict, now: "datetime") -> "Deferred[None]":
+        """
+        MeterValues: normalise and publish C{charging.meterValues}.
+        """
+
+    def stop(charge_point_id: str, payload: dict, now: "datetime") -> "Deferred[dict]":
+        """
+        StopTransaction: always answered; a repeat stops and refunds nothing
+        twice.  Fires with the StopTransaction.conf payload.
+        """
+
+
+class IWalletService(Interface):
+    """
+    Money movements.  Amounts are L{Decimal}.
+    """
+
+    def refund(session_id: str, user_id: str, amount: "Decimal", currency: str) -> "Deferred[None]":
+        """
+        Refund once per C{sessionId} (the C{idempotencyKey}); a zero amount
+        is not posted.
+        """
+
+
+# ---------------------------------------------------------------------------
+# Connections and commands
+
+
+class IFrameSink(Interface):
+    """
+    What an OCPP session may do to its socket, and nothing more.
+    """
+
+    def send_text(text: str) -> None:
+        """
+        Send one text frame.  Silently dropped when the socket is closing.
+        """
+
+    def close(code: int, reason: str) -> None:
+        """
+        Close the socket with a WebSocket close code.
+        """
+
+
+class IChargerRegistry(Interface):
+    """
+    The chargers connected to this instance: identity -> live connection.
+    "Newest connection wins".
+    """
+
+    instance = Attribute("This instance's name, as in events and the charger list.")
+
+    def attach(charge_point_id: str, connection: object) -> None:
+        """
+        Make C{connection} the charger's connection; an older one is closed
+        with 4000 ("replaced by a newer connection").
+        """
+
+    def detach(charge_point_id: str, connection: object) -> None:
+        """
+        Forget C{connection} if it is still the current one.
+        """
+
+    def get(charge_point_id: str) -> "object | None":
+        """
+        The current connection (with C{.session}), or C{None}.
+        """
+
+    def describe(charge_point_id: str) -> "dict | None":
+        """
+        C{{chargePointId, connectedAt, lastSeen, instance}} or C{None}.
+        """
+
+    def describe_all() -> "list[dict]":
+        """
+        L{describe} for every connected charger.
+        """
+
+
+class ICommandBus(Interface):
+    """
+    Sends a server-to-charger call to a charger, wherever it is connected.
+    """
+
+    def send(charge_point_id: str, action: str, payload: dict, timeout: float) -> "Deferred[dict]":
+        """
+        Fires with the CALLRESULT payload.  Fails with L{InvalidPayload},
+        L{ChargerOffline}, L{CommandTimeout} or L{CallErrorReceived}.
+        """

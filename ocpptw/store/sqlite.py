@@ -1,0 +1,188 @@
+# -*- test-case-name: tests.store.test_sqlite -*-
+"""
+SQLite in C{DATA_DIR}, off the reactor thread, with grouped commits.
+
+One dedicated thread owns the connection.  L{Database.write} queues a
+function; the thread runs every queued function in one transaction and one
+commit, then fires each caller's L{Deferred} on the reactor thread.  Under
+load many writes share one fsync, so durability does not cap throughput.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ocpptw.interfaces import StorageFull
+
+T = TypeVar("T")
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _is_storage_full(error: BaseException) -> bool:
+    if isinstance(error, sqlite3.OperationalError):
+        text = str(error).lower()
+        return "full" in text or "readonly" in text or "disk i/o" in text
+    return isinstance(error, OSError) and error.errno in _FULL_ERRNOS
+
+
+class Database:
+    """
+    A SQLite database used from the reactor thread through Deferreds.
+
+    @param path: the database file (C{":memory:"} for tests).
+    @param reactor: provides C{callFromThread}; the results are delivered
+        through it, so a test reactor that runs C{callFromThread} at once
+        works.
+    @param schema: SQL run once at open (C{CREATE TABLE IF NOT EXISTS ...}).
+    @param synchronous: C{FULL} survives power loss; C{NORMAL} survives a
+        killed process.  Both are WAL mode.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        path: str | Path,
+        reactor: Any,
+        schema: str = "",
+        synchronous: str = "FULL",
+    ) -> None:
+        self._reactor = reactor
+        self._path = str(path)
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._queue: deque[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]] = deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(schema, synchronous), name=f"sqlite:{Path(self._path).name}", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._open_error is not None:
+            raise self._open_error
+        self.commits = 0
+        self.writes = 0
+
+    # -- reactor side ------------------------------------------------------
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """
+        Run C{fn(connection)} inside the next grouped transaction.  Fires
+        with its result after the commit, or fails with L{StorageFull} when
+        the disk refuses (the batch is rolled back), or with C{fn}'s error
+        (only C{fn}'s own changes are rolled back, through a savepoint).
+        """
+        return self._submit(fn, True)
+
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """
+        Run C{fn(connection)} on the database thread, in order with writes.
+        """
+        return self._submit(fn, False)
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], Any], is_write: bool) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("database is closed")
+            self._queue.append((fn, d, is_write))
+            self._wake.notify()
+        return d
+
+    def close(self) -> None:
+        """
+        Finish what is queued, then close the connection and the thread.
+        """
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+
+    # -- database thread -------------------------------------------------------
+
+    def _run(self, schema: str, synchronous: str) -> None:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            if schema:
+                conn.executescript(schema)
+        except BaseException as e:  # noqa: BLE001 - reported to the constructor
+            self._open_error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            with self._wake:
+                while not self._queue and not self._closing:
+                    self._wake.wait()
+                if not self._queue and self._closing:
+                    break
+                batch = list(self._queue)
+                self._queue.clear()
+            self._run_batch(conn, batch)
+        conn.close()
+
+    def _run_batch(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]],
+    ) -> None:
+        results: list[tuple[Deferred[Any], bool, Any]] = []
+        writes = [item for item in batch if item[2]]
+        try:
+            if writes:
+                conn.execute("BEGIN IMMEDIATE")
+            for index, (fn, d, is_write) in enumerate(batch):
+                if is_write:
+                    conn.execute(f"SAVEPOINT w{index}")
+                try:
+                    value = fn(conn)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    if is_write:
+                        conn.execute(f"ROLLBACK TO w{index}")
+                        conn.execute(f"RELEASE w{index}")
+                    if _is_storage_full(e):
+                        raise
+                    results.append((d, False, Failure(e)))
+                else:
+                    if is_write:
+                        conn.execute(f"RELEASE w{index}")
+                    results.append((d, True, value))
+            if writes:
+                conn.execute("COMMIT")
+        except BaseException as e:  # noqa: BLE001 - the whole batch failed
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            error: BaseException = StorageFull(str(e)) if _is_storage_full(e) else e
+            failure = Failure(error)
+            self._reactor.callFromThread(self._deliver, [(d, False, failure) for _, d, _ in batch], 0)
+            return
+        self._reactor.callFromThread(self._deliver, results, len(writes))
+
+    def _deliver(self, results: list[tuple[Deferred[Any], bool, Any]], writes: int) -> None:
+        if writes:
+            self.commits += 1
+            self.writes += writes
+        for d, ok, value in results:
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)
