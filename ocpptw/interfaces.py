@@ -196,6 +196,13 @@ class IOutbox(Interface):
         Entries waiting for delivery.
         """
 
+    def pending(key: str) -> int:
+        """
+        Entries waiting for delivery under C{key}: a publisher that finds
+        any must append behind them rather than send directly, to keep the
+        order per charger.
+        """
+
     def oldest_age() -> float:
         """
         Seconds the oldest waiting entry has waited (0 when empty).
