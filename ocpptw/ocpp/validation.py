@@ -1,0 +1,182 @@
+# -*- test-case-name: tests.ocpp.test_validation -*-
+"""
+Validation of OCPP 1.6 payloads against the official JSON schemas shipped in
+C{schemas/}: each CALL payload against C{Action.json}, each CALLRESULT
+payload against C{ActionResponse.json}.
+
+The schemas are compiled once per process with fastjsonschema (about twenty
+times faster than jsonschema) and shared by every L{Validator}.  One
+deviation from the schemas: C{format: date-time} also accepts timestamps
+without an offset (taken as UTC) and fractional seconds of any length,
+because real chargers send them; the date must still exist on the calendar.
+
+A failure becomes an L{OcppError} with the CALLERROR code that CONTRACT
+section 1 names:
+
+    - a required field missing, or an array with too few or too many items
+      -> C{OccurenceConstraintViolation}
+    - a field of the wrong JSON type -> C{TypeConstraintViolation}
+    - a value out of range, too long, not in its enum, of the wrong format
+      or not a multiple of its C{multipleOf} -> C{PropertyConstraintViolation}
+    - an unknown property, or any other rule -> C{FormationViolation}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import fastjsonschema
+
+from ocpptw.ocpp.errors import (
+    FORMATION_VIOLATION,
+    NOT_IMPLEMENTED,
+    OCCURENCE_CONSTRAINT_VIOLATION,
+    PROPERTY_CONSTRAINT_VIOLATION,
+    TYPE_CONSTRAINT_VIOLATION,
+    OcppError,
+)
+
+#: Where the official schemas live (package data).
+SCHEMA_DIR = Path(__file__).with_name("schemas")
+
+#: The fastjsonschema rule -> the CALLERROR code it maps to.
+RULE_CODES: dict[str, str] = {
+    "required": OCCURENCE_CONSTRAINT_VIOLATION,
+    "minItems": OCCURENCE_CONSTRAINT_VIOLATION,
+    "maxItems": OCCURENCE_CONSTRAINT_VIOLATION,
+    "type": TYPE_CONSTRAINT_VIOLATION,
+    "enum": PROPERTY_CONSTRAINT_VIOLATION,
+    "const": PROPERTY_CONSTRAINT_VIOLATION,
+    "minimum": PROPERTY_CONSTRAINT_VIOLATION,
+    "maximum": PROPERTY_CONSTRAINT_VIOLATION,
+    "exclusiveMinimum": PROPERTY_CONSTRAINT_VIOLATION,
+    "exclusiveMaximum": PROPERTY_CONSTRAINT_VIOLATION,
+    "minLength": PROPERTY_CONSTRAINT_VIOLATION,
+    "maxLength": PROPERTY_CONSTRAINT_VIOLATION,
+    "pattern": PROPERTY_CONSTRAINT_VIOLATION,
+    "format": PROPERTY_CONSTRAINT_VIOLATION,
+    "multipleOf": PROPERTY_CONSTRAINT_VIOLATION,
+    "uniqueItems": PROPERTY_CONSTRAINT_VIOLATION,
+    "additionalProperties": FORMATION_VIOLATION,
+}
+
+#: Longest description put into a CALLERROR.
+MAX_DESCRIPTION = 300
+
+_RESPONSE = "Response"
+
+_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:?\d\d)?")
+_fromisoformat = datetime.fromisoformat
+
+
+def is_date_time(value: str) -> bool:
+    """
+    The loosened C{date-time} format: C{YYYY-MM-DDTHH:MM:SS}, optionally
+    with fractional seconds of any length and a C{Z} or C{+HH:MM} offset
+    (C{T} may also be a space), naming a real date and time.
+    """
+    if _DATE_TIME.fullmatch(value) is None:
+        return False
+    if value[-1] in "Zz":
+        value = value[:-1]
+    try:
+        _fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+_FORMATS: dict[str, Callable[[Any], bool]] = {"date-time": is_date_time}
+
+# action name -> compiled validator, for requests and responses; filled once
+_requests: dict[str, Callable[[Any], Any]] = {}
+_responses: dict[str, Callable[[Any], Any]] = {}
+
+
+def _compile_all() -> None:
+    """
+    Compile every schema in L{SCHEMA_DIR}, once per process.
+    """
+    if _requests:
+        return
+    requests: dict[str, Callable[[Any], Any]] = {}
+    responses: dict[str, Callable[[Any], Any]] = {}
+    for path in sorted(SCHEMA_DIR.glob("*.json")):
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        compiled = fastjsonschema.compile(schema, formats=_FORMATS, use_default=False)
+        name = path.stem
+        if name.endswith(_RESPONSE):
+            responses[name[: -len(_RESPONSE)]] = compiled
+        else:
+            requests[name] = compiled
+    _responses.update(responses)
+    _requests.update(requests)
+
+
+def _to_error(exc: fastjsonschema.JsonSchemaValueException) -> OcppError:
+    code = RULE_CODES.get(exc.rule or "", FORMATION_VIOLATION)
+    description = exc.message
+    if len(description) > MAX_DESCRIPTION:
+        description = description[: MAX_DESCRIPTION - 3] + "..."
+    return OcppError(code, description)
+
+
+def _check(compiled: Callable[[Any], Any], payload: dict) -> None:
+    try:
+        compiled(payload)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise _to_error(exc) from None
+    except RecursionError:
+        raise OcppError(FORMATION_VIOLATION, "payload is nested too deeply") from None
+
+
+class Validator:
+    """
+    Checks OCPP 1.6 payloads.  Constructing the first one compiles all the
+    schemas (about 0.2 s); later ones share them.
+    """
+
+    def __init__(self) -> None:
+        _compile_all()
+        self._requests = _requests
+        self._responses = _responses
+
+    def knows(self, action: str) -> bool:
+        """
+        Whether C{action} is an OCPP 1.6 action (has a schema).
+        """
+        return action in self._requests
+
+    def actions(self) -> frozenset[str]:
+        """
+        Every action with a schema.
+        """
+        return frozenset(self._requests)
+
+    def check_request(self, action: str, payload: dict) -> None:
+        """
+        Check a CALL payload.
+
+        @raise OcppError: with the mapped code, or C{NotImplemented} for an
+            unknown action.
+        """
+        compiled = self._requests.get(action)
+        if compiled is None:
+            raise OcppError(NOT_IMPLEMENTED, f"unknown action {action[:60]!r}")
+        _check(compiled, payload)
+
+    def check_response(self, action: str, payload: dict) -> None:
+        """
+        Check a CALLRESULT payload for a CALL of C{action}.
+
+        @raise OcppError: with the mapped code, or C{NotImplemented} for an
+            unknown action.
+        """
+        compiled = self._responses.get(action)
+        if compiled is None:
+            raise OcppError(NOT_IMPLEMENTED, f"unknown action {action[:60]!r}")
+        _check(compiled, payload)

@@ -1,0 +1,3 @@
+"""
+Tests for the pure OCPP-J core, L{ocpptw.ocpp}.
+"""

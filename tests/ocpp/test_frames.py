@@ -1,0 +1,149 @@
+# -*- test-case-name: tests.ocpp.test_frames -*-
+"""
+Tests for L{ocpptw.ocpp.frames}.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ocpptw.ocpp.errors import OcppError
+from ocpptw.ocpp.frames import (
+    Call,
+    CallError,
+    CallResult,
+    FrameError,
+    encode_call,
+    encode_error,
+    encode_result,
+    parse,
+)
+
+
+def test_parse_the_three_kinds():
+    """CALL, CALLRESULT and CALLERROR parse to their classes."""
+    assert parse('[2,"a1","Heartbeat",{}]') == Call("a1", "Heartbeat", {})
+    assert parse('[3,"a1",{"currentTime":"x"}]') == CallResult("a1", {"currentTime": "x"})
+    assert parse('[4,"a1","NotSupported","no",{"k":1}]') == CallError("a1", "NotSupported", "no", {"k": 1})
+
+
+@pytest.mark.parametrize("text", ['[5,"x",{}]', "[0]", '[6,"x"]', "[-1]", "[99999999999999999999]"])
+def test_unknown_message_type_is_none(text):
+    """A well-formed array with an unknown MessageTypeId parses to None."""
+    assert parse(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not json",
+        "{",
+        '{"a":1}',
+        '"text"',
+        "42",
+        "null",
+        "[]",
+        '["2","x","Heartbeat",{}]',
+        '[true,"x","Heartbeat",{}]',
+        '[2.0,"x","Heartbeat",{}]',
+        '[null,"x"]',
+        "[2,NaN]",
+        '[2,"x","Heartbeat",{"a":NaN}]',
+        '[2,"x","Heartbeat",{"a":Infinity}]',
+        '[2,"x","Heartbeat",{"a":-Infinity}]',
+        '[2,"x","Heartbeat",{"a":1e999}]',
+        '[2,"x","Heartbeat",{"a":' + "9" * 5000 + "}]",
+        "[" * 100000 + "]" * 100000,
+        '[2,"x","Heartbeat",{}] trailing',
+    ],
+)
+def test_unreadable_frames_answer_with_minus_one(text):
+    """Not JSON, not an array, no integer type id, NaN, overflow or deep nesting: FormationViolation, id -1."""
+    with pytest.raises(FrameError) as info:
+        parse(text)
+    assert isinstance(info.value, OcppError)
+    assert info.value.code == "FormationViolation"
+    assert info.value.message_id == "-1"
+    assert "Traceback" not in info.value.description
+
+
+@pytest.mark.parametrize(
+    "text, message_type",
+    [
+        ("[2]", 2),
+        ('[2,"",  "Heartbeat",{}]', 2),
+        ('[2,"' + "x" * 37 + '","Heartbeat",{}]', 2),
+        ('[2,17,"Heartbeat",{}]', 2),
+        ('[2,null,"Heartbeat",{}]', 2),
+        ('[3,["x"],{}]', 3),
+        ('[4,"",  "GenericError","",{}]', 4),
+    ],
+)
+def test_unusable_ids_answer_with_minus_one(text, message_type):
+    """An id that is not a non-empty string of at most 36 characters is unusable: id -1."""
+    with pytest.raises(FrameError) as info:
+        parse(text)
+    assert (info.value.message_id, info.value.message_type) == ("-1", message_type)
+
+
+def test_id_of_36_characters_is_fine():
+    """36 characters is the longest id allowed."""
+    assert parse('[2,"' + "x" * 36 + '","Heartbeat",{}]').message_id == "x" * 36
+
+
+@pytest.mark.parametrize(
+    "text, message_type",
+    [
+        ('[2,"m7","Heartbeat"]', 2),
+        ('[2,"m7","Heartbeat",[]]', 2),
+        ('[2,"m7","Heartbeat",null]', 2),
+        ('[2,"m7",5,{}]', 2),
+        ('[2,"m7","Heartbeat",{},{}]', 2),
+        ('[3,"m7"]', 3),
+        ('[3,"m7",[]]', 3),
+        ('[3,"m7",{},1]', 3),
+        ('[4,"m7","GenericError","x"]', 4),
+        ('[4,"m7","GenericError","x",null]', 4),
+        ('[4,"m7",1,"x",{}]', 4),
+        ('[4,"m7","GenericError",null,{}]', 4),
+    ],
+)
+def test_wrong_shape_keeps_the_readable_id(text, message_type):
+    """A wrong shape is a FormationViolation that carries the frame's usable id."""
+    with pytest.raises(FrameError) as info:
+        parse(text)
+    assert (info.value.message_id, info.value.message_type, info.value.code) == (
+        "m7",
+        message_type,
+        "FormationViolation",
+    )
+
+
+def test_encoding_is_compact_utf8():
+    """Encoders write compact JSON without ASCII escapes."""
+    assert encode_call("1", "Reset", {"type": "Soft"}) == '[2,"1","Reset",{"type":"Soft"}]'
+    assert encode_result("1", {"idTagInfo": {"status": "Accepted"}}) == '[3,"1",{"idTagInfo":{"status":"Accepted"}}]'
+    assert encode_result("1", {"data": "Grüße"}) == '[3,"1",{"data":"Grüße"}]'
+
+
+def test_encode_error_details_always_an_object():
+    """A CALLERROR's details default to {}."""
+    assert encode_error("-1", "FormationViolation", "bad") == '[4,"-1","FormationViolation","bad",{}]'
+    assert encode_error("9", "GenericError", "x", None) == '[4,"9","GenericError","x",{}]'
+    assert json.loads(encode_error("9", "GenericError", "x", {"a": [1]}))[4] == {"a": [1]}
+
+
+def test_encoding_refuses_nan():
+    """Our own NaN is a bug, never sent as invalid JSON."""
+    with pytest.raises(ValueError):
+        encode_result("1", {"x": float("nan")})
+
+
+def test_round_trip():
+    """What the encoders write, parse reads back."""
+    assert parse(encode_call("id-1", "Reset", {"type": "Hard"})) == Call("id-1", "Reset", {"type": "Hard"})
+    assert parse(encode_result("id-1", {})) == CallResult("id-1", {})
+    assert parse(encode_error("id-1", "NotSupported", "d", {"x": 1})) == CallError("id-1", "NotSupported", "d", {"x": 1})
