@@ -1,0 +1,163 @@
+# -*- test-case-name: tests.transport.test_api -*-
+"""
+The command API (CONTRACT section 4, REST part) under C{/api/v1}:
+
+    - C{GET /api/v1/chargers}
+    - C{GET /api/v1/chargers/{id}}
+    - C{POST /api/v1/chargers/{id}/commands/{Action}} with the OCPP payload
+
+A bearer token is required when C{ADMIN_API_TOKEN} is set; without one the
+API answers only clients on the loopback interface.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from ocpptw.interfaces import CallErrorReceived, ChargerOffline, CommandTimeout, ICommandBus, InvalidPayload
+
+#: Largest command body accepted.
+MAX_BODY = 1024 * 1024
+
+
+def write_json(request: Request, status: int, body: Any) -> bytes:
+    """
+    Set the status and JSON content type; the encoded body to return.
+    """
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+def _error(request: Request, status: int, code: str, description: str, details: dict | None = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "description": description}
+    if details is not None:
+        error["details"] = details
+    return write_json(request, status, {"error": error})
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class CommandApi(Resource):
+    """
+    C{/api/v1}: leaf resource routing on the remaining path segments.
+
+    @param bus: where commands go (L{ICommandBus}: local, or through the
+        broker to the instance that holds the charger).
+    @param registry: the chargers connected here.
+    @param directory: optional C{(charge_point_id) -> Deferred[dict | None]}
+        that finds a charger on another instance for C{GET}.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, bus: ICommandBus, registry: Any, token: str | None, call_timeout: float) -> None:
+        super().__init__()
+        self._bus = bus
+        self._registry = registry
+        self._token = token.encode("utf-8") if token else None
+        self._call_timeout = call_timeout
+
+    def _authorized(self, request: Request) -> bytes | None:
+        """
+        C{None} when the request may proceed, else the refusal body.
+        """
+        if self._token is None:
+            host = getattr(request.getClientAddress(), "host", "")
+            if is_loopback(str(host)):
+                return None
+            return _error(request, 403, "Forbidden", "the command API answers only on loopback: set ADMIN_API_TOKEN")
+        header = request.getHeader(b"authorization") or b""
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._token):
+            request.setHeader(b"www-authenticate", b'Bearer realm="ocpptw"')
+            return _error(request, 401, "Unauthorized", "a valid bearer token is required")
+        return None
+
+    def _segments(self, request: Request) -> list[str]:
+        return [unquote(s.decode("utf-8", "replace")) for s in request.postpath if s]
+
+    def render_GET(self, request: Request) -> bytes:
+        refusal = self._authorized(request)
+        if refusal is not None:
+            return refusal
+        parts = self._segments(request)
+        if parts == ["chargers"]:
+            return write_json(request, 200, {"chargers": self._registry.describe_all()})
+        if len(parts) == 2 and parts[0] == "chargers":
+            found = self._registry.describe(parts[1])
+            if found is None:
+                return _error(request, 404, "ChargerOffline", f"{parts[1]} is not connected")
+            return write_json(request, 200, found)
+        return _error(request, 404, "NotFound", "no such resource")
+
+    def render_POST(self, request: Request) -> bytes | int:
+        refusal = self._authorized(request)
+        if refusal is not None:
+            return refusal
+        parts = self._segments(request)
+        if len(parts) != 4 or parts[0] != "chargers" or parts[2] != "commands":
+            return _error(request, 404, "NotFound", "no such resource")
+        charge_point_id, action = parts[1], parts[3]
+        raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+        if len(raw) > MAX_BODY:
+            return _error(request, 400, "InvalidPayload", "the body is larger than 1 MiB")
+        try:
+            payload = json.loads(raw or b"{}", parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            return _error(request, 400, "InvalidPayload", "the body is not JSON")
+        if not isinstance(payload, dict):
+            return _error(request, 400, "InvalidPayload", "the body must be a JSON object")
+        timeout = self._call_timeout
+        arg = request.args.get(b"timeout")
+        if arg:
+            try:
+                timeout = float(arg[0])
+                if not 0 < timeout <= 3600:
+                    raise ValueError
+            except ValueError:
+                return _error(request, 400, "InvalidPayload", "timeout must be a number of seconds between 0 and 3600")
+        d = self._bus.send(charge_point_id, action, payload, timeout)
+        finished = {"gone": False}
+        request.notifyFinish().addErrback(lambda _: finished.update(gone=True))
+        d.addCallbacks(
+            lambda result: write_json(request, 200, {"result": result}),
+            lambda failure: self._failed(request, failure, charge_point_id, action),
+        )
+        d.addCallback(lambda body: None if finished["gone"] else (request.write(body), request.finish()))
+        d.addErrback(lambda f: self.log.failure("answering a command failed", f))
+        return NOT_DONE_YET
+
+    def _failed(self, request: Request, failure: Failure, charge_point_id: str, action: str) -> bytes:
+        if failure.check(InvalidPayload):
+            return _error(request, 400, "InvalidPayload", str(failure.value))
+        if failure.check(ChargerOffline):
+            return _error(request, 404, "ChargerOffline", f"{charge_point_id} is not connected")
+        if failure.check(CommandTimeout):
+            return _error(request, 504, "Timeout", f"{charge_point_id} did not answer {action} in time")
+        if failure.check(CallErrorReceived):
+            e = failure.value
+            return _error(request, 502, e.code, e.description, e.details or {})
+        self.log.failure("command {action} to {chargePointId} failed", failure, action=action, chargePointId=charge_point_id)
+        return _error(request, 500, "InternalError", "the command could not be sent")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -1,0 +1,200 @@
+# -*- test-case-name: tests.transport.test_websocket -*-
+"""
+What happens to a charger's connection outside the OCPP conversation: the
+decisions at the WebSocket handshake (identity, admission, unknown-charger
+policy, credentials) and the bookkeeping when the socket opens and closes.
+
+The Autobahn protocol (L{ocpptw.transport.websocket}) stays thin and calls
+the L{Gate}; the gate knows nothing about Autobahn but L{ConnectionDeny}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ocpptw.clock import utcnow
+from ocpptw.interfaces import BackendUnavailable, IChargerService, IFrameSink
+
+#: The only subprotocol spoken.
+SUBPROTOCOL = "ocpp1.6"
+
+#: Close code and reason when the client offered no subprotocol we speak.
+NO_SUBPROTOCOL = (1000, "subprotocol ocpp1.6 required")
+
+#: How long the handshake waits for the charger record.
+ADMIT_TIMEOUT = 10.0
+
+
+@implementer(IFrameSink)
+class ChargerConnection:
+    """
+    One charger's socket as the rest of the gateway sees it: the registry's
+    handle (C{session}, C{close}) and the session's sink (C{send_text},
+    C{close}).
+    """
+
+    __slots__ = ("charge_point_id", "session", "_protocol", "_open")
+
+    def __init__(self, charge_point_id: str, protocol: Any) -> None:
+        self.charge_point_id = charge_point_id
+        self._protocol = protocol
+        self._open = True
+        self.session: Any = None
+
+    def send_text(self, text: str) -> None:
+        if self._open:
+            self._protocol.sendMessage(text.encode("utf-8"), False)
+
+    def close(self, code: int, reason: str) -> None:
+        if self._open:
+            self._open = False
+            self._protocol.sendClose(code, reason)
+
+    def lost(self) -> None:
+        self._open = False
+
+
+class Gate:
+    """
+    The handshake policy and the open/close bookkeeping for chargers.
+
+    @param session_factory: C{(charge_point_id, connection, strict) ->
+        OcppSession}.
+    @param authenticate: C{(identity, headers, peer, certificate, record) ->
+        outcome} with C{outcome.ok}, C{.status}, C{.reason}; C{None} for
+        security profile 0.
+    @param admission: an object with C{try_enter(peer) -> bool} and
+        C{leave()} (connection storms), or C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        chargers: IChargerService,
+        registry: Any,
+        session_factory: Callable[[str, ChargerConnection, bool], Any],
+        clock: IReactorTime,
+        strict: bool = True,
+        allow_unknown: bool = True,
+        allow_missing_subprotocol: bool = False,
+        authenticate: Callable[..., Any] | None = None,
+        admission: Any = None,
+        metrics: Any = None,
+    ) -> None:
+        self.prefix = prefix
+        self.allow_missing_subprotocol = allow_missing_subprotocol
+        self._chargers = chargers
+        self._registry = registry
+        self._session_factory = session_factory
+        self._clock = clock
+        self._strict = strict
+        self._allow_unknown = allow_unknown
+        self._authenticate = authenticate
+        self._admission = admission
+        self._metrics = metrics
+        self.accepting = True
+
+    # -- handshake -----------------------------------------------------------
+
+    def outcome(self, name: str) -> None:
+        if self._metrics is not None:
+            self._metrics.handshake(name)
+
+    def enter(self, peer: str) -> bool:
+        """
+        Admit one more handshake from C{peer} now, or say no (503).
+        """
+        if not self.accepting:
+            return False
+        if self._admission is None:
+            return True
+        return bool(self._admission.try_enter(peer))
+
+    def leave(self) -> None:
+        if self._admission is not None:
+            self._admission.leave()
+
+    @inlineCallbacks
+    def check(self, identity: str, headers: dict, peer: str, certificate: Any) -> Any:
+        """
+        Decide whether C{identity} may connect.  Fires with the charger
+        record (or C{None} for a charger to be registered on boot); fails
+        with L{ConnectionDeny}.
+        """
+        try:
+            d = self._chargers.admit(identity)
+            record = yield d.addTimeout(ADMIT_TIMEOUT, self._clock)
+        except BackendUnavailable:
+            if self._authenticate is not None or not self._allow_unknown:
+                self.outcome("unavailable")
+                raise ConnectionDeny(503, "charger records unavailable, retry later") from None
+            record = None
+        except Exception:
+            self.log.failure("looking up charger {chargePointId} failed", chargePointId=identity)
+            self.outcome("error")
+            raise ConnectionDeny(503, "charger records unavailable, retry later") from None
+        if record is None and not self._allow_unknown:
+            self.outcome("unknown")
+            raise ConnectionDeny(404, "unknown charger")
+        if self._authenticate is not None:
+            verdict = self._authenticate(identity, headers, peer, certificate, record)
+            if not verdict.ok:
+                self.log.warn(
+                    "refused {chargePointId} from {peer}: {reason}",
+                    chargePointId=identity,
+                    peer=peer,
+                    reason=verdict.reason,
+                )
+                self.outcome("unauthorized" if verdict.status == 401 else "unavailable")
+                raise ConnectionDeny(verdict.status, verdict.reason)
+        return record
+
+    # -- open and close ------------------------------------------------------
+
+    def opened(self, identity: str, protocol: Any, record: dict | None) -> ChargerConnection:
+        """
+        The socket is open: build the session, register it (newest wins).
+        """
+        connection = ChargerConnection(identity, protocol)
+        strict = self._strict
+        policy = (record or {}).get("ocppValidation") or (record or {}).get("validation")
+        if policy in ("strict", "lenient"):
+            strict = policy == "strict"
+        connection.session = self._session_factory(identity, connection, strict)
+        self._registry.attach(identity, connection)
+        self.outcome("accepted")
+        if self._metrics is not None:
+            self._metrics.connected(len(self._registry))
+        self._notify(self._chargers.connected(identity, utcnow(self._clock)), identity, "connected")
+        return connection
+
+    def closed(self, connection: ChargerConnection) -> None:
+        """
+        The socket closed: fail its pending calls, unregister, say so.
+        """
+        connection.lost()
+        if connection.session is not None:
+            connection.session.connection_lost()
+        current = self._registry.get(connection.charge_point_id) is connection
+        self._registry.detach(connection.charge_point_id, connection)
+        if self._metrics is not None:
+            self._metrics.connected(len(self._registry))
+        if current:
+            when = utcnow(self._clock)
+            self._notify(self._chargers.disconnected(connection.charge_point_id, when), connection.charge_point_id, "disconnected")
+
+    def _notify(self, d: Deferred | None, identity: str, what: str) -> None:
+        if isinstance(d, Deferred):
+            d.addErrback(
+                lambda f: self.log.failure("recording that {chargePointId} {what} failed", f, chargePointId=identity, what=what)
+            )

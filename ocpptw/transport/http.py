@@ -1,0 +1,130 @@
+# -*- test-case-name: tests.transport.test_http -*-
+"""
+The one C{twisted.web} site on the gateway's port: chargers at C{OCPP_PATH},
+C{/health}, C{/ready}, C{/metrics} and the command API at C{/api/v1}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from ocpptw.transport.api import write_json
+
+
+class Health(Resource):
+    """
+    C{GET /health}: the process is alive.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        return write_json(request, 200, {"status": "ok"})
+
+
+class Ready(Resource):
+    """
+    C{GET /ready}: 200 when every check passes, else 503 with the reasons.
+
+    @param checks: callables returning C{(ok, reason)}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, checks: list[Callable[[], tuple[bool, str]]]) -> None:
+        super().__init__()
+        self._checks = checks
+
+    def render_GET(self, request: Request) -> bytes:
+        reasons = []
+        for check in self._checks:
+            ok, reason = check()
+            if not ok:
+                reasons.append(reason)
+        if reasons:
+            return write_json(request, 503, {"status": "unavailable", "reasons": reasons})
+        return write_json(request, 200, {"status": "ready"})
+
+
+class Metrics(Resource):
+    """
+    C{GET /metrics}: the Prometheus text format.
+
+    @param render: C{() -> (body, content_type)}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, render: Callable[[], tuple[bytes, str]]) -> None:
+        super().__init__()
+        self._render = render
+
+    def render_GET(self, request: Request) -> bytes:
+        body, content_type = self._render()
+        request.setHeader(b"content-type", content_type.encode("ascii"))
+        return body
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return write_json(request, 404, {"error": {"code": "NotFound", "description": "no such resource"}})
+
+
+class Root(Resource):
+    """
+    A tree whose unknown children answer a JSON 404.
+    """
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return _NotFound()
+
+    def render_GET(self, request: Request) -> bytes:
+        return write_json(request, 200, {"service": "ocpptw", "chargers": "connect with WebSocket to the OCPP path"})
+
+
+class QuietSite(Site):
+    """
+    A site that does not write an access log line per request (charger
+    upgrades and scrapes would flood it).
+    """
+
+    def log(self, request: Request) -> None:
+        pass
+
+
+def build_site(
+    ws_factory: Any,
+    ocpp_path: str,
+    ready_checks: list[Callable[[], tuple[bool, str]]],
+    metrics_render: Callable[[], tuple[bytes, str]] | None,
+    api: Resource | None,
+) -> Site:
+    """
+    Mount everything on one site.
+    """
+    root = Root()
+    segments = [s.encode("utf-8") for s in ocpp_path.strip("/").split("/")]
+    parent: Resource = root
+    for segment in segments[:-1]:
+        child = Root()
+        parent.putChild(segment, child)
+        parent = child
+    parent.putChild(segments[-1], WebSocketResource(ws_factory))
+    root.putChild(b"health", Health())
+    root.putChild(b"ready", Ready(ready_checks))
+    if metrics_render is not None:
+        root.putChild(b"metrics", Metrics(metrics_render))
+    if api is not None:
+        api_root = Root()
+        api_root.putChild(b"v1", api)
+        root.putChild(b"api", api_root)
+    site = QuietSite(root)
+    site.displayTracebacks = False
+    return site

@@ -1,0 +1,183 @@
+# -*- test-case-name: tests.transport.test_websocket -*-
+"""
+The Autobahn server protocol, one instance per charger.  Thin: decisions at
+the handshake belong to L{ocpptw.transport.handshake.Gate}, the OCPP
+conversation to L{ocpptw.ocpp.session.OcppSession}.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ocpptw.transport.handshake import NO_SUBPROTOCOL, SUBPROTOCOL, ChargerConnection, Gate
+from ocpptw.transport.identity import BadIdentity, identity_from_path
+
+
+class OcppServerProtocol(WebSocketServerProtocol):
+    """
+    One charger's WebSocket.  Autobahn owns C{log}, C{server} and many other
+    names on this class, so ours start with C{_ocpp}.
+    """
+
+    _ocpp_log = Logger()
+    _ocpp_identity: str | None = None
+    _ocpp_record: dict | None = None
+    _ocpp_connection: ChargerConnection | None = None
+    _ocpp_close_after_open = False
+    _ocpp_entered = False
+
+    def _ocpp_peer(self) -> str:
+        try:
+            return str(self.transport.getPeer().host)
+        except Exception:  # noqa: BLE001 - a transport without an address
+            return "unknown"
+
+    def _ocpp_certificate(self) -> Any:
+        getter = getattr(self.transport, "getPeerCertificate", None)
+        if getter is None:
+            return None
+        try:
+            return getter()
+        except Exception:  # noqa: BLE001 - no TLS, or no certificate
+            return None
+
+    def onConnect(self, request: Any) -> Any:
+        gate: Gate = self.factory.gate
+        try:
+            identity = identity_from_path(request.path, gate.prefix)
+        except BadIdentity as e:
+            gate.outcome("bad_path")
+            raise ConnectionDeny(e.status, e.reason) from None
+        peer = self._ocpp_peer()
+        if not gate.enter(peer):
+            gate.outcome("throttled")
+            raise ConnectionDeny(503, "too many connection attempts, retry later")
+        self._ocpp_entered = True
+        self._ocpp_identity = identity
+        offered = list(request.protocols)
+
+        def decided(record: dict | None) -> str | None:
+            self._ocpp_leave()
+            self._ocpp_record = record
+            if SUBPROTOCOL in offered:
+                return SUBPROTOCOL
+            # OCPP-J 1.6 section 3.2: no common subprotocol -> complete the
+            # handshake without the header, then close at once.
+            self._ocpp_close_after_open = not (gate.allow_missing_subprotocol and not offered)
+            return None
+
+        def refused(failure: Failure) -> Failure:
+            self._ocpp_leave()
+            if not failure.check(ConnectionDeny):
+                self._ocpp_log.failure("handshake of {chargePointId} crashed", failure, chargePointId=identity)
+                return Failure(ConnectionDeny(500, "internal error"))
+            return failure
+
+        d = maybeDeferred(gate.check, identity, request.headers, peer, self._ocpp_certificate())
+        return d.addCallbacks(decided, refused)
+
+    def _ocpp_leave(self) -> None:
+        if self._ocpp_entered:
+            self._ocpp_entered = False
+            self.factory.gate.leave()
+
+    def onOpen(self) -> None:
+        # Autobahn calls this in a Deferred chain without an errback: guard it.
+        try:
+            if self._ocpp_close_after_open:
+                self.sendClose(*NO_SUBPROTOCOL)
+                return
+            self._ocpp_stagger_ping()
+            assert self._ocpp_identity is not None
+            self._ocpp_connection = self.factory.gate.opened(self._ocpp_identity, self, self._ocpp_record)
+        except Exception:
+            self._ocpp_log.failure("opening {chargePointId} crashed", chargePointId=self._ocpp_identity)
+            self.sendClose(4500, "internal error")
+
+    def _ocpp_stagger_ping(self) -> None:
+        """
+        Spread the first keepalive ping over the interval: after a mass
+        reconnect, pings that fire together make a latency spike.
+        """
+        pending = getattr(self, "autoPingPendingCall", None)
+        if pending is None or not self.autoPingInterval:
+            return
+        try:
+            pending.cancel()
+            self.autoPingPendingCall = self.factory._batched_timer.call_later(
+                self.autoPingInterval * random.uniform(0.5, 1.0), self._sendAutoPing
+            )
+        except Exception:  # noqa: BLE001 - keep Autobahn's own schedule
+            pass
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        connection = self._ocpp_connection
+        if connection is None:
+            return
+        try:
+            if isBinary:
+                connection.session.binary_received()
+            else:
+                connection.session.frame_received(payload.decode("utf-8"))
+        except Exception:
+            self._ocpp_log.failure("frame from {chargePointId} crashed its handling", chargePointId=self._ocpp_identity)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._ocpp_leave()
+        connection, self._ocpp_connection = self._ocpp_connection, None
+        if connection is not None:
+            try:
+                self.factory.gate.closed(connection)
+            except Exception:
+                self._ocpp_log.failure("closing {chargePointId} crashed", chargePointId=self._ocpp_identity)
+
+
+class OcppServerFactory(WebSocketServerFactory):
+    """
+    The factory for charger sockets; holds the L{Gate}.  Mounted with
+    C{WebSocketResource}, which never calls C{startFactory}: keep start-up
+    logic in services.
+    """
+
+    protocol = OcppServerProtocol
+
+    def __init__(
+        self,
+        gate: Gate,
+        *,
+        max_frame_bytes: int,
+        ping_interval: float,
+        url: str = "ws://127.0.0.1",
+        reactor: Any = None,
+    ) -> None:
+        super().__init__(url, protocols=[SUBPROTOCOL], reactor=reactor)
+        self.gate = gate
+        self.setProtocolOptions(**websocket_options(max_frame_bytes, ping_interval))
+
+
+def websocket_options(max_frame_bytes: int, ping_interval: float) -> dict[str, Any]:
+    """
+    The configuration as Autobahn protocol options, in one place.
+    """
+    return {
+        "maxMessagePayloadSize": max_frame_bytes,
+        "maxFramePayloadSize": max_frame_bytes,
+        # Close with 1009 on an oversized message instead of dropping TCP.
+        "failByDrop": False,
+        "autoPingInterval": ping_interval,
+        "autoPingTimeout": min(ping_interval, 30.0) if ping_interval else 0,
+        "autoPingRestartOnAnyTraffic": True,
+        "openHandshakeTimeout": 30,
+        "closeHandshakeTimeout": 5,
+        "utf8validateIncoming": True,
+        "perMessageCompressionAccept": lambda offers: None,
+        "webStatus": False,
+        "trustXForwardedFor": 0,
+    }
