@@ -1,0 +1,64 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd ocpp}: the options and C{makeService}.  This is the one module that
+reads C{.env.ocpp} and the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from ocpptw.config import SETTINGS, Config, ConfigError, load_config
+
+DOTENV = ".env.ocpp"
+
+
+def _help(setting: Any) -> str:
+    default = setting.default if setting.default not in (None, "") else "unset"
+    return f"{setting.help} [{setting.env}; default {default}]"
+
+
+class Options(usage.Options):
+    """
+    Every configuration variable of CONTRACT section 2 as an option: each
+    overrides the environment, which overrides C{.env.ocpp}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "OCPP 1.6J gateway. Chargers connect to ws://HOST:PORT/ocpp/{chargePointId}; "
+        "/health, /ready, /metrics and /api/v1 share the port. Settings come from "
+        ".env.ocpp in the working directory, then the environment, then these options."
+    )
+    optParameters = [[s.option, None, None, _help(s)] for s in SETTINGS]
+
+    config: Config
+
+    def postOptions(self) -> None:
+        cli = {s.env: self[s.option] for s in SETTINGS if self[s.option] is not None}
+        try:
+            dotenv = Path(DOTENV).read_text(encoding="utf-8") if Path(DOTENV).exists() else ""
+        except (OSError, UnicodeDecodeError) as e:
+            raise SystemExit(f"ocpp: cannot read {DOTENV}: {e}") from None
+        try:
+            self.config = load_config(dotenv, os.environ, cli, hostname=socket.gethostname())
+        except ConfigError as e:
+            raise SystemExit(f"ocpp: {e}") from None
+        parent = getattr(self, "parent", None)
+        if self.config.log_format == "json" and parent is not None and not parent.get("logger"):
+            parent["logger"] = "ocpptw.logs.json_observer_factory"
+
+
+def makeService(options: Options) -> IService:
+    """
+    Build the gateway's service tree from parsed options.
+    """
+    from ocpptw.gateway import make_gateway
+
+    return make_gateway(options.config)

@@ -1,0 +1,107 @@
+"""
+Tests for L{ocpptw.config}: the layering and the one-line errors.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from ocpptw.config import SETTINGS, Config, ConfigError, config_fields, load_config, parse_dotenv
+
+
+def test_defaults_match_the_contract():
+    """With nothing set, every value is the contract's default."""
+    c = load_config("", {}, {}, hostname="gw1")
+    assert (c.port, c.host, c.backend_url, c.enable_rabbitmq) == (9000, "0.0.0.0", None, False)
+    assert c.rabbitmq_url == "amqp://guest:guest@localhost:5672"
+    assert (c.rabbitmq_exchange, c.rabbitmq_command_exchange) == ("ocpp.events", "ocpp.commands")
+    assert (c.data_dir, c.ocpp_path, c.call_timeout, c.ping_interval) == ("./data", "/ocpp", 30.0, 60.0)
+    assert (c.validation, c.allow_unknown_chargers, c.allow_missing_subprotocol) == ("strict", True, False)
+    assert (c.security_profile, c.heartbeat_interval, c.start_deadline) == (0, 300, 5.0)
+    assert (c.outbox_max_age, c.max_frame_bytes, c.auth_cache_ttl, c.log_format) == (86400.0, 1048576, 3600.0, "text")
+    assert (c.tls_cert, c.tls_key, c.tls_ca, c.admin_token) == (None, None, None, None)
+    assert c.instance_id == "gw1"
+
+
+def test_layers_override_in_order():
+    """defaults < .env.ocpp < environment < options."""
+    dotenv = "PORT=9100\nHEARTBEAT_INTERVAL=60\nOCPP_PATH=/x\n"
+    environ = {"PORT": "9200", "HEARTBEAT_INTERVAL": "90", "UNRELATED": "whatever"}
+    cli = {"PORT": "9300"}
+    c = load_config(dotenv, environ, cli)
+    assert (c.port, c.heartbeat_interval, c.ocpp_path) == (9300, 90, "/x")
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [
+        ("PORT", "abc", "PORT must be an integer"),
+        ("PORT", "70000", "PORT must be between"),
+        ("ENABLE_RABBITMQ", "maybe", "ENABLE_RABBITMQ must be true or false"),
+        ("OCPP_VALIDATION", "loose", "OCPP_VALIDATION must be one of strict, lenient"),
+        ("OCPP_CALL_TIMEOUT", "-1", "OCPP_CALL_TIMEOUT"),
+        ("OCPP_CALL_TIMEOUT", "nan", "OCPP_CALL_TIMEOUT"),
+        ("BACKEND_API_URL", "ftp://x", "BACKEND_API_URL must be a http or https URL"),
+        ("OCPP_SECURITY_PROFILE", "4", "OCPP_SECURITY_PROFILE must be between 0 and 3"),
+        ("OCPP_PATH", "/", "OCPP_PATH must be a path"),
+        ("EMBEDDED_PRICE_PER_KWH", "cheap", "EMBEDDED_PRICE_PER_KWH must be a decimal"),
+    ],
+)
+def test_bad_values_name_the_variable(name, value, fragment):
+    """A malformed value is one line naming the variable."""
+    with pytest.raises(ConfigError) as e:
+        load_config("", {name: value}, {})
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_names_in_dotenv_are_refused():
+    """A typo in .env.ocpp is an error, not silently ignored."""
+    with pytest.raises(ConfigError, match="unknown variable PROT"):
+        load_config("PROT=1\n", {}, {})
+
+
+def test_dotenv_syntax():
+    """Comments, export, quotes; a line that is not NAME=value is an error."""
+    assert parse_dotenv("# c\nexport A=1\nB='two words'\nC=\"x\" \nD=3 # note\n") == {
+        "A": "1",
+        "B": "two words",
+        "C": "x",
+        "D": "3",
+    }
+    with pytest.raises(ConfigError, match="line 2"):
+        parse_dotenv("A=1\nnonsense\n")
+
+
+def test_combinations_are_checked():
+    """Settings that need each other say so."""
+    with pytest.raises(ConfigError, match="TLS_CERT and TLS_KEY"):
+        load_config("", {"TLS_CERT": "c.pem"}, {})
+    with pytest.raises(ConfigError, match="OCPP_SECURITY_PROFILE=2 needs TLS_CERT"):
+        load_config("", {"OCPP_SECURITY_PROFILE": "2"}, {})
+    with pytest.raises(ConfigError, match="CLIENT_CERT_HEADER needs TRUSTED_PROXIES"):
+        load_config("", {"CLIENT_CERT_HEADER": "x-ssl-cert"}, {})
+
+
+def test_money_is_decimal_and_secrets_are_masked():
+    """The tariff is a Decimal; redacted() hides tokens and broker passwords."""
+    c = load_config("", {"EMBEDDED_PRICE_PER_KWH": "0.35", "ADMIN_API_TOKEN": "s3cret", "RABBITMQ_URL": "amqp://u:pw@h:5672/v"}, {})
+    assert c.embedded_price == Decimal("0.35")
+    shown = c.redacted()
+    assert shown["ADMIN_API_TOKEN"] == "***"
+    assert "pw" not in shown["RABBITMQ_URL"] and "u:***@h:5672" in shown["RABBITMQ_URL"]
+
+
+def test_every_setting_is_a_config_field():
+    """The settings table and the Config dataclass agree."""
+    assert {s.attr for s in SETTINGS} == set(config_fields())
+    assert isinstance(load_config(), Config)
+
+
+def test_instance_slot_is_stable_and_overridable():
+    """The slot derives from INSTANCE_ID unless INSTANCE_SLOT is set."""
+    a = load_config("", {"INSTANCE_ID": "gw-a"}, {})
+    assert a.instance_slot == load_config("", {"INSTANCE_ID": "gw-a"}, {}).instance_slot
+    assert load_config("", {"INSTANCE_ID": "gw-a", "INSTANCE_SLOT": "7"}, {}).instance_slot == 7

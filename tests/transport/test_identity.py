@@ -1,0 +1,45 @@
+"""
+Tests for L{ocpptw.transport.identity}: the charger identity from the path.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ocpptw.transport.identity import BadIdentity, identity_from_path
+
+
+@pytest.mark.parametrize(
+    "path, identity",
+    [("/ocpp/CP1", "CP1"), ("/ocpp/CP%20002", "CP 002"), ("/ocpp/CP1/", "CP1"), ("/ocpp/%C3%A9t%C3%A9", "été"), ("/ocpp/" + "x" * 48, "x" * 48)],
+)
+def test_identity_is_the_decoded_last_segment(path, identity):
+    """The identity is percent-decoded."""
+    assert identity_from_path(path, "/ocpp") == identity
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/ocpp/", 404),
+        ("/ocpp", 404),
+        ("/other/CP1", 404),
+        ("/ocpp/a/b", 404),
+        ("/ocpp/a%2Fb", 400),
+        ("/ocpp/" + "x" * 49, 400),
+        ("/ocpp/%FF", 400),
+        ("/ocpp/a%00b", 400),
+    ],
+)
+def test_bad_paths_are_refused(path, status):
+    """Empty, too long, containing '/' or outside the prefix: refused with 400/404."""
+    with pytest.raises(BadIdentity) as e:
+        identity_from_path(path, "/ocpp")
+    assert e.value.status == status
+
+
+def test_custom_prefix():
+    """OCPP_PATH may have several segments."""
+    assert identity_from_path("/a/b/CP9", "/a/b") == "CP9"
+    with pytest.raises(BadIdentity):
+        identity_from_path("/a/CP9", "/a/b")
