@@ -55,7 +55,12 @@ class ChargerConnection:
     def close(self, code: int, reason: str) -> None:
         if self._open:
             self._open = False
-            self._protocol.sendClose(code, reason)
+            if code == 1000 or 3000 <= code <= 4999:
+                self._protocol.sendClose(code, reason)
+            else:
+                # Autobahn's public sendClose refuses protocol codes such as
+                # 1001 (going away, used by the drain); the frame method does not.
+                self._protocol.sendCloseFrame(code, reason.encode("utf-8")[:120], isReply=False)
 
     def lost(self) -> None:
         self._open = False

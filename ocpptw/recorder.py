@@ -1,0 +1,68 @@
+# -*- test-case-name: tests.test_recorder -*-
+"""
+Every frame in and out becomes an C{ocpp.message} event (CONTRACT section 5)
+and a metric.  Called by each L{ocpptw.ocpp.session.OcppSession} as its
+observer; never waits: the event is durable on its own (broker confirm or
+outbox), and the charger's answer does not wait for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ocpptw.events import make_event
+from ocpptw.interfaces import IEventPublisher
+
+
+class FrameRecorder:
+    """
+    The sessions' observer.
+
+    @param publisher: where C{ocpp.message} events go.
+    @param metrics: an L{ocpptw.metrics.Metrics} or C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(self, publisher: IEventPublisher, clock: IReactorTime, instance: str, metrics: Any = None) -> None:
+        self._publisher = publisher
+        self._clock = clock
+        self._instance = instance
+        self._metrics = metrics
+
+    def frame(
+        self,
+        session: Any,
+        direction: str,
+        message_type: str,
+        message_id: str,
+        action: str | None,
+        payload: dict | None,
+        error_code: str | None,
+        error_description: str | None,
+    ) -> None:
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.frame(direction, message_type, action)
+            if error_code is not None:
+                metrics.call_error(error_code)
+        data: dict[str, Any] = {"direction": direction, "messageType": message_type, "messageId": message_id}
+        if action is not None:
+            data["action"] = action
+        if payload is not None:
+            data["payload"] = payload
+        if error_code is not None:
+            data["errorCode"] = error_code
+            data["errorDescription"] = error_description or ""
+        event = make_event("ocpp.message", session.charge_point_id, data, self._clock, self._instance)
+        self._publisher.publish(event).addErrback(self._lost, session.charge_point_id)
+
+    def violation(self, session: Any, action: str | None, error: Any) -> None:
+        if self._metrics is not None:
+            self._metrics.violation(action)
+
+    def _lost(self, failure: Any, charge_point_id: str) -> None:
+        self.log.failure("recording a frame of {chargePointId} failed", failure, chargePointId=charge_point_id)

@@ -1,0 +1,187 @@
+# -*- test-case-name: tests.integration.test_gateway -*-
+"""
+Assembles the rooms into a L{GatewayService}: stores, backend, publisher,
+services, sessions, the WebSocket gateway and the HTTP site.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import endpoints
+
+from ocpptw.config import Config
+
+
+def _database(gateway: Any, path: Path, reactor: Any, schema: str) -> Any:
+    from ocpptw.store.sqlite import Database
+
+    db = Database(path, reactor, schema)
+    gateway.closers.append(db.close)
+    return db
+
+
+def _backend(gateway: Any, config: Config, reactor: Any) -> Any:
+    if config.backend_url:
+        from ocpptw.adapters.backend_http import HttpBackend
+
+        backend = HttpBackend(
+            config.backend_url,
+            reactor,
+            timeout=config.backend_timeout,
+            token=config.backend_token,
+            observer=gateway.metrics,
+        )
+        gateway.closers.append(backend.close)
+        return backend
+    from ocpptw.store import embedded
+
+    db = _database(gateway, Path(config.data_dir) / "embedded.sqlite", reactor, embedded.SCHEMA)
+    return embedded.EmbeddedBackend(
+        db,
+        reactor,
+        price_per_kwh=config.embedded_price,
+        currency=config.embedded_currency,
+        auth_mode=config.embedded_auth_mode,
+    )
+
+
+def _publisher(gateway: Any, config: Config, reactor: Any, outbox: Any, backend: Any) -> Any:
+    if not config.enable_rabbitmq:
+        from ocpptw.events import LocalEventPublisher
+
+        return LocalEventPublisher(outbox, backend)
+    from ocpptw.adapters.amqp import AmqpConnection
+    from ocpptw.adapters.amqp_events import AmqpEventPublisher
+
+    connection = AmqpConnection(
+        reactor,
+        config.rabbitmq_url,
+        config.instance_id,
+        events_exchange=config.rabbitmq_exchange,
+        command_exchange=config.rabbitmq_command_exchange,
+    )
+    connection.setServiceParent(gateway)
+    gateway.amqp = connection
+    return AmqpEventPublisher(connection, outbox, reactor, config.rabbitmq_exchange, metrics=gateway.metrics)
+
+
+def _listener(config: Config, reactor: Any) -> Any:
+    if config.tls:
+        from ocpptw.transport.tls import tls_server_endpoint
+
+        return tls_server_endpoint(reactor, config, config.tls_port or config.port, config.host)
+    if ":" in config.host:
+        return endpoints.TCP6ServerEndpoint(reactor, config.port, interface=config.host)
+    return endpoints.TCP4ServerEndpoint(reactor, config.port, interface=config.host)
+
+
+def wire(gateway: Any, config: Config, reactor: Any) -> None:
+    """
+    Build every part and hang it on C{gateway}.
+    """
+    from ocpptw.handlers import Router
+    from ocpptw.metrics import Metrics
+    from ocpptw.ocpp.session import OcppSession
+    from ocpptw.ocpp.validation import Validator
+    from ocpptw.recorder import FrameRecorder
+    from ocpptw.services import ledger as ledger_module
+    from ocpptw.services.chargers import ChargerService
+    from ocpptw.services.commands import LocalCommandBus
+    from ocpptw.services.delivery import register_deliveries
+    from ocpptw.services.registry import ChargerRegistry
+    from ocpptw.services.sessions import SessionService
+    from ocpptw.services.wallet import WalletService
+    from ocpptw.store import outbox as outbox_module
+    from ocpptw.transport.api import CommandApi
+    from ocpptw.transport.handshake import Gate
+    from ocpptw.transport.http import build_site
+    from ocpptw.transport.websocket import OcppServerFactory
+
+    metrics = gateway.metrics = Metrics()
+    data = Path(config.data_dir)
+    state = _database(gateway, data / "gateway.sqlite", reactor, outbox_module.SCHEMA + ledger_module.SCHEMA)
+    backend = gateway.backend = _backend(gateway, config, reactor)
+    outbox = gateway.outbox = outbox_module.Outbox(state, reactor, config.outbox_max_age, observer=metrics)
+    ledger = gateway.ledger = ledger_module.Ledger(state, reactor)
+    publisher = gateway.publisher = _publisher(gateway, config, reactor, outbox, backend)
+    wallet = WalletService(backend)
+    chargers = ChargerService(
+        backend,
+        outbox,
+        publisher,
+        ledger,
+        reactor,
+        heartbeat_interval=config.heartbeat_interval,
+        allow_unknown=config.allow_unknown_chargers,
+        instance=config.instance_id,
+    )
+    sessions = SessionService(
+        backend,
+        outbox,
+        publisher,
+        ledger,
+        wallet,
+        reactor,
+        start_deadline=config.start_deadline,
+        auth_cache_ttl=config.auth_cache_ttl,
+        instance_slot=config.instance_slot,
+    )
+    register_deliveries(outbox, backend, ledger, wallet, publisher)
+    gateway.starters.append(ledger.start)
+    gateway.starters.append(lambda: outbox.start())
+    gateway.closers.append(lambda: outbox.stop())
+
+    registry = gateway.registry = ChargerRegistry(config.instance_id, reactor)
+    validator = Validator()
+    router = Router(chargers, sessions, reactor)
+    recorder = FrameRecorder(publisher, reactor, config.instance_id, metrics)
+
+    def session_factory(identity: str, connection: Any, strict: bool) -> Any:
+        session = OcppSession(identity, connection, router, reactor, validator, call_timeout=config.call_timeout, observer=recorder)
+        session.strict = strict
+        return session
+
+    authenticate = None
+    if config.security_profile:
+        from ocpptw.transport.auth import authenticator
+
+        authenticate = authenticator(config)
+    admission = None
+    if config.handshake_concurrency or config.handshake_rate_per_ip:
+        from ocpptw.transport.admission import HandshakeAdmission
+
+        admission = HandshakeAdmission(reactor, config.handshake_concurrency, config.handshake_rate_per_ip)
+    gate = gateway.gate = Gate(
+        prefix=config.ocpp_path,
+        chargers=chargers,
+        registry=registry,
+        session_factory=session_factory,
+        clock=reactor,
+        strict=config.validation == "strict",
+        allow_unknown=config.allow_unknown_chargers,
+        allow_missing_subprotocol=config.allow_missing_subprotocol,
+        authenticate=authenticate,
+        admission=admission,
+        metrics=metrics,
+    )
+    factory = OcppServerFactory(gate, max_frame_bytes=config.max_frame_bytes, ping_interval=config.ping_interval, reactor=reactor)
+
+    bus: Any = LocalCommandBus(registry, validator, config.call_timeout)
+    if config.enable_rabbitmq:
+        from ocpptw.adapters.amqp_commands import AmqpCommandBus, AmqpCommandServer
+
+        server = AmqpCommandServer(gateway.amqp, registry, bus, config.instance_id)
+        gateway.command_server = server
+        bus = AmqpCommandBus(gateway.amqp, bus, registry)
+    gateway.bus = bus
+    api = CommandApi(bus, registry, config.admin_token, config.call_timeout)
+
+    checks = [lambda: (gateway.port is not None and gate.accepting, "listener not accepting")]
+    checks.append(backend.ready)
+    checks.append(publisher.ready)
+    checks.append(lambda: (getattr(outbox, "writable", True), f"cannot write to {config.data_dir}"))
+    metrics.watch_outbox(outbox)
+    gateway.site = build_site(factory, config.ocpp_path, checks, metrics.render, api)
+    gateway.listener = _listener(config, reactor)
