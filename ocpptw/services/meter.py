@@ -1,0 +1,162 @@
+# -*- test-case-name: tests.services.test_meter -*-
+"""
+Meter readings as consumers want them: the samples of C{charging.meterValues}
+(CONTRACT section 5), from MeterValues' C{meterValue} and StopTransaction's
+C{transactionData}.
+
+Each OCPP C{sampledValue} becomes one sample::
+
+    {timestamp, measurand, value, unit, phase?, context?, location?, format?}
+
+Choices, for consumers to rely on:
+
+  - C{value} is a JSON number: an C{int} when the normalised value is
+    integral (C{"12.58"} kWh -> C{12580} Wh), else a C{float}.  The scaling
+    is done in L{Decimal}, so C{kWh * 1000} never picks up float noise.
+  - Units are normalised: C{kWh} -> C{Wh}, C{kvarh} -> C{varh}, C{kW} -> C{W},
+    C{kVA} -> C{VA}, C{kvar} -> C{var} (values times 1000); both spellings of
+    Celsius (the 1.6 schema's C{Celcius} and C{Celsius}) -> C{Celsius}.  Other
+    units pass through.
+  - A missing C{measurand} is C{Energy.Active.Import.Register} (OCPP's
+    default); a missing C{unit} is the measurand's natural unit (C{Wh} for
+    active energy, as OCPP says; C{varh}, C{W}, C{var}, C{A}, C{V},
+    C{Celsius}, C{Percent}, C{Hertz} for the others).
+  - Signed readings (C{format: SignedData}) keep the charger's raw value
+    (a string), its unit unscaled, and carry C{format: "SignedData"}.  A
+    value that is not a number (bad data from a charger) is kept as the
+    charger's string, logged at warn, and its unit is not scaled.
+  - C{phase}, C{context} (including C{Transaction.Begin}/C{Transaction.End})
+    and C{location} are copied when the charger sent them, never invented.
+  - Timestamps are ISO 8601 UTC with a C{Z} (a missing offset is read as
+    UTC); samples come out in timestamp order, whatever order they came in
+    (stable for equal timestamps; unreadable timestamps go last, verbatim).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+
+from twisted.logger import Logger
+
+from ocpptw.clock import iso_z, parse_iso
+
+log = Logger()
+
+DEFAULT_MEASURAND = "Energy.Active.Import.Register"
+SIGNED = "SignedData"
+
+#: unit -> (normalised unit, factor)
+_SCALE: dict[str, tuple[str, int]] = {
+    "kWh": ("Wh", 1000),
+    "kvarh": ("varh", 1000),
+    "kW": ("W", 1000),
+    "kVA": ("VA", 1000),
+    "kvar": ("var", 1000),
+    "Celcius": ("Celsius", 1),
+}
+
+#: measurand prefix -> unit when the charger sends none
+_NATURAL_UNIT: tuple[tuple[str, str | None], ...] = (
+    ("Energy.Active.", "Wh"),
+    ("Energy.Reactive.", "varh"),
+    ("Power.Active.", "W"),
+    ("Power.Offered", "W"),
+    ("Power.Reactive.", "var"),
+    ("Power.Factor", None),
+    ("Current.", "A"),
+    ("Voltage", "V"),
+    ("Frequency", "Hertz"),
+    ("Temperature", "Celsius"),
+    ("SoC", "Percent"),
+    ("RPM", "RPM"),
+)
+
+_LAST = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def natural_unit(measurand: str) -> str | None:
+    """
+    The unit a reading of C{measurand} has when the charger names none
+    (C{None} for the dimensionless power factor).
+    """
+    for prefix, unit in _NATURAL_UNIT:
+        if measurand.startswith(prefix):
+            return unit
+    return "Wh"
+
+
+def number(value: Decimal) -> int | float:
+    """
+    C{value} as a JSON number: C{int} when integral, else C{float}.
+    """
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)
+
+
+def normalise_sample(timestamp: str, sampled: dict, charge_point_id: str = "") -> dict:
+    """
+    One OCPP C{sampledValue} taken at C{timestamp} (already normalised) as a
+    C{charging.meterValues} sample.
+    """
+    measurand = sampled.get("measurand") or DEFAULT_MEASURAND
+    unit = sampled.get("unit") or natural_unit(measurand)
+    raw = sampled.get("value")
+    signed = sampled.get("format") == SIGNED
+    value: object = raw
+    if not signed:
+        try:
+            amount = Decimal(str(raw).strip())
+            if not amount.is_finite():
+                raise InvalidOperation
+        except InvalidOperation:
+            log.warn(
+                "unreadable meter value {value!r} ({measurand}) from {chargePointId}; kept as sent",
+                value=str(raw)[:40],
+                measurand=measurand,
+                chargePointId=charge_point_id,
+            )
+        else:
+            unit, factor = _SCALE.get(unit, (unit, 1)) if unit else (unit, 1)
+            value = number(amount * factor)
+    elif unit == "Celcius":
+        unit = "Celsius"
+    sample: dict = {"timestamp": timestamp, "measurand": measurand, "value": value, "unit": unit}
+    for name in ("phase", "context", "location"):
+        if sampled.get(name):
+            sample[name] = sampled[name]
+    if signed:
+        sample["format"] = SIGNED
+    return sample
+
+
+def _timestamp(text: object, charge_point_id: str) -> tuple[datetime, str]:
+    try:
+        moment = parse_iso(str(text))
+    except (TypeError, ValueError):
+        log.warn(
+            "unreadable meter timestamp {timestamp!r} from {chargePointId}; kept as sent",
+            timestamp=str(text)[:40],
+            chargePointId=charge_point_id,
+        )
+        return _LAST, str(text)
+    return moment, iso_z(moment)
+
+
+def normalise(meter_values: list[dict] | None, charge_point_id: str = "") -> list[dict]:
+    """
+    Every sample of a MeterValues C{meterValue} (or a StopTransaction
+    C{transactionData}) list, normalised and in timestamp order.
+
+    @param meter_values: C{[{timestamp, sampledValue: [...]}, ...]}; C{None}
+        or empty gives C{[]}.
+    @param charge_point_id: for log lines about bad data.
+    """
+    keyed: list[tuple[datetime, int, dict]] = []
+    for entry in meter_values or ():
+        moment, stamp = _timestamp(entry.get("timestamp"), charge_point_id)
+        for sampled in entry.get("sampledValue") or ():
+            keyed.append((moment, len(keyed), normalise_sample(stamp, sampled, charge_point_id)))
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    return [sample for _, _, sample in keyed]

@@ -1,0 +1,139 @@
+"""
+Tests for L{ocpptw.services.meter}: MeterValues and transactionData as
+C{charging.meterValues} samples.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ocpptw.services.meter import normalise, normalise_sample
+
+
+def test_energy_in_kwh_becomes_wh_exactly():
+    """12.58 kWh is 12580 Wh, an int, with no float noise."""
+    [sample] = normalise(
+        [{"timestamp": "2026-11-24T10:00:00Z", "sampledValue": [{"value": "12.58", "unit": "kWh"}]}]
+    )
+    assert sample == {
+        "timestamp": "2026-11-24T10:00:00.000Z",
+        "measurand": "Energy.Active.Import.Register",
+        "value": 12580,
+        "unit": "Wh",
+    }
+    assert type(sample["value"]) is int
+
+
+def test_defaults_are_energy_import_register_in_wh():
+    """A bare value is Energy.Active.Import.Register in Wh."""
+    [sample] = normalise([{"timestamp": "2026-11-24T10:00:00Z", "sampledValue": [{"value": "1500"}]}])
+    assert (sample["measurand"], sample["value"], sample["unit"]) == ("Energy.Active.Import.Register", 1500, "Wh")
+
+
+def test_power_and_reactive_units_scale():
+    """kW, kvarh, kVA and kvar are scaled by 1000 to W, varh, VA and var."""
+    ts = "2026-11-24T10:00:00Z"
+    samples = normalise(
+        [
+            {
+                "timestamp": ts,
+                "sampledValue": [
+                    {"value": "7.4", "unit": "kW", "measurand": "Power.Active.Import", "phase": "L1"},
+                    {"value": "0.0015", "unit": "kvarh", "measurand": "Energy.Reactive.Import.Register"},
+                    {"value": "11", "unit": "kVA", "measurand": "Power.Offered"},
+                    {"value": "0.25", "unit": "kvar", "measurand": "Power.Reactive.Import"},
+                    {"value": "16.5", "measurand": "Current.Import"},
+                ],
+            }
+        ]
+    )
+    assert [(s["value"], s["unit"]) for s in samples] == [
+        (7400, "W"),
+        (1.5, "varh"),
+        (11000, "VA"),
+        (250, "var"),
+        (16.5, "A"),
+    ]
+    assert samples[0]["phase"] == "L1"
+    assert "phase" not in samples[1]
+
+
+def test_both_celsius_spellings():
+    """The schema's Celcius and Celsius both come out as Celsius; a bare Temperature too."""
+    ts = "2026-11-24T10:00:00Z"
+    samples = normalise(
+        [
+            {
+                "timestamp": ts,
+                "sampledValue": [
+                    {"value": "21.5", "unit": "Celcius", "measurand": "Temperature", "location": "Body"},
+                    {"value": "22", "unit": "Celsius", "measurand": "Temperature"},
+                    {"value": "23", "measurand": "Temperature"},
+                ],
+            }
+        ]
+    )
+    assert [s["unit"] for s in samples] == ["Celsius"] * 3
+    assert samples[0]["location"] == "Body"
+
+
+def test_signed_data_passes_through():
+    """A signed reading keeps its raw value and unit and carries format SignedData."""
+    raw = "OCMF|{\"FV\":\"1.0\"}|{\"SA\":\"ECDSA\"}"
+    [sample] = normalise(
+        [
+            {
+                "timestamp": "2026-11-24T10:00:00Z",
+                "sampledValue": [{"value": raw, "format": "SignedData", "unit": "kWh", "context": "Transaction.End"}],
+            }
+        ]
+    )
+    assert sample["value"] == raw
+    assert sample["unit"] == "kWh"
+    assert sample["format"] == "SignedData"
+    assert sample["context"] == "Transaction.End"
+
+
+def test_raw_format_is_not_echoed():
+    """format Raw is the default and is not copied."""
+    sample = normalise_sample("t", {"value": "1", "format": "Raw"})
+    assert "format" not in sample
+
+
+def test_contexts_and_order():
+    """Out-of-order entries come out sorted, contexts kept; offsets become Z."""
+    data = [
+        {"timestamp": "2026-11-24T11:00:00+01:00", "sampledValue": [{"value": "2000", "context": "Sample.Periodic"}]},
+        {"timestamp": "2026-11-24T09:00:00Z", "sampledValue": [{"value": "1000", "context": "Transaction.Begin"}]},
+        {"timestamp": "2026-11-24T10:30:00", "sampledValue": [{"value": "3000", "context": "Transaction.End"}]},
+    ]
+    samples = normalise(data)
+    assert [(s["timestamp"], s["context"], s["value"]) for s in samples] == [
+        ("2026-11-24T09:00:00.000Z", "Transaction.Begin", 1000),
+        ("2026-11-24T10:00:00.000Z", "Sample.Periodic", 2000),
+        ("2026-11-24T10:30:00.000Z", "Transaction.End", 3000),
+    ]
+
+
+def test_bad_data_is_kept_and_logged(fail_on_logged_errors):
+    """An unreadable value or timestamp is kept verbatim (last), never dropped."""
+    samples = normalise(
+        [
+            {"timestamp": "yesterday", "sampledValue": [{"value": "12"}]},
+            {"timestamp": "2026-11-24T10:00:00Z", "sampledValue": [{"value": "n/a", "unit": "kWh"}]},
+        ],
+        "CP1",
+    )
+    assert samples[0]["value"] == "n/a"
+    assert samples[0]["unit"] == "kWh"
+    assert samples[1]["timestamp"] == "yesterday"
+    assert samples[1]["value"] == 12
+
+
+def test_empty_and_json_safe():
+    """No data gives no samples; samples are plain JSON."""
+    assert normalise(None) == []
+    assert normalise([{"timestamp": "2026-11-24T10:00:00Z", "sampledValue": []}]) == []
+    samples = normalise([{"timestamp": "2026-11-24T10:00:00Z", "sampledValue": [{"value": "0.5", "measurand": "Power.Factor"}]}])
+    assert json.loads(json.dumps(samples)) == samples
+    assert samples[0]["unit"] is None
