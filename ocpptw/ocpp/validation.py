@@ -132,6 +132,9 @@ def _check(compiled: Callable[[Any], Any], payload: dict) -> None:
         raise _to_error(exc) from None
     except RecursionError:
         raise OcppError(FORMATION_VIOLATION, "payload is nested too deeply") from None
+    except (TypeError, ValueError, ArithmeticError):
+        # NaN or infinity in a number with multipleOf; only our own payloads can hold them
+        raise OcppError(TYPE_CONSTRAINT_VIOLATION, "payload holds a value that is not a JSON value") from None
 
 
 class Validator:

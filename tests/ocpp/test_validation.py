@@ -182,3 +182,9 @@ def test_every_response_schema_compiles_and_refuses_junk(validator):
             "FormationViolation",
             "OccurenceConstraintViolation",
         }
+
+
+@pytest.mark.parametrize("limit", [float("nan"), float("inf"), -float("inf")])
+def test_non_json_numbers_are_refused_not_crashing(validator, limit):
+    """NaN or infinity (possible only in our own payloads) is a TypeConstraintViolation, not a crash."""
+    assert _code(validator.check_request, "SetChargingProfile", _profile(limit)) == "TypeConstraintViolation"

@@ -1,0 +1,583 @@
+# -*- test-case-name: tests.ocpp.test_session -*-
+"""
+L{OcppSession}: one charger's OCPP-J RPC state, on an injected clock.
+
+Inbound (charger -> gateway), for each text frame::
+
+    parse -> id rules -> action known? charger-to-server? -> validate
+          -> handler(session, action, payload) -> validate the answer -> send
+
+CALLs are handed to the handler one at a time in arrival order (at most
+L{OcppSession.max_inbound_queue} wait; beyond that a CALL is answered
+C{ProtocolError}, since OCPP-J allows one CALL in flight).  Cheap refusals
+(duplicate id, unknown or wrong-direction action, schema violation in strict
+mode) are answered as soon as the CALL arrives.
+
+Outbound (gateway -> charger): L{OcppSession.call} validates at once, then
+sends one CALL at a time; the rest wait in order (at most
+L{OcppSession.max_outbound_queue}, beyond that L{CallQueueFull}).  Each
+call's timeout runs from the moment C{call()} is made, so a caller never
+waits longer than it asked for: a call still queued when its time is up is
+never sent.
+
+The session never touches a socket: it writes through an L{IFrameSink}.
+
+Observer calls, for metrics and C{ocpp.message} events::
+
+    observer.frame(session, direction, message_type, message_id, action,
+                   payload, error_code, error_description)
+    observer.violation(session, action, error)
+
+C{frame} is called for every well-formed frame in (an unknown MessageTypeId
+or a frame that does not parse is only logged) and every frame out.
+C{direction} is C{"in"} or C{"out"}, C{message_type} is C{"CALL"},
+C{"CALLRESULT"} or C{"CALLERROR"}; C{action} is resolved for
+CALLRESULT/CALLERROR from the matching CALL (C{None} when nothing matches);
+C{payload} is the CALLERROR's details for a CALLERROR.  C{violation} is
+called for each schema violation tolerated in lenient mode, with the
+L{OcppError} it would have been answered with.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ocpptw.interfaces import (
+    CallErrorReceived,
+    ChargerOffline,
+    CommandTimeout,
+    IFrameSink,
+    InvalidPayload,
+)
+from ocpptw.ocpp.actions import CHARGER_TO_SERVER, SERVER_TO_CHARGER
+from ocpptw.ocpp.errors import (
+    FORMATION_VIOLATION,
+    INTERNAL_ERROR,
+    NOT_IMPLEMENTED,
+    NOT_SUPPORTED,
+    PROTOCOL_ERROR,
+    OcppError,
+)
+from ocpptw.ocpp.frames import (
+    CALL,
+    UNKNOWN_ID,
+    Call,
+    CallError,
+    CallResult,
+    FrameError,
+    encode_call,
+    encode_error,
+    encode_result,
+    parse,
+)
+from ocpptw.ocpp.validation import Validator
+
+Handler = Callable[["OcppSession", str, dict], "dict | Deferred[dict]"]
+
+_IN, _OUT = "in", "out"
+_CALL, _RESULT, _ERROR = "CALL", "CALLRESULT", "CALLERROR"
+
+#: What a handler may raise when a payload it was given leniently lacks data.
+_MISSING_DATA = (KeyError, TypeError, ValueError)
+
+
+class CallQueueFull(CommandTimeout):
+    """
+    Too many server-to-charger calls are already waiting for this charger:
+    this one could not be answered in time.  A L{CommandTimeout}, so the
+    command API reports it as one.
+    """
+
+
+class _Outbound:
+    """
+    One server-to-charger call, queued or in flight.
+    """
+
+    __slots__ = ("action", "deferred", "message_id", "text", "timeout", "timer")
+
+    def __init__(self, message_id: str, action: str, text: str, timeout: float) -> None:
+        self.message_id = message_id
+        self.action = action
+        self.text = text
+        self.timeout = timeout
+        self.deferred: Deferred[dict] | None = None
+        self.timer: IDelayedCall | None = None
+
+
+class OcppSession:
+    """
+    One charger's OCPP-J conversation.
+
+    @ivar charge_point_id: the charger's identity.
+    @ivar strict: C{True} answers schema violations with a CALLERROR;
+        C{False} reports them to the observer, logs them and still handles
+        the message.
+    @ivar context: a dict the handlers may use freely.
+    @ivar call_timeout: the default timeout of L{call}, in seconds.
+    """
+
+    log = Logger()
+
+    max_remembered_ids = 1000
+    max_inbound_queue = 32
+    max_outbound_queue = 100
+
+    def __init__(
+        self,
+        charge_point_id: str,
+        sink: IFrameSink,
+        handler: Handler,
+        clock: IReactorTime,
+        validator: Validator,
+        call_timeout: float = 30.0,
+        observer: Any = None,
+    ) -> None:
+        self.charge_point_id = charge_point_id
+        self.strict = True
+        self.context: dict[str, Any] = {}
+        self.call_timeout = call_timeout
+        self._sink = sink
+        self._handler = handler
+        self._clock = clock
+        self._validator = validator
+        self._observer = observer
+        self._closed = False
+        # inbound
+        self._seen_order: deque[str] = deque()
+        self._seen: set[str] = set()
+        self._inbound: deque[tuple[Call, OcppError | None]] = deque()
+        self._inbound_busy = False
+        self._draining = False
+        # outbound
+        self._id_prefix = os.urandom(3).hex() + "-"
+        self._counter = 0
+        self._pending: _Outbound | None = None
+        self._outbound: deque[_Outbound] = deque()
+
+    # ------------------------------------------------------------------
+    # Public API
+
+    def frame_received(self, text: str) -> None:
+        """
+        Handle one text frame from the charger.
+        """
+        if self._closed:
+            self.log.debug("frame after connection loss ignored for {chargePointId}",
+                           chargePointId=self.charge_point_id)
+            return
+        try:
+            message = parse(text)
+        except FrameError as error:
+            self._bad_frame(error)
+            return
+        if message is None:
+            self.log.info(
+                "ignored a frame with an unknown MessageTypeId from {chargePointId}",
+                chargePointId=self.charge_point_id,
+            )
+            return
+        message_type = message.message_type
+        if message_type == CALL:
+            self._call_received(message)
+        elif type(message) is CallResult:
+            self._result_received(message)
+        else:
+            self._error_received(message)
+
+    def binary_received(self) -> None:
+        """
+        The charger sent a binary frame: OCPP-J is text only.
+        """
+        self.log.warn("binary frame from {chargePointId} refused", chargePointId=self.charge_point_id)
+        self._send_error(UNKNOWN_ID, None, FORMATION_VIOLATION, "binary frames are not OCPP-J", None)
+
+    def call(self, action: str, payload: dict, timeout: float | None = None) -> Deferred[dict]:
+        """
+        Send a server-to-charger CALL.
+
+        @return: a Deferred firing with the CALLRESULT payload; it fails
+            with L{InvalidPayload} (unknown or wrong-direction action,
+            payload invalid; nothing is sent), L{CallErrorReceived} (the
+            charger's CALLERROR, or an invalid CALLRESULT in strict mode),
+            L{CommandTimeout} (no answer within C{timeout} seconds of this
+            call; L{CallQueueFull} when too many calls wait already) or
+            L{ChargerOffline} (the connection is or gets lost).
+        """
+        if self._closed:
+            return fail(ChargerOffline(f"{self.charge_point_id} is not connected"))
+        if action not in SERVER_TO_CHARGER or not self._validator.knows(action):
+            return fail(InvalidPayload(f"{action!r} is not a server-to-charger action of OCPP 1.6"))
+        if type(payload) is not dict:
+            return fail(InvalidPayload("the payload must be a JSON object"))
+        try:
+            self._validator.check_request(action, payload)
+        except OcppError as error:
+            return fail(InvalidPayload(f"{error.code}: {error.description}"))
+        self._counter += 1
+        message_id = self._id_prefix + str(self._counter)
+        try:
+            text = encode_call(message_id, action, payload)
+        except (TypeError, ValueError) as error:
+            return fail(InvalidPayload(f"the payload is not JSON: {error}"))
+        if len(self._outbound) >= self.max_outbound_queue:
+            return fail(
+                CallQueueFull(
+                    f"{self.max_outbound_queue} calls already wait for {self.charge_point_id}; {action} not sent"
+                )
+            )
+        if timeout is None:
+            timeout = self.call_timeout
+        outbound = _Outbound(message_id, action, text, timeout)
+        outbound.deferred = Deferred(lambda d: self._cancelled(outbound))
+        outbound.timer = self._clock.callLater(timeout, self._timed_out, outbound)
+        self._outbound.append(outbound)
+        self._pump()
+        return outbound.deferred
+
+    def connection_lost(self) -> None:
+        """
+        The socket closed: fail every pending and queued call with
+        L{ChargerOffline}, cancel every timer; later calls fail at once.
+        Answers of handlers still running are dropped.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._inbound.clear()
+        waiting = list(self._outbound)
+        self._outbound.clear()
+        if self._pending is not None:
+            waiting.insert(0, self._pending)
+            self._pending = None
+        for outbound in waiting:
+            self._stop_timer(outbound)
+            deferred, outbound.deferred = outbound.deferred, None
+            if deferred is not None:
+                deferred.errback(
+                    ChargerOffline(f"{self.charge_point_id} disconnected before answering {outbound.action}")
+                )
+
+    def idle(self) -> bool:
+        """
+        Whether nothing is in flight or queued, in either direction.
+        """
+        return not (self._inbound_busy or self._inbound or self._pending or self._outbound)
+
+    # ------------------------------------------------------------------
+    # Inbound CALLs
+
+    def _bad_frame(self, error: FrameError) -> None:
+        if error.message_type is None or error.message_type == CALL:
+            self.log.warn(
+                "malformed frame from {chargePointId}: {description}",
+                chargePointId=self.charge_point_id,
+                description=error.description,
+            )
+            self._send_error(error.message_id, None, FORMATION_VIOLATION, error.description, None)
+            return
+        self.log.warn(
+            "malformed answer {messageId} from {chargePointId}: {description}",
+            chargePointId=self.charge_point_id,
+            messageId=error.message_id,
+            description=error.description,
+        )
+        pending = self._pending
+        if pending is not None and pending.message_id == error.message_id:
+            self._settle(
+                pending,
+                Failure(CallErrorReceived(FORMATION_VIOLATION, f"malformed answer: {error.description}", {})),
+            )
+
+    def _call_received(self, call: Call) -> None:
+        message_id, action = call.message_id, call.action
+        self._observe(_IN, _CALL, message_id, action, call.payload, None, None)
+        if message_id in self._seen:
+            self._refuse(call, PROTOCOL_ERROR, "message id already used on this connection")
+            return
+        self._remember(message_id)
+        if action not in CHARGER_TO_SERVER:
+            if self._validator.knows(action):
+                self._refuse(call, NOT_SUPPORTED, f"{action} is not sent by a charge point")
+            else:
+                self._refuse(call, NOT_IMPLEMENTED, f"unknown action {action[:60]!r}")
+            return
+        violation = None
+        try:
+            self._validator.check_request(action, call.payload)
+        except OcppError as error:
+            if self.strict:
+                self._refuse(call, error.code, error.description)
+                return
+            violation = error
+            self._tolerate(action, error)
+        if len(self._inbound) >= self.max_inbound_queue:
+            self._refuse(call, PROTOCOL_ERROR, "too many CALLs waiting for an answer")
+            return
+        self._inbound.append((call, violation))
+        self._drain_inbound()
+
+    def _remember(self, message_id: str) -> None:
+        self._seen.add(message_id)
+        self._seen_order.append(message_id)
+        if len(self._seen_order) > self.max_remembered_ids:
+            self._seen.discard(self._seen_order.popleft())
+
+    def _refuse(self, call: Call, code: str, description: str) -> None:
+        self.log.warn(
+            "{action} {messageId} from {chargePointId} refused: {code} {description}",
+            action=call.action[:60],
+            messageId=call.message_id,
+            chargePointId=self.charge_point_id,
+            code=code,
+            description=description,
+        )
+        self._send_error(call.message_id, call.action, code, description, None)
+
+    def _tolerate(self, action: str, error: OcppError) -> None:
+        self.log.warn(
+            "schema violation tolerated in {action} from {chargePointId}: {code} {description}",
+            action=action,
+            chargePointId=self.charge_point_id,
+            code=error.code,
+            description=error.description,
+        )
+        if self._observer is not None:
+            try:
+                self._observer.violation(self, action, error)
+            except Exception:
+                self.log.failure("observer failed on a violation from {chargePointId}",
+                                 chargePointId=self.charge_point_id)
+
+    def _drain_inbound(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while not self._inbound_busy and self._inbound:
+                call, violation = self._inbound.popleft()
+                self._handle(call, violation)
+        finally:
+            self._draining = False
+
+    def _handle(self, call: Call, violation: OcppError | None) -> None:
+        self._inbound_busy = True
+        try:
+            result = self._handler(self, call.action, call.payload)
+        except Exception:
+            self._handler_done(Failure(), call, violation)
+            return
+        if isinstance(result, Deferred):
+            result.addBoth(self._handler_done, call, violation)
+        else:
+            self._handler_done(result, call, violation)
+
+    def _handler_done(self, result: Any, call: Call, violation: OcppError | None) -> None:
+        self._inbound_busy = False
+        try:
+            if isinstance(result, Failure):
+                self._answer_failure(result, call, violation)
+            else:
+                self._answer(result, call)
+        finally:
+            if not self._closed:
+                self._drain_inbound()
+
+    def _answer(self, result: Any, call: Call) -> None:
+        action = call.action
+        try:
+            if type(result) is not dict:
+                raise TypeError(f"handler answered {type(result).__name__}, not dict")
+            self._validator.check_response(action, result)
+            text = encode_result(call.message_id, result)
+        except Exception:
+            self.log.failure(
+                "invalid answer to {action} {messageId} from {chargePointId}",
+                action=action,
+                messageId=call.message_id,
+                chargePointId=self.charge_point_id,
+            )
+            self._send_error(call.message_id, action, INTERNAL_ERROR, "internal error", None)
+            return
+        if self._closed:
+            self.log.debug("answer to {messageId} dropped: connection lost", messageId=call.message_id)
+            return
+        self._send(text)
+        self._observe(_OUT, _RESULT, call.message_id, action, result, None, None)
+
+    def _answer_failure(self, failure: Failure, call: Call, violation: OcppError | None) -> None:
+        error = failure.value
+        if isinstance(error, OcppError):
+            self._send_error(call.message_id, call.action, error.code, error.description, error.details)
+        elif violation is not None and isinstance(error, _MISSING_DATA):
+            self.log.warn(
+                "{action} {messageId} from {chargePointId} could not be handled: {code} {description}",
+                action=call.action,
+                messageId=call.message_id,
+                chargePointId=self.charge_point_id,
+                code=violation.code,
+                description=violation.description,
+            )
+            self._send_error(call.message_id, call.action, violation.code, violation.description, None)
+        else:
+            self.log.failure(
+                "handling {action} {messageId} from {chargePointId} failed",
+                failure,
+                action=call.action,
+                messageId=call.message_id,
+                chargePointId=self.charge_point_id,
+            )
+            self._send_error(call.message_id, call.action, INTERNAL_ERROR, "internal error", None)
+
+    # ------------------------------------------------------------------
+    # Outbound calls
+
+    def _pump(self) -> None:
+        if self._pending is not None or not self._outbound or self._closed:
+            return
+        outbound = self._outbound.popleft()
+        self._pending = outbound
+        self._send(outbound.text)
+        self._observe(_OUT, _CALL, outbound.message_id, outbound.action, None, None, None)
+
+    def _result_received(self, result: CallResult) -> None:
+        pending = self._pending
+        if pending is None or pending.message_id != result.message_id:
+            self._unmatched(result.message_id, _RESULT, result.payload, None, None)
+            return
+        action = pending.action
+        self._observe(_IN, _RESULT, result.message_id, action, result.payload, None, None)
+        try:
+            self._validator.check_response(action, result.payload)
+        except OcppError as error:
+            if self.strict:
+                self.log.warn(
+                    "invalid {action} answer from {chargePointId}: {code} {description}",
+                    action=action,
+                    chargePointId=self.charge_point_id,
+                    code=error.code,
+                    description=error.description,
+                )
+                self._settle(
+                    pending,
+                    Failure(
+                        CallErrorReceived(
+                            error.code,
+                            f"invalid CALLRESULT: {error.description}",
+                            {"result": result.payload},
+                        )
+                    ),
+                )
+                return
+            self._tolerate(action, error)
+        self._settle(pending, result.payload)
+
+    def _error_received(self, error: CallError) -> None:
+        pending = self._pending
+        if pending is None or pending.message_id != error.message_id:
+            self._unmatched(error.message_id, _ERROR, error.details, error.code, error.description)
+            return
+        self._observe(_IN, _ERROR, error.message_id, pending.action, error.details, error.code, error.description)
+        self._settle(pending, Failure(CallErrorReceived(error.code, error.description, error.details)))
+
+    def _unmatched(self, message_id: str, message_type: str, payload: Any, code: Any, description: Any) -> None:
+        self.log.info(
+            "dropped {messageType} {messageId} from {chargePointId}: nothing pending",
+            messageType=message_type,
+            messageId=message_id,
+            chargePointId=self.charge_point_id,
+        )
+        self._observe(_IN, message_type, message_id, None, payload, code, description)
+
+    def _settle(self, outbound: _Outbound, result: Any) -> None:
+        """
+        The in-flight call C{outbound} is over: send the next one, then fire.
+        """
+        if self._pending is outbound:
+            self._pending = None
+        self._stop_timer(outbound)
+        deferred, outbound.deferred = outbound.deferred, None
+        self._pump()
+        if deferred is not None:
+            if isinstance(result, Failure):
+                deferred.errback(result)
+            else:
+                deferred.callback(result)
+
+    def _timed_out(self, outbound: _Outbound) -> None:
+        outbound.timer = None
+        if self._pending is outbound:
+            self.log.warn(
+                "{chargePointId} did not answer {action} {messageId} within {timeout} s",
+                chargePointId=self.charge_point_id,
+                action=outbound.action,
+                messageId=outbound.message_id,
+                timeout=outbound.timeout,
+            )
+            reason = f"no answer to {outbound.action} within {outbound.timeout} s"
+        else:
+            self._outbound.remove(outbound)
+            reason = f"{outbound.action} still queued after {outbound.timeout} s; not sent"
+        self._settle(outbound, Failure(CommandTimeout(reason)))
+
+    def _cancelled(self, outbound: _Outbound) -> None:
+        if self._pending is outbound:
+            self._pending = None
+        elif outbound in self._outbound:
+            self._outbound.remove(outbound)
+        self._stop_timer(outbound)
+        outbound.deferred = None
+        self._pump()
+
+    @staticmethod
+    def _stop_timer(outbound: _Outbound) -> None:
+        timer, outbound.timer = outbound.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    # ------------------------------------------------------------------
+    # Sending and observing
+
+    def _send(self, text: str) -> None:
+        self._sink.send_text(text)
+
+    def _send_error(
+        self, message_id: str, action: str | None, code: str, description: str, details: dict | None
+    ) -> None:
+        if self._closed:
+            return
+        if details is None:
+            details = {}
+        try:
+            text = encode_error(message_id, code, description, details)
+        except (TypeError, ValueError):
+            self.log.failure("CALLERROR details are not JSON for {chargePointId}", chargePointId=self.charge_point_id)
+            details = {}
+            text = encode_error(message_id, code, description, details)
+        self._send(text)
+        self._observe(_OUT, _ERROR, message_id, action, details, code, description)
+
+    def _observe(
+        self,
+        direction: str,
+        message_type: str,
+        message_id: str,
+        action: str | None,
+        payload: Any,
+        code: str | None,
+        description: str | None,
+    ) -> None:
+        observer = self._observer
+        if observer is None:
+            return
+        try:
+            observer.frame(self, direction, message_type, message_id, action, payload, code, description)
+        except Exception:
+            self.log.failure("observer failed on a frame of {chargePointId}", chargePointId=self.charge_point_id)
