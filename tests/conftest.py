@@ -8,7 +8,9 @@ from __future__ import annotations
 import gc
 
 import pytest
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+_ERROR_LEVELS = (LogLevel.error, LogLevel.critical)
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +23,8 @@ def fail_on_logged_errors():
     errors: list[dict] = []
 
     def observer(event: dict) -> None:
-        if event.get("log_failure") is not None or event.get("isError"):
+        level = event.get("log_level")
+        if event.get("log_failure") is not None or event.get("isError") or level in _ERROR_LEVELS:
             errors.append(event)
 
     globalLogPublisher.addObserver(observer)

@@ -6,6 +6,9 @@ One dedicated thread owns the connection.  L{Database.write} queues a
 function; the thread runs every queued function in one transaction and one
 commit, then fires each caller's L{Deferred} on the reactor thread.  Under
 load many writes share one fsync, so durability does not cap throughput.
+
+L{InlineDatabase} offers the same API on the calling thread, for unit tests
+on a L{twisted.internet.task.Clock} and for tools without a reactor.
 """
 
 from __future__ import annotations
@@ -116,12 +119,7 @@ class Database:
 
     def _run(self, schema: str, synchronous: str) -> None:
         try:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            if schema:
-                conn.executescript(schema)
+            conn = open_connection(self._path, schema, synchronous)
         except BaseException as e:  # noqa: BLE001 - reported to the constructor
             self._open_error = e
             self._ready.set()
@@ -143,46 +141,158 @@ class Database:
         conn: sqlite3.Connection,
         batch: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]],
     ) -> None:
-        results: list[tuple[Deferred[Any], bool, Any]] = []
-        writes = [item for item in batch if item[2]]
-        try:
-            if writes:
-                conn.execute("BEGIN IMMEDIATE")
-            for index, (fn, d, is_write) in enumerate(batch):
-                if is_write:
-                    conn.execute(f"SAVEPOINT w{index}")
-                try:
-                    value = fn(conn)
-                except BaseException as e:  # noqa: BLE001 - handed to the caller
-                    if is_write:
-                        conn.execute(f"ROLLBACK TO w{index}")
-                        conn.execute(f"RELEASE w{index}")
-                    if _is_storage_full(e):
-                        raise
-                    results.append((d, False, Failure(e)))
-                else:
-                    if is_write:
-                        conn.execute(f"RELEASE w{index}")
-                    results.append((d, True, value))
-            if writes:
-                conn.execute("COMMIT")
-        except BaseException as e:  # noqa: BLE001 - the whole batch failed
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            error: BaseException = StorageFull(str(e)) if _is_storage_full(e) else e
-            failure = Failure(error)
-            self._reactor.callFromThread(self._deliver, [(d, False, failure) for _, d, _ in batch], 0)
-            return
-        self._reactor.callFromThread(self._deliver, results, len(writes))
+        results, writes = execute_batch(conn, batch)
+        self._reactor.callFromThread(self._deliver, results, writes)
 
     def _deliver(self, results: list[tuple[Deferred[Any], bool, Any]], writes: int) -> None:
         if writes:
             self.commits += 1
             self.writes += writes
-        for d, ok, value in results:
-            if ok:
-                d.callback(value)
+        _fire(results)
+
+
+class InlineDatabase:
+    """
+    L{Database}'s API on the calling thread, for unit tests on a
+    L{twisted.internet.task.Clock} and for tools without a reactor.  It
+    blocks while SQLite works, so the running gateway never uses it.
+
+    With C{auto=True} every call runs (and commits) at once and its
+    L{Deferred} has fired on return.  With C{auto=False} calls queue until
+    L{commit}, which runs them as one grouped batch, as the database thread
+    does: a test can see what happens before and after a commit.
+    """
+
+    def __init__(self, path: str | Path = ":memory:", schema: str = "", auto: bool = True) -> None:
+        self._path = str(path)
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn: sqlite3.Connection | None = open_connection(self._path, schema, "FULL")
+        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]] = []
+        self.auto = auto
+        self.commits = 0
+        self.writes = 0
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """
+        As L{Database.write}.
+        """
+        return self._submit(fn, True)
+
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """
+        As L{Database.read}.
+        """
+        return self._submit(fn, False)
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], Any], is_write: bool) -> Deferred[Any]:
+        if self._conn is None:
+            raise RuntimeError("database is closed")
+        d: Deferred[Any] = Deferred()
+        self._queue.append((fn, d, is_write))
+        if self.auto:
+            self.commit()
+        return d
+
+    @property
+    def queued(self) -> int:
+        """
+        Calls waiting for L{commit}.
+        """
+        return len(self._queue)
+
+    def commit(self) -> None:
+        """
+        Run everything queued as one batch and fire its Deferreds.
+        """
+        assert self._conn is not None, "database is closed"
+        while self._queue:
+            batch, self._queue = self._queue, []
+            results, writes = execute_batch(self._conn, batch)
+            if writes:
+                self.commits += 1
+                self.writes += writes
+            _fire(results)
+
+    def close(self) -> None:
+        """
+        Run what is queued, then close the connection.
+        """
+        if self._conn is not None:
+            self.commit()
+            self._conn.close()
+            self._conn = None
+
+
+def open_connection(path: str, schema: str = "", synchronous: str = "FULL") -> sqlite3.Connection:
+    """
+    Open C{path} in WAL mode in autocommit (we issue C{BEGIN} ourselves),
+    and run C{schema}.
+    """
+    if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
+        raise ValueError(f"unknown synchronous mode {synchronous!r}")
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if schema:
+            conn.executescript(schema)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def execute_batch(
+    conn: sqlite3.Connection,
+    batch: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]],
+) -> tuple[list[tuple[Deferred[Any], bool, Any]], int]:
+    """
+    Run one batch of C{(fn, deferred, is_write)} in one transaction and one
+    commit.  Each write runs in a savepoint, so a failing C{fn} undoes only
+    its own changes; a full disk rolls the whole batch back and fails every
+    call with L{StorageFull}.
+
+    @return: C{(results, writes)}: C{(deferred, ok, value or Failure)} per
+        call in order, and how many writes were committed (0 when none).
+    """
+    results: list[tuple[Deferred[Any], bool, Any]] = []
+    writes = sum(1 for item in batch if item[2])
+    try:
+        if writes:
+            conn.execute("BEGIN IMMEDIATE")
+        for index, (fn, d, is_write) in enumerate(batch):
+            if is_write:
+                conn.execute(f"SAVEPOINT w{index}")
+            try:
+                value = fn(conn)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                if is_write:
+                    conn.execute(f"ROLLBACK TO w{index}")
+                    conn.execute(f"RELEASE w{index}")
+                if _is_storage_full(e):
+                    raise
+                results.append((d, False, Failure(e)))
             else:
-                d.errback(value)
+                if is_write:
+                    conn.execute(f"RELEASE w{index}")
+                results.append((d, True, value))
+        if writes:
+            conn.execute("COMMIT")
+    except BaseException as e:  # noqa: BLE001 - the whole batch failed
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        error: BaseException = StorageFull(str(e)) if _is_storage_full(e) else e
+        return [(d, False, Failure(error)) for _, d, _ in batch], 0
+    return results, writes
+
+
+def _fire(results: list[tuple[Deferred[Any], bool, Any]]) -> None:
+    for d, ok, value in results:
+        if ok:
+            d.callback(value)
+        else:
+            d.errback(value)
