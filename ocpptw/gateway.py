@@ -115,7 +115,7 @@ class GatewayService(MultiService):
         # Let inbound calls that are being handled finish (their answers
         # wait for durable writes), within the grace period.
         while self.registry is not None and self.reactor.seconds() < deadline:
-            busy = [c for c in (self.registry.get(cp) for cp in self.registry) if c and c.session.busy()]
+            busy = [c for c in (self.registry.get(cp) for cp in self.registry) if c and not c.session.idle()]
             if not busy:
                 break
             yield deferLater(self.reactor, 0.05, lambda: None)

@@ -1,0 +1,354 @@
+"""
+The charger socket with real WebSocket clients on loopback: the handshake
+rules and the bad-input rules of CONTRACT section 1, newest connection wins,
+and the command API (section 4).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet.defer import Deferred, succeed
+from zope.interface import implementer
+
+from ocpptw.interfaces import BackendUnavailable, IChargerService
+from ocpptw.ocpp.errors import OcppError
+from ocpptw.ocpp.session import OcppSession
+from ocpptw.ocpp.validation import Validator
+from ocpptw.services.commands import LocalCommandBus
+from ocpptw.services.registry import ChargerRegistry
+from ocpptw.transport.api import CommandApi
+from ocpptw.transport.handshake import Gate
+from ocpptw.transport.http import build_site
+from ocpptw.transport.websocket import OcppServerFactory
+from tests.helpers import bounded, until
+from tests.wsclient import connect_charger
+
+
+@implementer(IChargerService)
+class Chargers:
+    """Charger records in a dict; admission per the test's wishes."""
+
+    def __init__(self):
+        self.records = {}
+        self.unavailable = False
+        self.events = []
+
+    def admit(self, cp):
+        if self.unavailable:
+            from twisted.internet.defer import fail
+
+            return fail(BackendUnavailable("down"))
+        return succeed(self.records.get(cp))
+
+    def boot(self, cp, payload, now):
+        return succeed({"status": "Accepted", "currentTime": "2026-11-24T00:00:00.000Z", "interval": 300})
+
+    def is_accepted(self, cp):
+        return True
+
+    def status(self, cp, payload, now):
+        return succeed(None)
+
+    def connected(self, cp, now):
+        self.events.append(("connected", cp))
+        return succeed(None)
+
+    def disconnected(self, cp, now):
+        self.events.append(("disconnected", cp))
+        return succeed(None)
+
+    def seen(self, cp, now):
+        pass
+
+
+def router(session, action, payload):
+    """A tiny handler: answers Heartbeat, Boot and DataTransfer; 'Slow' never answers."""
+    if action == "Heartbeat":
+        return {"currentTime": "2026-11-24T00:00:00.000Z"}
+    if action == "BootNotification":
+        return {"status": "Accepted", "currentTime": "2026-11-24T00:00:00.000Z", "interval": 300}
+    if action == "DataTransfer":
+        if payload.get("vendorId") == "crash":
+            raise RuntimeError("a bug")
+        return {"status": "Accepted"}
+    raise OcppError("NotSupported", f"{action} not handled in this test")
+
+
+@dataclass
+class Server:
+    port: int
+    chargers: Chargers
+    registry: ChargerRegistry
+    gate: Gate
+
+
+@pytest.fixture
+def server_options():
+    return {}
+
+
+@pytest_twisted.async_yield_fixture
+async def server(server_options):
+    from twisted.internet import reactor
+
+    options = dict(server_options)
+    chargers = Chargers()
+    registry = ChargerRegistry("test", reactor)
+    validator = Validator()
+
+    def session_factory(identity, connection, strict):
+        s = OcppSession(identity, connection, router, reactor, validator, call_timeout=options.pop("call_timeout", 30))
+        s.strict = strict
+        return s
+
+    gate = Gate(
+        prefix="/ocpp",
+        chargers=chargers,
+        registry=registry,
+        session_factory=session_factory,
+        clock=reactor,
+        allow_unknown=options.get("allow_unknown", True),
+        allow_missing_subprotocol=options.get("allow_missing_subprotocol", False),
+        authenticate=options.get("authenticate"),
+    )
+    factory = OcppServerFactory(gate, max_frame_bytes=options.get("max_frame_bytes", 4096), ping_interval=0, reactor=reactor)
+    api = CommandApi(LocalCommandBus(registry, validator, 30), registry, options.get("token"), 30)
+    site = build_site(factory, "/ocpp", [lambda: (True, "")], lambda: (b"x 1\n", "text/plain"), api)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    yield Server(port.getHost().port, chargers, registry, gate)
+    for cp in list(registry):
+        registry.get(cp).close(1000, "test over")
+    await until(lambda: len(registry) == 0)
+    await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_round_trip_with_subprotocol(server):
+    """A charger offering ocpp1.6 gets it and a CALLRESULT."""
+    charger = await connect_charger(server.port, "/ocpp/CP1", ["ocpp2.0.1", "ocpp1.6"])
+    assert charger.subprotocol == "ocpp1.6"
+    frame = await charger.call("Heartbeat", {})
+    assert frame[0] == 3 and "currentTime" in frame[2]
+    assert server.registry.describe("CP1")["instance"] == "test"
+
+
+@pytest_twisted.ensureDeferred
+async def test_percent_encoded_identity(server):
+    """The identity is the percent-decoded last segment."""
+    await connect_charger(server.port, "/ocpp/CP%20002")
+    await until(lambda: server.registry.get("CP 002") is not None)
+
+
+@pytest.mark.parametrize("path, status", [("/ocpp/", 404), ("/ocpp/" + "x" * 49, 400), ("/ocpp/a%2Fb", 400), ("/ocpp/a/b", 404)])
+@pytest_twisted.ensureDeferred
+async def test_bad_identity_refused_at_handshake(server, path, status):
+    """Empty, too long or containing '/': refused at the handshake, never after."""
+    charger = await connect_charger(server.port, path)
+    assert f"[{status}]" in (charger.close_reason or "")
+    assert len(server.registry) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_common_subprotocol_is_accepted_then_closed(server):
+    """OCPP-J 1.6 section 3.2: handshake without the header, then an immediate close."""
+    charger = await connect_charger(server.port, "/ocpp/CP1", ["ocpp2.0.1"])
+    assert charger.subprotocol is None
+    code, _ = await charger.wait_closed()
+    assert code == 1000
+    assert server.registry.get("CP1") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_subprotocol_closed_by_default(server):
+    """A charger that offers nothing is closed unless the option admits it."""
+    charger = await connect_charger(server.port, "/ocpp/CP1", [])
+    code, _ = await charger.wait_closed()
+    assert code == 1000
+
+
+@pytest.mark.parametrize("server_options", [{"allow_missing_subprotocol": True}])
+@pytest_twisted.ensureDeferred
+async def test_missing_subprotocol_admitted_when_allowed(server):
+    """OCPP_ALLOW_MISSING_SUBPROTOCOL=true admits chargers that send no header at all."""
+    charger = await connect_charger(server.port, "/ocpp/CP1", [])
+    frame = await charger.call("Heartbeat", {})
+    assert frame[0] == 3
+
+
+@pytest.mark.parametrize("server_options", [{"allow_unknown": False}])
+@pytest_twisted.ensureDeferred
+async def test_unknown_charger_refused_when_not_allowed(server):
+    """With OCPP_ALLOW_UNKNOWN_CHARGERS=false an unknown charger gets 404 at the handshake."""
+    server.chargers.records["KNOWN"] = {"deviceId": "KNOWN", "enabled": True}
+    refused = await connect_charger(server.port, "/ocpp/NOPE")
+    assert "[404]" in (refused.close_reason or "")
+    known = await connect_charger(server.port, "/ocpp/KNOWN")
+    assert (await known.call("Heartbeat", {}))[0] == 3
+
+
+@pytest.mark.parametrize("server_options", [{"allow_unknown": False}])
+@pytest_twisted.ensureDeferred
+async def test_records_unavailable_means_503(server):
+    """When nothing can say whether the charger is known, 503 so it retries."""
+    server.chargers.unavailable = True
+    refused = await connect_charger(server.port, "/ocpp/CP1")
+    assert "[503]" in (refused.close_reason or "")
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        ("not json", "FormationViolation"),
+        ('{"a": 1}', "FormationViolation"),
+        ('[2, "m1", "Heartbeat"]', "FormationViolation"),
+        ('[2, "m1", "Heartbeat", []]', "FormationViolation"),
+        ('[2, "m1", "NoSuchAction", {}]', "NotImplemented"),
+        ('[2, "m1", "Reset", {"type": "Hard"}]', "NotSupported"),
+        ('[2, "m1", "BootNotification", {"chargePointModel": "M"}]', "OccurenceConstraintViolation"),
+        ('[2, "m1", "BootNotification", {"chargePointVendor": 5, "chargePointModel": "M"}]', "TypeConstraintViolation"),
+        ('[2, "m1", "BootNotification", {"chargePointVendor": "' + "v" * 21 + '", "chargePointModel": "M"}]', "PropertyConstraintViolation"),
+        ('[2, "m1", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M", "x": 1}]', "FormationViolation"),
+        ('[2, "m1", "DataTransfer", {"vendorId": "crash"}]', "InternalError"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_bad_input_gets_the_contract_callerror(server, frame, code, fail_on_logged_errors):
+    """Each bad-input rule answers the exact CALLERROR and the connection stays usable."""
+    charger = await connect_charger(server.port)
+    charger.send_text(frame)
+    answer = await charger.next()
+    assert answer[0] == 4 and answer[2] == code, answer
+    assert isinstance(answer[4], dict)
+    if code == "InternalError":
+        assert len(fail_on_logged_errors) == 1  # the handler's bug is logged as a failure
+        fail_on_logged_errors.clear()
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_id_rules(server):
+    """Unreadable ids answer with "-1"; a repeated CALL id gets ProtocolError."""
+    charger = await connect_charger(server.port)
+    charger.send_text('[2, "", "Heartbeat", {}]')
+    assert (await charger.next())[:3] == [4, "-1", "FormationViolation"]
+    charger.send_text(json.dumps([2, "x" * 37, "Heartbeat", {}]))
+    assert (await charger.next())[:3] == [4, "-1", "FormationViolation"]
+    charger.send_text('[2, "same", "Heartbeat", {}]')
+    assert (await charger.next())[0] == 3
+    charger.send_text('[2, "same", "Heartbeat", {}]')
+    assert (await charger.next())[:3] == [4, "same", "ProtocolError"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_message_type_and_unmatched_results_are_ignored(server):
+    """An unknown MessageTypeId and a CALLRESULT for nothing get no answer."""
+    charger = await connect_charger(server.port)
+    charger.send_text('[7, "m1", {}]')
+    charger.send_text('[3, "nothing-pending", {}]')
+    charger.send_text('[2, "m2", "Heartbeat", {}]')
+    assert (await charger.next())[:2] == [3, "m2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_binary_frame_is_a_formation_violation(server):
+    """Binary frames are not OCPP-J: FormationViolation, connection open."""
+    charger = await connect_charger(server.port)
+    charger.sendMessage(b"\x00\x01", isBinary=True)
+    assert (await charger.next())[:3] == [4, "-1", "FormationViolation"]
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_frame_closes_with_1009(server):
+    """A frame over OCPP_MAX_FRAME_BYTES closes the connection with 1009."""
+    charger = await connect_charger(server.port)
+    charger.send_text(json.dumps([2, "big", "DataTransfer", {"vendorId": "v", "data": "x" * 5000}]))
+    code, _ = await charger.wait_closed()
+    assert code == 1009
+
+
+@pytest_twisted.ensureDeferred
+async def test_newest_connection_wins(server):
+    """A second connection with the same identity closes the first with 4000."""
+    first = await connect_charger(server.port, "/ocpp/CP1")
+    second = await connect_charger(server.port, "/ocpp/CP1")
+    code, reason = await first.wait_closed()
+    assert code == 4000 and "replaced" in reason
+    assert (await second.call("Heartbeat", {}))[0] == 3
+    assert server.registry.get("CP1") is not None
+    assert ("disconnected", "CP1") not in server.chargers.events
+
+
+async def _post(port, path, body, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = await bounded(treq.post(f"http://127.0.0.1:{port}{path}", data=body, headers=headers, persistent=False))
+    return response.code, json.loads(await bounded(response.content()))
+
+
+async def _answer_next_call(charger, make_answer):
+    frame = await charger.next()
+    assert frame[0] == 2
+    charger.send_text(json.dumps(make_answer(frame)))
+    return frame
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_api(server):
+    """200 with the result, 400 invalid payload, 404 offline, 502 CALLERROR."""
+    charger = await connect_charger(server.port, "/ocpp/CP1")
+    await until(lambda: server.registry.get("CP1") is not None)
+    base = "/api/v1/chargers/CP1/commands"
+
+    answered = Deferred.fromCoroutine(_answer_next_call(charger, lambda f: [3, f[1], {"status": "Accepted"}]))
+    code, body = await _post(server.port, f"{base}/Reset", b'{"type": "Soft"}')
+    sent = await answered
+    assert (code, body) == (200, {"result": {"status": "Accepted"}})
+    assert sent[2:] == ["Reset", {"type": "Soft"}]
+
+    assert (await _post(server.port, f"{base}/Reset", b'{"type": "Sideways"}'))[0] == 400
+    assert (await _post(server.port, f"{base}/Reset", b"[1]"))[0] == 400
+    assert (await _post(server.port, f"{base}/Heartbeat", b"{}"))[0] == 400
+    assert (await _post(server.port, "/api/v1/chargers/NOPE/commands/Reset", b'{"type": "Soft"}'))[0] == 404
+
+    answered = Deferred.fromCoroutine(_answer_next_call(charger, lambda f: [4, f[1], "NotSupported", "no", {"x": 1}]))
+    code, body = await _post(server.port, f"{base}/ClearCache", b"{}")
+    await answered
+    assert code == 502 and body["error"]["code"] == "NotSupported" and body["error"]["details"] == {"x": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_timeout_is_504(server):
+    """A charger that does not answer in time gives 504."""
+    await connect_charger(server.port, "/ocpp/CP1")
+    await until(lambda: server.registry.get("CP1") is not None)
+    code, body = await _post(server.port, "/api/v1/chargers/CP1/commands/ClearCache?timeout=0.2", b"{}")
+    assert code == 504 and body["error"]["code"] == "Timeout"
+
+
+@pytest.mark.parametrize("server_options", [{"token": "s3cret"}])
+@pytest_twisted.ensureDeferred
+async def test_command_api_needs_the_token(server):
+    """With ADMIN_API_TOKEN set, a missing or wrong bearer token is 401."""
+    assert (await _post(server.port, "/api/v1/chargers/CP1/commands/ClearCache", b"{}"))[0] == 401
+    assert (await _post(server.port, "/api/v1/chargers/CP1/commands/ClearCache", b"{}", token="nope"))[0] == 401
+    assert (await _post(server.port, "/api/v1/chargers/CP1/commands/ClearCache", b"{}", token="s3cret"))[0] == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_charger_list_and_health(server):
+    """GET /api/v1/chargers lists connected chargers; /health answers ok."""
+    await connect_charger(server.port, "/ocpp/CP1")
+    await until(lambda: server.registry.get("CP1") is not None)
+    response = await bounded(treq.get(f"http://127.0.0.1:{server.port}/api/v1/chargers", persistent=False))
+    listed = json.loads(await bounded(response.content()))
+    assert [c["chargePointId"] for c in listed["chargers"]] == ["CP1"]
+    response = await bounded(treq.get(f"http://127.0.0.1:{server.port}/api/v1/chargers/CP9", persistent=False))
+    assert response.code == 404
+    await bounded(response.content())
+    response = await bounded(treq.get(f"http://127.0.0.1:{server.port}/health", persistent=False))
+    assert response.code == 200 and json.loads(await bounded(response.content())) == {"status": "ok"}
