@@ -5,17 +5,21 @@ clock, parked as dead letters, recovered after a restart.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import sys
+from pathlib import Path
 
 import pytest
-from twisted.internet.defer import Deferred, fail, succeed
+import pytest_twisted
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
 from ocpptw.interfaces import BackendRejected, BackendUnavailable, IOutbox, NotFound, StorageFull
 from ocpptw.store.outbox import SCHEMA, Outbox
-from ocpptw.store.sqlite import InlineDatabase
-from tests.helpers import failure_result_of, no_result, success_result_of
+from ocpptw.store.sqlite import Database, InlineDatabase
+from tests.helpers import bounded, failure_result_of, no_result, success_result_of
 
 
 class MaxJitter:
@@ -503,3 +507,80 @@ def test_money_as_decimal_is_stored_as_a_string(db, make):
     outbox.append("A", "refund", {"amount": Decimal("6.29")})
     success_result_of(outbox.start())
     assert deliver.bodies == [{"amount": "6.29"}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_grouped_appends_on_the_database_thread(tmp_path):
+    """Concurrent appends through the real Database share commits and all fire with ordered ids."""
+    from twisted.internet import reactor
+
+    database = Database(tmp_path / "gateway.sqlite", reactor, SCHEMA)
+    outbox = Outbox(database, reactor, max_age=3600.0)
+    try:
+        ids = await bounded(gatherResults([outbox.append(f"CP{n % 3}", "op", {"n": n}) for n in range(500)]))
+        assert ids == list(range(1, 501))
+        assert database.writes == 500
+        assert database.commits < 500
+        assert outbox.depth() == 500
+    finally:
+        await bounded(outbox.stop())
+        database.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_kill_9_after_the_commit_loses_nothing(tmp_path):
+    """A process killed with SIGKILL after its appends fired loses none: all are delivered once, in order."""
+    from twisted.internet import protocol, reactor
+
+    count = 300
+
+    class Child(protocol.ProcessProtocol):
+        def __init__(self):
+            self.output = b""
+            self.committed = Deferred()
+            self.ended = Deferred()
+
+        def outReceived(self, data):
+            self.output += data
+            if b"\n" in self.output and not self.committed.called:
+                self.committed.callback(self.output.decode())
+
+        def errReceived(self, data):
+            self.output += data
+
+        def processEnded(self, reason):
+            if not self.committed.called:
+                self.committed.errback(AssertionError(f"child ended early: {self.output.decode()}"))
+            self.ended.callback(None)
+
+    child = Child()
+    root = str(Path(__file__).resolve().parents[2])
+    script = str(Path(__file__).with_name("outbox_crash_child.py"))
+    transport = reactor.spawnProcess(
+        child, sys.executable, [sys.executable, script, str(tmp_path), str(count)], env=dict(os.environ), path=root
+    )
+    try:
+        line = await bounded(child.committed)
+        assert line.strip() == f"committed {count}"
+    finally:
+        if transport.pid is not None:
+            transport.signalProcess("KILL")
+        await bounded(child.ended)
+
+    database = Database(tmp_path / "gateway.sqlite", reactor, SCHEMA)
+    outbox = Outbox(database, reactor, max_age=3600.0)
+    delivered = []
+    outbox.register("op", lambda body: delivered.append(body))
+    try:
+        await bounded(outbox.start())
+        assert await bounded(outbox.flush(5.0)) is True
+        assert len(delivered) == count
+        for key in {body["key"] for body in delivered}:
+            numbers = [body["n"] for body in delivered if body["key"] == key]
+            assert numbers == sorted(numbers)
+        assert sorted(body["n"] for body in delivered) == list(range(count))
+        left = await bounded(database.read(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0]))
+        assert left == 0
+    finally:
+        await bounded(outbox.stop())
+        database.close()
