@@ -84,8 +84,9 @@ Handler = Callable[["OcppSession", str, dict], "dict | Deferred[dict]"]
 _IN, _OUT = "in", "out"
 _CALL, _RESULT, _ERROR = "CALL", "CALLRESULT", "CALLERROR"
 
-#: What a handler may raise when a payload it was given leniently lacks data.
-_MISSING_DATA = (KeyError, TypeError, ValueError)
+#: What a handler may raise when a payload it was given leniently lacks data
+#: or holds the wrong type: answered with the tolerated violation's code.
+_MISSING_DATA = (LookupError, TypeError, ValueError, AttributeError)
 
 
 class CallQueueFull(CommandTimeout):

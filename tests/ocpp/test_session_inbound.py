@@ -180,7 +180,9 @@ def test_lenient_validation_reports_and_still_handles(clock):
     assert LogLevel.warn in [e["log_level"] for e in events if "tolerated" in e.get("log_format", "")]
 
 
-@pytest.mark.parametrize("exception", [KeyError("idTag"), TypeError("x"), ValueError("y")])
+@pytest.mark.parametrize(
+    "exception", [KeyError("idTag"), TypeError("x"), ValueError("y"), AttributeError("z"), IndexError("i")]
+)
 def test_lenient_missing_data_answers_the_violation_code(clock, exception):
     """Lenient: a handler failing on missing data is answered with the validation error's code, not a bug."""
 
@@ -211,6 +213,15 @@ def test_handler_ocpp_error_becomes_callerror(clock):
     session, sink, _ = make_session(clock, handler)
     session.frame_received(call_frame("s", "Heartbeat", {}))
     assert sink.frames == [[4, "s", "SecurityError", "not booted", {"hint": "boot first"}]]
+
+
+def test_strict_mode_key_error_is_a_bug(clock, fail_on_logged_errors):
+    """Strict: a valid payload reached the handler, so its KeyError is our bug (InternalError)."""
+    session, sink, _ = make_session(clock, lambda s, a, p: p["nothing"])
+    session.frame_received(call_frame("k", "Heartbeat", {}))
+    assert sink.frames[0][:3] == [4, "k", "InternalError"]
+    assert len(fail_on_logged_errors) == 1
+    fail_on_logged_errors.clear()
 
 
 def test_handler_bug_is_internal_error_and_logged(clock, fail_on_logged_errors):
