@@ -1,0 +1,536 @@
+# -*- test-case-name: tests.adapters.test_backend_http,tests.contract.test_backend_contract -*-
+"""
+The operator's backend over REST (CONTRACT section 3), with treq.
+
+L{HttpBackend} provides L{IBackend}.  Every call has a deadline on the
+injected clock that covers the response headers I{and} the body read; every
+failure becomes a domain error of L{ocpptw.interfaces}, so the services never
+see a C{twisted.web} exception:
+
+  - 5xx, 408, 429, a timeout, a refused or lost connection, and a 2xx whose
+    body is not the JSON the call needs -> L{BackendUnavailable} (a backend
+    that answers garbage is as good as down: retrying may help, and the OCPP
+    fallbacks apply);
+  - 404 -> L{NotFound} (C{charger_by_device} fires with C{None});
+  - any other 4xx or a 3xx -> L{BackendRejected}.
+
+Idempotent calls (the GETs, the PATCHes, ensure, refund, ocpp-message) retry
+L{BackendUnavailable} with exponential backoff and full jitter;
+C{start_session} and C{authorize} are tried once, because their callers have
+a deadline of their own.
+
+A circuit breaker protects the gateway from a dead backend: after
+C{failure_threshold} consecutive unavailable answers it opens for
+C{cooldown} seconds, during which calls fail at once with L{CircuitOpen}.
+After the cool-down one call goes through as a probe; its success closes
+the circuit, its failure opens it again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Callable
+from urllib.parse import quote
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from zope.interface import implementer
+
+from ocpptw import __version__
+from ocpptw.clock import iso_z
+from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, NotFound
+
+#: Keys whose values are money: numbers in answers become exact decimal strings.
+MONEY_KEYS = frozenset({"prepaidAmount", "pricePerKwh", "cost", "refund", "amount"})
+
+#: The largest answer body read; more is a broken backend.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+#: Statuses below 500 that still mean "try again later".
+_RETRYABLE_4XX = frozenset({408, 429})
+
+
+class CircuitOpen(BackendUnavailable):
+    """
+    The call was not attempted: the circuit is open after repeated failures.
+    """
+
+
+class _BadAnswer(Exception):
+    """
+    A 2xx whose body is not what the call needs.
+    """
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return iso_z(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _normalise(value: Any, key: str | None = None) -> Any:
+    """
+    Money numbers become exact decimal strings; other non-integers floats.
+    """
+    if isinstance(value, dict):
+        return {k: _normalise(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    if key in MONEY_KEYS and isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return _normalise(json.loads(raw.decode("utf-8"), parse_float=Decimal))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _BadAnswer(f"answer is not JSON: {e}") from None
+
+
+class _BodyReader(Protocol):
+    """
+    Collects a response body, bounded in size; L{abort} drops the connection.
+    """
+
+    def __init__(self, finished: Deferred[bytes], limit: int) -> None:
+        self.finished: Deferred[bytes] | None = finished
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._limit = limit
+
+    def dataReceived(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._limit and self.finished is not None:
+            finished, self.finished = self.finished, None
+            self.abort()
+            finished.errback(_BadAnswer(f"answer larger than {self._limit} bytes"))
+            return
+        self._parts.append(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.finished is None:
+            return
+        finished, self.finished = self.finished, None
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
+            finished.callback(b"".join(self._parts))
+        else:
+            finished.errback(reason)
+
+    def abort(self) -> None:
+        self.finished = None
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class _Circuit:
+    """
+    Consecutive-failure circuit breaker on a clock.
+    """
+
+    def __init__(self, clock: Any, threshold: int, cooldown: float) -> None:
+        self._clock = clock
+        self._threshold = threshold
+        self._cooldown = cooldown
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.reason = ""
+        self.probing = False
+
+    def admit(self) -> bool:
+        """
+        Whether a call may go out now (C{True}: as the probe); raises
+        L{CircuitOpen} otherwise.
+        """
+        if self.opened_at is None:
+            return False
+        if self.probing or self._clock.seconds() < self.opened_at + self._cooldown:
+            raise CircuitOpen(f"backend circuit open: {self.reason}")
+        self.probing = True
+        return True
+
+    def succeeded(self) -> bool:
+        """
+        Record a reachable backend; C{True} when this closed the circuit.
+        """
+        was_open = self.opened_at is not None
+        self.failures, self.opened_at, self.probing, self.reason = 0, None, False, ""
+        return was_open
+
+    def failed(self, reason: str) -> bool:
+        """
+        Record an unreachable backend; C{True} when this opened the circuit.
+        """
+        self.failures += 1
+        self.probing = False
+        if self.opened_at is not None or self.failures >= self._threshold:
+            was_closed = self.opened_at is None
+            self.opened_at = self._clock.seconds()
+            self.reason = reason
+            return was_closed
+        return False
+
+    def is_open(self) -> bool:
+        return self.opened_at is not None
+
+    def state(self) -> tuple[bool, str]:
+        if self.opened_at is None:
+            return True, ""
+        if not self.probing and self._clock.seconds() >= self.opened_at + self._cooldown:
+            return True, ""  # half-open: the next call is the probe
+        return False, f"backend circuit open: {self.reason}"
+
+
+class _Call:
+    """
+    One logical call's cancellation state: set when the caller cancels.
+    """
+
+    cancelled = False
+
+
+@implementer(IBackend)
+class HttpBackend:
+    """
+    L{IBackend} over HTTP.
+
+    @param base_url: the backend's base URL (C{BACKEND_API_URL}).
+    @param clock: the reactor; provides L{IReactorTime} (and L{IReactorTCP}
+        unless C{http} is given).
+    @param timeout: seconds one request may take, headers and body together.
+    @param token: bearer token sent as C{Authorization} (never logged).
+    @param pool: a L{HTTPConnectionPool}; by default a persistent one.
+    @param http: a treq L{HTTPClient}-like object (tests: C{StubTreq}).
+    @param retries: attempts of an idempotent call (at least one).
+    @param rng: jitter source.
+    @param observer: optional; C{observer.request(endpoint, outcome,
+        seconds)} per attempt, C{outcome} one of C{ok}, C{not_found},
+        C{rejected}, C{unavailable}, C{circuit_open}, C{cancelled}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        base_url: str,
+        clock: Any,
+        timeout: float = 10.0,
+        token: str | None = None,
+        pool: Any = None,
+        http: Any = None,
+        retries: int = 3,
+        rng: random.Random | None = None,
+        observer: Any = None,
+        failure_threshold: int = 5,
+        cooldown: float = 10.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 10.0,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._clock = clock
+        self._timeout = timeout
+        self._retries = max(1, retries)
+        self._rng = rng if rng is not None else random.Random()
+        self._observer = observer
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._circuit = _Circuit(clock, failure_threshold, cooldown)
+        self._headers = {
+            b"Accept": [b"application/json"],
+            b"User-Agent": [f"ocpptw/{__version__}".encode("ascii")],
+        }
+        if token:
+            self._headers[b"Authorization"] = [b"Bearer " + token.encode("utf-8")]
+        self._pool = None
+        if http is None:
+            from treq.client import HTTPClient
+            from twisted.web.client import Agent, HTTPConnectionPool
+
+            if pool is None:
+                pool = HTTPConnectionPool(clock, persistent=True)
+                pool.maxPersistentPerHost = 16
+                pool.cachedConnectionTimeout = 30
+            self._pool = pool
+            http = HTTPClient(Agent(clock, pool=pool, connectTimeout=timeout))
+        self._http = http
+
+    # -- IBackend ------------------------------------------------------------
+
+    def charger_by_device(self, device_id: str) -> Deferred[dict | None]:
+        d = self._call("charger_by_device", "GET", f"/api/charger/by-device/{_seg(device_id)}", parse=_object)
+
+        def not_found(failure: Failure) -> None:
+            failure.trap(NotFound)
+            return None
+
+        return d.addErrback(not_found)
+
+    def ensure_charger(self, body: dict) -> Deferred[dict]:
+        return self._call("ensure_charger", "POST", "/api/charger/ensure", body, parse=_object)
+
+    def update_status(self, device_id: str, body: dict) -> Deferred[None]:
+        return self._call("update_status", "PATCH", f"/api/charger/{_seg(device_id)}/status", body)
+
+    def update_last_seen(self, device_id: str, body: dict) -> Deferred[None]:
+        return self._call("update_last_seen", "PATCH", f"/api/charger/{_seg(device_id)}/last-seen", body)
+
+    def active_sessions(self, device_id: str) -> Deferred[list[dict]]:
+        return self._call(
+            "active_sessions", "GET", f"/api/charger/{_seg(device_id)}/active-sessions", parse=_session_list
+        )
+
+    def start_session(self, body: dict) -> Deferred[dict]:
+        return self._call(
+            "start_session", "POST", "/api/charging-session/start", body, parse=_started, idempotent=False
+        )
+
+    def stop_session(self, session_id: str, body: dict) -> Deferred[None]:
+        return self._call("stop_session", "PATCH", f"/api/charging-session/{_seg(session_id)}/stop", body)
+
+    def refund(self, body: dict) -> Deferred[None]:
+        return self._call("refund", "POST", "/api/wallet/refund", body)
+
+    def store_message(self, device_id: str, body: dict) -> Deferred[None]:
+        return self._call("store_message", "POST", f"/api/charger/{_seg(device_id)}/ocpp-message", body)
+
+    def authorize(self, device_id: str, id_tag: str) -> Deferred[dict]:
+        return self._call(
+            "authorize",
+            "POST",
+            f"/api/charger/{_seg(device_id)}/authorize",
+            {"idTag": id_tag},
+            parse=_authorized,
+            idempotent=False,
+        )
+
+    def ready(self) -> tuple[bool, str]:
+        return self._circuit.state()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the pool's cached connections (shutdown, test teardown).
+        """
+        if self._pool is None:
+            return succeed(None)
+        return self._pool.closeCachedConnections()
+
+    # -- machinery -----------------------------------------------------------
+
+    def _call(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        parse: Callable[[bytes], Any] | None = None,
+        idempotent: bool = True,
+    ) -> Deferred[Any]:
+        """
+        Run one logical call (with retries) as a cancellable Deferred.
+        """
+        state = _Call()
+        data = None if body is None else json.dumps(body, default=_json_default).encode("utf-8")
+        inner = Deferred.fromCoroutine(
+            self._run(endpoint, method, self._base + path, data, parse, idempotent, state)
+        )
+
+        def cancel(outer: Deferred[Any]) -> None:
+            state.cancelled = True
+            inner.cancel()
+
+        outer: Deferred[Any] = Deferred(cancel)
+
+        def deliver(result: Any) -> None:
+            if outer.called:  # cancelled, and the canceller already failed it
+                return
+            if isinstance(result, Failure):
+                outer.errback(result)
+            else:
+                outer.callback(result)
+
+        inner.addBoth(deliver)
+        return outer
+
+    async def _run(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        data: bytes | None,
+        parse: Callable[[bytes], Any] | None,
+        idempotent: bool,
+        state: _Call,
+    ) -> Any:
+        attempts = self._retries if idempotent else 1
+        for attempt in range(attempts):
+            try:
+                return await self._attempt(endpoint, method, url, data, parse, state)
+            except CircuitOpen:
+                raise
+            except BackendUnavailable:
+                if attempt + 1 >= attempts or state.cancelled or self._circuit.is_open():
+                    raise
+            delay = self._rng.uniform(0, min(self._backoff_cap, self._backoff_base * 2**attempt))
+            await deferLater(self._clock, delay, lambda: None)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        data: bytes | None,
+        parse: Callable[[bytes], Any] | None,
+        state: _Call,
+    ) -> Any:
+        try:
+            probe = self._circuit.admit()
+        except CircuitOpen:
+            self._observe(endpoint, "circuit_open", 0.0)
+            raise
+        started = self._clock.seconds()
+        try:
+            status, raw = await self._exchange(method, url, data, started + self._timeout)
+            result = self._interpret(status, raw, parse)
+        except (BackendRejected, NotFound) as e:
+            self._reached(endpoint, "not_found" if isinstance(e, NotFound) else "rejected", started)
+            raise
+        except Exception as e:
+            if state.cancelled:
+                if probe:
+                    self._circuit.probing = False
+                self._observe(endpoint, "cancelled", self._clock.seconds() - started)
+                raise CancelledError() from None
+            reason = _describe(e)
+            self._unreachable(endpoint, method, url, reason, started)
+            raise BackendUnavailable(f"{method} {endpoint}: {reason}") from None
+        self._reached(endpoint, "ok", started)
+        return result
+
+    async def _exchange(self, method: str, url: str, data: bytes | None, deadline: float) -> tuple[int, bytes]:
+        headers = dict(self._headers)
+        if data is not None:
+            headers[b"Content-Type"] = [b"application/json"]
+        response = await self._http.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            timeout=self._timeout,
+            reactor=self._clock,
+            allow_redirects=False,
+            unbuffered=True,
+        )
+        finished: Deferred[bytes] = Deferred(lambda _: reader.abort())
+        reader = _BodyReader(finished, MAX_BODY_BYTES)
+        response.deliverBody(reader)
+        finished.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
+        return response.code, await finished
+
+    def _interpret(self, status: int, raw: bytes, parse: Callable[[bytes], Any] | None) -> Any:
+        if 200 <= status < 300:
+            return parse(raw) if parse is not None else None
+        if status == 404:
+            raise NotFound(_short(raw))
+        if status >= 500 or status in _RETRYABLE_4XX:
+            raise _BadAnswer(f"HTTP {status}")
+        raise BackendRejected(status, _short(raw))
+
+    def _reached(self, endpoint: str, outcome: str, started: float) -> None:
+        if self._circuit.succeeded():
+            self.log.info("backend reachable again: circuit closed")
+        self._observe(endpoint, outcome, self._clock.seconds() - started)
+
+    def _unreachable(self, endpoint: str, method: str, url: str, reason: str, started: float) -> None:
+        self.log.info("backend call {method} {endpoint} failed: {reason}", method=method, endpoint=endpoint, reason=reason)
+        if self._circuit.failed(reason):
+            self.log.error(
+                "backend unreachable ({failures} failures in a row, last: {reason}); circuit open",
+                failures=self._circuit.failures,
+                reason=reason,
+            )
+        self._observe(endpoint, "unavailable", self._clock.seconds() - started)
+
+    def _observe(self, endpoint: str, outcome: str, seconds: float) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer.request(endpoint, outcome, seconds)
+        except Exception:
+            self.log.failure("backend request observer failed")
+
+
+def _seg(value: Any) -> str:
+    return quote(str(value), safe="")
+
+
+def _short(raw: bytes, limit: int = 200) -> str:
+    return raw[:limit].decode("utf-8", "replace").strip()
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, _BadAnswer):
+        return str(error)
+    reasons = getattr(error, "reasons", None)  # ResponseNeverReceived / ResponseFailed wrap failures
+    if reasons:
+        inner = reasons[0].value if isinstance(reasons[0], Failure) else reasons[0]
+        if isinstance(inner, CancelledError):
+            return "timed out"
+        return f"{type(error).__name__}({type(inner).__name__})"
+    if isinstance(error, (CancelledError, TimeoutError)) or type(error).__name__ == "TimeoutError":
+        return "timed out"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _object(raw: bytes) -> dict:
+    value = _parse_json(raw)
+    if not isinstance(value, dict):
+        raise _BadAnswer("answer is not a JSON object")
+    return value
+
+
+def _session_list(raw: bytes) -> list[dict]:
+    value = _parse_json(raw)
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise _BadAnswer("answer is not a list of sessions")
+    return value
+
+
+def _has_id_tag_info(value: dict) -> bool:
+    info = value.get("idTagInfo")
+    return isinstance(info, dict) and isinstance(info.get("status"), str)
+
+
+def _started(raw: bytes) -> dict:
+    value = _object(raw)
+    transaction_id = value.get("transactionId")
+    if (
+        value.get("sessionId") in (None, "")
+        or not isinstance(transaction_id, int)
+        or isinstance(transaction_id, bool)
+        or not _has_id_tag_info(value)
+    ):
+        raise _BadAnswer("start answer lacks sessionId, an integer transactionId or idTagInfo.status")
+    return value
+
+
+def _authorized(raw: bytes) -> dict:
+    value = _object(raw)
+    if not _has_id_tag_info(value):
+        raise _BadAnswer("authorize answer lacks idTagInfo.status")
+    return value
