@@ -1,0 +1,431 @@
+# -*- test-case-name: tests.test_sim -*-
+"""
+One simulator worker: a set of chargers on one reactor.  It connects them at
+a bounded rate (each sends its BootNotification first), then runs one load
+phase (closed loop, open loop, idle hold or a reconnect storm) and closes
+them.  Several workers in separate processes aggregate their L{Stats}.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+
+from ocpptw.sim_charger import Charger, SimProtocol, make_factory
+from ocpptw.sim_stats import Stats, own_cpu_seconds
+
+perf = time.perf_counter
+
+
+class _Ramp:
+    """
+    Connects chargers at most C{rate} a second (0: as fast as possible) with
+    at most C{concurrency} handshakes and first calls under way; fires
+    C{done} once every charger is resolved, or at the deadline.
+    """
+
+    def __init__(self, worker: "SimWorker", chargers: list[Charger], rate: float, concurrency: int):
+        self.worker = worker
+        self.queue = list(reversed(chargers))
+        self.rate = rate
+        self.concurrency = concurrency
+        self.remaining = len(chargers)
+        self.started = 0
+        self.under_way = 0
+        self.t0 = perf()
+        self.last_open = self.t0
+        self.last_done = self.t0
+        self.done: Deferred[None] = Deferred()
+        self._tick_call = None
+        self._deadline = None
+
+    def start(self, deadline: float) -> Deferred[None]:
+        reactor = self.worker.reactor
+        if not self.remaining:
+            reactor.callLater(0, self._finish)
+        else:
+            self._deadline = reactor.callLater(deadline, self._expired)
+            self.pump()
+        return self.done
+
+    def pump(self) -> None:
+        if self._tick_call is not None and self._tick_call.active():
+            self._tick_call.cancel()
+        self._tick_call = None
+        allowed = self.started + len(self.queue)
+        if self.rate:
+            allowed = min(allowed, int((perf() - self.t0) * self.rate) + 1)
+        while self.queue and self.started < allowed and self.under_way < self.concurrency:
+            self.started += 1
+            self.under_way += 1
+            self.worker.connect(self.queue.pop())
+        if self.queue and self.under_way < self.concurrency:
+            delay = max(0.002, 1.0 / self.rate) if self.rate else 0.002
+            self._tick_call = self.worker.reactor.callLater(delay, self.pump)
+
+    def resolved(self) -> None:
+        self.under_way -= 1
+        self.remaining -= 1
+        self.last_done = perf()
+        if self.remaining <= 0:
+            self._finish()
+        elif self.queue:
+            self.pump()
+
+    def _expired(self) -> None:
+        self._deadline = None
+        self.worker.ramp_expired(self.queue)
+        self.queue = []
+        self._finish()
+
+    def _finish(self) -> None:
+        for call in (self._tick_call, self._deadline):
+            if call is not None and call.active():
+                call.cancel()
+        if not self.done.called:
+            self.done.callback(None)
+
+
+class SimWorker:
+    """
+    Chargers C{prefix}{n} for every n of this worker's share, on C{reactor}.
+    """
+
+    def __init__(self, reactor, options, index: int = 0, count: int = 1):
+        self.reactor = reactor
+        self.o = options
+        self.stats = Stats()
+        url = urlsplit(options.url)
+        self.secure = url.scheme == "wss"
+        self.host = url.hostname or "127.0.0.1"
+        self.port = url.port or (443 if self.secure else 80)
+        base = url.path if url.path.endswith("/") else url.path + "/"
+        self.factory = make_factory(options.url, options.call_timeout)
+        mix = options.mix
+        self.chargers = [
+            Charger(
+                f"{options.prefix}{n}",
+                base,
+                self,
+                random.Random(options.seed * 1_000_003 + n),
+                mix,
+                options.session_meters,
+            )
+            for n in range(options.start + index, options.start + options.chargers, count)
+        ]
+        self.stats.chargers = len(self.chargers)
+        self.share = count
+        self.cpu0 = own_cpu_seconds()
+        self.phase = "connect"
+        self.ramp: _Ramp | None = None
+        self.awaiting: set[Charger] = set()
+        self.open_count = 0
+        self.expect_close = False
+        self.running = False
+        self.inflight = 0
+        self.backlogged = 0
+        self.quota: int | None = None
+        self.load_t0 = 0.0
+        self.last_answer = 0.0
+        self.load_cpu0 = 0.0
+        self.load_done: Deferred[None] | None = None
+        self.closed_d: Deferred[None] | None = None
+        self._sweeper = None
+        self._stop_call = None
+
+    # -- connecting ----------------------------------------------------------
+
+    def connect_all(self) -> Deferred[None]:
+        """
+        Connect and boot every charger; fires when all are booted or failed.
+        """
+        self._sweep()
+        rate = self.o.connect_rate / self.share if self.o.connect_rate else 0
+        return self._run_ramp(self.chargers, rate, "BootNotification")
+
+    def _run_ramp(self, chargers, rate, first_action) -> Deferred[None]:
+        for c in chargers:
+            c.first_action = first_action
+        concurrency = max(1, self.o.connect_concurrency // self.share)
+        self.ramp = _Ramp(self, chargers, rate, concurrency)
+        deadline = (len(chargers) / rate if rate else 0) + self.o.connect_timeout + self.o.call_timeout + 5
+        d = self.ramp.start(deadline)
+
+        def spans(_):
+            ramp = self.ramp
+            if self.phase == "connect":
+                self.stats.connect_seconds = round(ramp.last_open - ramp.t0, 4)
+                self.stats.boot_storm_seconds = round(ramp.last_done - ramp.t0, 4)
+
+        return d.addCallback(spans)
+
+    def connect(self, charger: Charger) -> None:
+        proto = SimProtocol()
+        proto.factory = self.factory
+        proto.charger = charger
+        self.awaiting.add(charger)
+        endpoint = TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=self.o.connect_timeout)
+        if self.secure:
+            from twisted.internet.ssl import optionsForClientTLS
+
+            endpoint = wrapClientTLS(optionsForClientTLS(self.host), endpoint)
+        d = connectProtocol(endpoint, proto)
+        d.addErrback(lambda f: self._resolve(charger, False, f.type.__name__))
+
+    def ramp_expired(self, never_started: list[Charger]) -> None:
+        for c in list(self.awaiting):
+            if c.proto is not None:
+                c.proto.transport.abortConnection()
+            self._resolve(c, False, "deadline")
+        for c in never_started:
+            self._count_failure("deadline")
+
+    def _count_failure(self, reason: str) -> None:
+        self.stats.connect_failures[reason] += 1
+        if self.phase == "storm":
+            self.stats.reconnect_failed += 1
+        else:
+            self.stats.connect_failed += 1
+
+    def _resolve(self, charger: Charger, ok: bool, reason: str = "") -> None:
+        if charger not in self.awaiting:
+            return
+        self.awaiting.discard(charger)
+        if ok:
+            if self.phase == "storm":
+                self.stats.reconnected += 1
+            elif charger.booted:
+                self.stats.booted += 1
+            else:
+                self.stats.boot_rejected += 1
+        else:
+            self._count_failure(reason)
+        if self.ramp is not None:
+            self.ramp.resolved()
+
+    def charger_opened(self, charger: Charger) -> None:
+        self.open_count += 1
+        if self.phase == "connect":
+            self.stats.connected += 1
+        if self.ramp is not None:
+            self.ramp.last_open = perf()
+        if not charger.send_first():
+            self._resolve(charger, False, "closed before first call")
+
+    def charger_closed(self, charger: Charger, proto, was_open: bool, code, reason) -> None:
+        if was_open:
+            self.open_count -= 1
+        if charger in self.awaiting:
+            why = getattr(proto, "wasNotCleanReason", None) or f"closed {code} {reason or ''}".strip()
+            self._resolve(charger, False, str(why)[:80])
+        elif was_open and not self.expect_close:
+            self.stats.disconnects += 1
+            if charger.backlog:
+                self.stats.lost += len(charger.backlog)
+                self.backlogged -= len(charger.backlog)
+                charger.backlog.clear()
+                self._maybe_finish()
+        if self.expect_close and self.open_count <= 0 and self.closed_d is not None:
+            d, self.closed_d = self.closed_d, None
+            d.callback(None)
+
+    # -- calls ---------------------------------------------------------------
+
+    def call_finished(self, charger: Charger, now: float | None = None, lost: bool = False) -> None:
+        if charger in self.awaiting:
+            if lost:
+                self._resolve(charger, False, "no answer to first call")
+            else:
+                self._resolve(charger, True)
+            return
+        if not self.inflight:
+            return
+        self.inflight -= 1
+        if now is not None:
+            self.last_answer = now
+        if self.o.mode == "closed":
+            if self.running:
+                self._issue(charger, perf())
+        elif charger.backlog and charger.proto is not None:
+            self.backlogged -= 1
+            self._issue(charger, charger.backlog.popleft())
+        self._maybe_finish()
+
+    def _issue(self, charger: Charger, intended: float) -> None:
+        if self.quota is not None:
+            if self.quota <= 0:
+                return
+            self.quota -= 1
+        if charger.send_next(intended):
+            self.inflight += 1
+        else:
+            self.stats.lost += 1
+
+    def _sweep(self) -> None:
+        """
+        Time out calls that waited longer than the call timeout.
+        """
+        limit = perf() - self.o.call_timeout
+        for c in self.chargers:
+            if c.pending_id is not None and c.sent_at < limit:
+                c.timed_out()
+        self._sweeper = self.reactor.callLater(0.25, self._sweep)
+
+    # -- load ----------------------------------------------------------------
+
+    def run_load(self) -> Deferred[None]:
+        """
+        The load phase of the configured mode; fires when it is over.
+        """
+        o = self.o
+        self.phase = "load"
+        self.load_done = done = Deferred()
+        self.load_t0 = self.last_answer = perf()
+        self.load_cpu0 = own_cpu_seconds()
+        if o.mode == "idle":
+            self._stop_call = self.reactor.callLater(o.duration, self._finish)
+        elif o.mode == "storm":
+            self._storm()
+        else:
+            active = [c for c in self.chargers if c.booted and c.proto is not None]
+            self.running = bool(active)
+            if o.calls:
+                self.quota = max(1, o.calls // self.share)
+            self._stop_call = self.reactor.callLater(o.duration, self._stop_issuing)
+            if o.mode == "closed":
+                for c in active:
+                    self._issue(c, perf())
+            else:
+                self._open_loop(active)
+            self._maybe_finish()
+        return done
+
+    def _open_loop(self, active: list[Charger]) -> None:
+        rate = self.o.rate / self.share
+        total = int(rate * self.o.duration)
+        if self.quota is not None:
+            total = min(total, self.quota)
+            self.quota = None
+        issued = 0
+        t0 = self.load_t0
+        n = len(active)
+
+        def tick() -> None:
+            nonlocal issued
+            if not self.running:
+                return
+            due = min(total, int((perf() - t0) * rate) + 1)
+            while issued < due:
+                c = active[issued % n]
+                intended = t0 + issued / rate
+                issued += 1
+                if c.proto is None:
+                    self.stats.lost += 1
+                elif c.pending_id is None and not c.backlog:
+                    self._issue(c, intended)
+                else:
+                    c.backlog.append(intended)
+                    self.backlogged += 1
+            if issued < total:
+                self.reactor.callLater(0.001, tick)
+            else:
+                self._stop_issuing()
+
+        if n and total:
+            tick()
+        else:
+            self.running = False
+
+    def _stop_issuing(self) -> None:
+        self.running = False
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self.load_done is None or self.phase != "load" or self.o.mode in ("idle", "storm"):
+            return
+        exhausted = self.quota is not None and self.quota <= 0
+        if (not self.running or exhausted) and self.inflight <= 0 and self.backlogged <= 0:
+            self._finish()
+
+    def _storm(self) -> None:
+        victims = [c for c in self.chargers if c.proto is not None]
+        self.expect_close = True
+        for c in victims:
+            c.proto.transport.abortConnection()
+
+        def reconnect() -> None:
+            self.expect_close = False
+            self.phase = "storm"
+            rate = self.o.storm_rate / self.share if self.o.storm_rate else 0
+            d = self._run_ramp(victims, rate, self.o.storm_call)
+
+            def done(_):
+                self.stats.storm_seconds = round(self.ramp.last_done - self.load_t0, 4)
+                self.phase = "load"
+                self._finish()
+
+            d.addCallback(done)
+
+        self.reactor.callLater(0.01, reconnect)
+
+    def _finish(self) -> None:
+        if self._stop_call is not None and self._stop_call.active():
+            self._stop_call.cancel()
+        self.running = False
+        d, self.load_done = self.load_done, None
+        if d is None:
+            return
+        end = perf() if self.o.mode in ("idle", "storm") else self.last_answer
+        self.stats.load_seconds = round(max(end - self.load_t0, 1e-9), 4)
+        self.stats.cpu_seconds_load = own_cpu_seconds() - self.load_cpu0
+        self.phase = "done"
+        d.callback(None)
+
+    # -- closing -------------------------------------------------------------
+
+    def close_all(self, grace: float = 3.0) -> Deferred[None]:
+        """
+        Close every connection (1000), aborting those that linger.
+        """
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self.expect_close = True
+        self.closed_d = d = Deferred()
+        if self.open_count <= 0:
+            self.closed_d = None
+            d.callback(None)
+        for c in self.chargers:
+            if c.proto is not None:
+                c.proto.sendClose(1000)
+
+        def abort() -> None:
+            for c in self.chargers:
+                if c.proto is not None:
+                    c.proto.transport.abortConnection()
+
+        timers = [self.reactor.callLater(grace, abort), self.reactor.callLater(grace + 1, self._give_up)]
+
+        def cancel_timers(result):
+            for t in timers:
+                if t.active():
+                    t.cancel()
+            return result
+
+        return d.addBoth(cancel_timers)
+
+    def _give_up(self) -> None:
+        d, self.closed_d = self.closed_d, None
+        if d is not None:
+            d.callback(None)
+
+    def finalise(self) -> Stats:
+        """
+        This worker's figures, with its CPU time.
+        """
+        self.stats.cpu_seconds_total = own_cpu_seconds() - self.cpu0
+        return self.stats
+
