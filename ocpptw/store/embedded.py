@@ -1,0 +1,438 @@
+# -*- test-case-name: tests.store.test_embedded -*-
+"""
+The embedded backend: L{IBackend} on C{DATA_DIR/embedded.sqlite}, so the
+gateway runs with no operator backend at all (C{BACKEND_API_URL} unset).
+
+It keeps chargers (with their connectors' last status), id tags, charging
+sessions with integer transactionIds counted from 1 (always below
+C{0x40000000}, the range the gateway keeps for itself), a wallet ledger of
+refunds, the OCPP message log and the events (C{record_event}).  Operators
+manage chargers and tags with C{ocpptw-admin} (L{ocpptw.admin}).
+
+Every call goes through L{ocpptw.store.sqlite.Database}, so nothing blocks
+the reactor.  A full disk or a locked file is L{BackendUnavailable} (the
+caller retries); a malformed body is L{BackendRejected} with 400, as an
+HTTP backend would answer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ocpptw.clock import now_z
+from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, NotFound, StorageFull
+
+#: Tables of C{embedded.sqlite}.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS chargers (
+    device_id TEXT PRIMARY KEY,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    authorization_key_hash TEXT,
+    vendor TEXT, model TEXT, serial_number TEXT, firmware_version TEXT,
+    iccid TEXT, imsi TEXT, meter_type TEXT, meter_serial_number TEXT,
+    last_seen TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS connector_status (
+    device_id TEXT NOT NULL,
+    connector_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error_code TEXT, info TEXT, vendor_error_code TEXT, timestamp TEXT,
+    PRIMARY KEY (device_id, connector_id)
+);
+CREATE TABLE IF NOT EXISTS id_tags (
+    id_tag TEXT PRIMARY KEY,
+    status TEXT NOT NULL DEFAULT 'Accepted',
+    user_id TEXT,
+    prepaid_amount TEXT,
+    updated_at TEXT
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    transaction_id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL UNIQUE,
+    device_id TEXT NOT NULL,
+    connector_id INTEGER NOT NULL,
+    id_tag TEXT NOT NULL,
+    user_id TEXT,
+    meter_start INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    reservation_id INTEGER,
+    prepaid_amount TEXT, price_per_kwh TEXT, currency TEXT,
+    stopped INTEGER NOT NULL DEFAULT 0,
+    meter_stop INTEGER, energy_wh INTEGER, stopped_at TEXT, reason TEXT, cost TEXT, refund TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_start ON sessions (device_id, connector_id, id_tag, started_at, meter_start);
+CREATE INDEX IF NOT EXISTS sessions_active ON sessions (device_id) WHERE stopped = 0;
+CREATE TABLE IF NOT EXISTS wallet_ledger (
+    idempotency_key TEXT PRIMARY KEY,
+    session_id TEXT, user_id TEXT, amount TEXT NOT NULL, currency TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT NOT NULL,
+    direction TEXT, message_type TEXT, message_id TEXT, action TEXT,
+    payload TEXT, error_code TEXT, timestamp TEXT,
+    UNIQUE (device_id, direction, message_type, message_id, timestamp)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    device_id TEXT,
+    occurred_at TEXT,
+    data TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+"""
+
+#: The gateway assigns transactionIds from here up; ours stay below.
+GATEWAY_IDS = 0x40000000
+
+_CENT = Decimal("0.01")
+
+#: camelCase field of C{POST /api/charger/ensure} -> column.
+_ENSURE_FIELDS = {
+    "vendor": "vendor",
+    "model": "model",
+    "serialNumber": "serial_number",
+    "firmwareVersion": "firmware_version",
+    "iccid": "iccid",
+    "imsi": "imsi",
+    "meterType": "meter_type",
+    "meterSerialNumber": "meter_serial_number",
+}
+
+_SESSION = (
+    "SELECT session_id, transaction_id, connector_id, id_tag, user_id, meter_start, prepaid_amount,"
+    " price_per_kwh, currency FROM sessions"
+)
+
+
+def money(value: Any) -> str | None:
+    """
+    A money amount as the contract's decimal string with two places
+    (rounded half up); C{None} stays C{None}.
+
+    @raise BackendRejected: when C{value} is not a finite number.
+    """
+    if value is None:
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise BackendRejected(400, f"not an amount: {value!r}") from None
+    if not amount.is_finite():
+        raise BackendRejected(400, f"not an amount: {value!r}")
+    return str(amount.quantize(_CENT, rounding=ROUND_HALF_UP))
+
+
+def _require(body: dict, name: str, kind: type | tuple[type, ...]) -> Any:
+    value = body.get(name)
+    if value is None or not isinstance(value, kind) or isinstance(value, bool):
+        raise BackendRejected(400, f"{name} is required")
+    return value
+
+
+def _compact(record: dict) -> dict:
+    return {k: v for k, v in record.items() if v is not None}
+
+
+@implementer(IBackend)
+class EmbeddedBackend:
+    """
+    L{IBackend} on a local SQLite file.
+
+    @param db: a L{ocpptw.store.sqlite.Database} opened with L{SCHEMA}
+        (C{DATA_DIR/embedded.sqlite}).
+    @param clock: for the times recorded.
+    @param price_per_kwh: the tariff sent with every session (none: no
+        billing).
+    @param currency: the tariff's currency.
+    @param auth_mode: C{"open"}: every idTag is accepted except those marked
+        Blocked or Expired; C{"allowlist"}: only tags listed as Accepted.
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        clock: IReactorTime,
+        price_per_kwh: Decimal | None = None,
+        currency: str = "EUR",
+        auth_mode: str = "open",
+    ) -> None:
+        if auth_mode not in ("open", "allowlist"):
+            raise ValueError(f"auth_mode is open or allowlist, not {auth_mode!r}")
+        self._db = db
+        self._clock = clock
+        self._price = None if price_per_kwh is None else str(price_per_kwh)
+        self._currency = currency
+        self._auth_mode = auth_mode
+
+    def _call(self, fn: Any, write: bool = True) -> Deferred[Any]:
+        d = self._db.write(fn) if write else self._db.read(fn)
+        return d.addErrback(self._unavailable)
+
+    @staticmethod
+    def _unavailable(failure: Failure) -> Failure:
+        if failure.check(StorageFull, sqlite3.OperationalError):
+            raise BackendUnavailable(f"embedded store: {failure.getErrorMessage()}")
+        return failure
+
+    def ready(self) -> tuple[bool, str]:
+        return True, ""
+
+    # -- chargers --------------------------------------------------------------
+
+    def charger_by_device(self, device_id: str) -> Deferred[dict | None]:
+        return self._call(lambda conn: self._charger(conn, device_id), write=False)
+
+    def _charger(self, conn: sqlite3.Connection, device_id: str) -> dict | None:
+        row = conn.execute(
+            "SELECT device_id, enabled, authorization_key_hash, vendor, model, serial_number, firmware_version,"
+            " iccid, imsi, meter_type, meter_serial_number, last_seen FROM chargers WHERE device_id = ?",
+            (device_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        record = _compact(
+            {"deviceId": row[0], "enabled": bool(row[1]), "authorizationKeyHash": row[2]}
+            | dict(zip(_ENSURE_FIELDS, row[3:11]))
+            | {"lastSeen": row[11]}
+        )
+        record["connectors"] = [
+            _compact(
+                {"connectorId": c[0], "status": c[1], "errorCode": c[2], "info": c[3], "vendorErrorCode": c[4], "timestamp": c[5]}
+            )
+            for c in conn.execute(
+                "SELECT connector_id, status, error_code, info, vendor_error_code, timestamp FROM connector_status"
+                " WHERE device_id = ? ORDER BY connector_id",
+                (device_id,),
+            )
+        ]
+        return record
+
+    def ensure_charger(self, body: dict) -> Deferred[dict]:
+        try:
+            device_id = _require(body, "deviceId", str)
+        except BackendRejected as e:
+            return fail(e)
+        now = now_z(self._clock)
+        given = {column: body[field] for field, column in _ENSURE_FIELDS.items() if field in body}
+
+        def ensure(conn: sqlite3.Connection) -> dict | None:
+            conn.execute(
+                "INSERT INTO chargers (device_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT (device_id) DO NOTHING",
+                (device_id, now, now),
+            )
+            columns = "".join(f", {column} = ?" for column in given)
+            conn.execute(
+                f"UPDATE chargers SET updated_at = ?{columns} WHERE device_id = ?", (now, *given.values(), device_id)
+            )
+            return self._charger(conn, device_id)
+
+        return self._call(ensure)
+
+    def update_status(self, device_id: str, body: dict) -> Deferred[None]:
+        try:
+            connector_id = _require(body, "connectorId", int)
+            status = _require(body, "status", str)
+        except BackendRejected as e:
+            return fail(e)
+        values = (device_id, connector_id, status, body.get("errorCode"), body.get("info"),
+                  body.get("vendorErrorCode"), body.get("timestamp") or now_z(self._clock))
+
+        def update(conn: sqlite3.Connection) -> None:
+            self._known(conn, device_id)
+            conn.execute("INSERT OR REPLACE INTO connector_status VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+
+        return self._call(update)
+
+    def update_last_seen(self, device_id: str, body: dict) -> Deferred[None]:
+        last_seen = body.get("lastSeen") or now_z(self._clock)
+
+        def update(conn: sqlite3.Connection) -> None:
+            self._known(conn, device_id)
+            conn.execute("UPDATE chargers SET last_seen = ? WHERE device_id = ?", (last_seen, device_id))
+
+        return self._call(update)
+
+    @staticmethod
+    def _known(conn: sqlite3.Connection, device_id: str) -> None:
+        if conn.execute("SELECT 1 FROM chargers WHERE device_id = ?", (device_id,)).fetchone() is None:
+            raise NotFound(f"no charger {device_id}")
+
+    # -- authorization and sessions ----------------------------------------------
+
+    def _tag(self, conn: sqlite3.Connection, id_tag: str) -> tuple[str, str | None, str | None]:
+        """
+        C{(status, userId, prepaidAmount)} of C{id_tag} under the auth mode.
+        """
+        row = conn.execute("SELECT status, user_id, prepaid_amount FROM id_tags WHERE id_tag = ?", (id_tag,)).fetchone()
+        if row is None:
+            return ("Accepted" if self._auth_mode == "open" else "Invalid"), None, None
+        return row[0], row[1], row[2]
+
+    def authorize(self, device_id: str, id_tag: str) -> Deferred[dict]:
+        return self._call(lambda conn: {"idTagInfo": {"status": self._tag(conn, id_tag)[0]}}, write=False)
+
+    def start_session(self, body: dict) -> Deferred[dict]:
+        try:
+            device_id = _require(body, "deviceId", str)
+            connector_id = _require(body, "connectorId", int)
+            id_tag = _require(body, "idTag", str)
+            meter_start = _require(body, "meterStart", int)
+            timestamp = _require(body, "timestamp", str)
+            given = body.get("transactionId")
+            if given is not None and (not isinstance(given, int) or isinstance(given, bool) or given <= 0):
+                raise BackendRejected(400, "transactionId must be a positive integer")
+        except BackendRejected as e:
+            return fail(e)
+        reservation = body.get("reservationId")
+
+        def start(conn: sqlite3.Connection) -> dict:
+            if given is not None:
+                row = conn.execute(_SESSION + " WHERE transaction_id = ?", (given,)).fetchone()
+            else:
+                row = conn.execute(
+                    _SESSION + " WHERE device_id = ? AND connector_id = ? AND id_tag = ? AND started_at = ?"
+                    " AND meter_start = ?",
+                    (device_id, connector_id, id_tag, timestamp, meter_start),
+                ).fetchone()
+            if row is not None:
+                return self._session_answer(row, "Accepted")
+            status, user_id, prepaid = self._tag(conn, id_tag)
+            transaction_id = given if given is not None else self._next_transaction_id(conn)
+            if status != "Accepted" and given is None:
+                return {"sessionId": None, "transactionId": transaction_id, "idTagInfo": {"status": status}}
+            # Accepted, or already started during an outage (the gateway answered Accepted): record it.
+            session_id = str(uuid.uuid4())
+            price = self._price
+            currency = self._currency if price is not None or prepaid is not None else None
+            conn.execute(
+                "INSERT INTO sessions (transaction_id, session_id, device_id, connector_id, id_tag, user_id,"
+                " meter_start, started_at, reservation_id, prepaid_amount, price_per_kwh, currency)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (transaction_id, session_id, device_id, connector_id, id_tag, user_id, meter_start, timestamp,
+                 reservation, money(prepaid), price, currency),
+            )
+            row = conn.execute(_SESSION + " WHERE transaction_id = ?", (transaction_id,)).fetchone()
+            return self._session_answer(row, status)
+
+        return self._call(start)
+
+    @staticmethod
+    def _session_answer(row: tuple[Any, ...], status: str) -> dict:
+        return _compact(
+            {"sessionId": row[0], "transactionId": row[1], "idTagInfo": {"status": status}, "userId": row[4],
+             "prepaidAmount": row[6], "pricePerKwh": row[7], "currency": row[8]}
+        )
+
+    @staticmethod
+    def _next_transaction_id(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT OR IGNORE INTO counters VALUES ('transaction_id', 0)")
+        while True:
+            value = conn.execute(
+                "UPDATE counters SET value = value + 1 WHERE name = 'transaction_id' RETURNING value"
+            ).fetchone()[0]
+            if value >= GATEWAY_IDS:
+                raise BackendUnavailable("embedded store: transactionIds exhausted")
+            if conn.execute("SELECT 1 FROM sessions WHERE transaction_id = ?", (value,)).fetchone() is None:
+                return value
+
+    def active_sessions(self, device_id: str) -> Deferred[list[dict]]:
+        def active(conn: sqlite3.Connection) -> list[dict]:
+            rows = conn.execute(
+                _SESSION + " WHERE device_id = ? AND stopped = 0 ORDER BY transaction_id", (device_id,)
+            ).fetchall()
+            return [
+                _compact(
+                    {"sessionId": r[0], "transactionId": r[1], "connectorId": r[2], "idTag": r[3], "userId": r[4],
+                     "meterStart": r[5], "prepaidAmount": r[6], "pricePerKwh": r[7], "currency": r[8]}
+                )
+                for r in rows
+            ]
+
+        return self._call(active, write=False)
+
+    def stop_session(self, session_id: str, body: dict) -> Deferred[None]:
+        try:
+            meter_stop = _require(body, "meterStop", int)
+            cost, refund = money(body.get("cost")), money(body.get("refund"))
+        except BackendRejected as e:
+            return fail(e)
+        energy = body.get("energyWh")
+        stopped_at = body.get("stoppedAt") or now_z(self._clock)
+
+        def stop(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT stopped, meter_start FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no session {session_id}")
+            if row[0]:
+                return  # the first stop wins
+            energy_wh = energy if energy is not None else max(0, meter_stop - row[1])
+            conn.execute(
+                "UPDATE sessions SET stopped = 1, meter_stop = ?, energy_wh = ?, stopped_at = ?, reason = ?, cost = ?,"
+                " refund = ? WHERE session_id = ?",
+                (meter_stop, energy_wh, stopped_at, body.get("reason"), cost, refund, session_id),
+            )
+
+        return self._call(stop)
+
+    def refund(self, body: dict) -> Deferred[None]:
+        try:
+            key = _require(body, "idempotencyKey", str)
+            amount = money(body.get("amount"))
+            if amount is None:
+                raise BackendRejected(400, "amount is required")
+        except BackendRejected as e:
+            return fail(e)
+        values = (key, body.get("sessionId"), body.get("userId"), amount, body.get("currency"), now_z(self._clock))
+        return self._call(_execute("INSERT OR IGNORE INTO wallet_ledger VALUES (?, ?, ?, ?, ?, ?)", values))
+
+    # -- message log and events ------------------------------------------------
+
+    def store_message(self, device_id: str, body: dict) -> Deferred[None]:
+        payload = body.get("payload")
+        values = (device_id, body.get("direction"), body.get("messageType"), body.get("messageId"), body.get("action"),
+                  None if payload is None else json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+                  body.get("errorCode"), body.get("timestamp") or now_z(self._clock))
+        return self._call(
+            _execute(
+                "INSERT OR IGNORE INTO messages (device_id, direction, message_type, message_id, action, payload,"
+                " error_code, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        )
+
+    def record_event(self, event: dict) -> Deferred[None]:
+        """
+        Keep one event envelope of CONTRACT section 5 (C{charging.meterValues}
+        and the others), once per event C{id}: the embedded mode's stand-in
+        for a consumer of the events exchange.
+        """
+        try:
+            event_id = _require(event, "id", str)
+            event_type = _require(event, "type", str)
+        except BackendRejected as e:
+            return fail(e)
+        values = (event_id, event_type, event.get("deviceId"), event.get("occurredAt"),
+                  json.dumps(event.get("data") or {}, separators=(",", ":"), ensure_ascii=False), now_z(self._clock))
+        return self._call(_execute("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)", values))
+
+
+def _execute(sql: str, values: tuple[Any, ...]) -> Any:
+    def execute(conn: sqlite3.Connection) -> None:
+        conn.execute(sql, values)
+
+    return execute
