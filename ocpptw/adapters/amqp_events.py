@@ -22,8 +22,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.internet.defer import Deferred, TimeoutError, fail, inlineCallbacks
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocpptw.adapters.amqp import describe_failure
@@ -83,15 +84,28 @@ class AmqpEventPublisher:
         C{amqp.publish} deliverer there.
     @param clock: the L{IReactorTime} for confirm timeouts and re-opening a
         closed channel.
+    @param exchange: the events exchange (default: the connection's).
     @param confirm_timeout: seconds a publish may wait for its confirm
         before the event goes to the outbox.
+    @param metrics: optional, duck-typed: C{metrics.broker_published(
+        seconds)} after each confirm, C{metrics.broker_failed(reason)} when
+        a publish falls back to the outbox.
     """
 
     log = Logger()
 
-    def __init__(self, connection: Any, outbox: Any, clock: Any, confirm_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        connection: Any,
+        outbox: Any,
+        clock: Any,
+        exchange: str | None = None,
+        confirm_timeout: float = 10.0,
+        metrics: Any = None,
+    ) -> None:
         self._connection = connection
-        self._exchange = connection.topology.events_exchange
+        self._exchange = exchange or connection.topology.events_exchange
+        self._metrics = metrics
         self._outbox = outbox
         self._clock = clock
         self._confirm_timeout = confirm_timeout
@@ -138,16 +152,13 @@ class AmqpEventPublisher:
             return fail(BrokerUnavailable(describe_failure(e)))
         self.in_flight += 1
         d.addTimeout(self._confirm_timeout, self._clock)
-        d.addBoth(self._settled, channel)
+        d.addBoth(self._settled, channel, self._clock.seconds())
         return d
 
-    def _settled(self, result: Any, channel: Any) -> Any:
+    def _settled(self, result: Any, channel: Any, started: float) -> Any:
         self.in_flight -= 1
-        from twisted.python.failure import Failure
-
         if isinstance(result, Failure):
-            from twisted.internet.defer import TimeoutError
-
+            self._observe("broker_failed", describe_failure(result))
             if result.check(TimeoutError) and channel is self._channel:
                 self.log.warn(
                     "RabbitMQ did not confirm an event within {timeout} s; re-opening the event channel",
@@ -156,7 +167,13 @@ class AmqpEventPublisher:
                 self._close_channel(channel)
             return result
         self.confirmed += 1
+        self._observe("broker_published", self._clock.seconds() - started)
         return None
+
+    def _observe(self, hook: str, value: Any) -> None:
+        method = getattr(self._metrics, hook, None)
+        if method is not None:
+            method(value)
 
     def _to_outbox(self, key: str, event: dict, reason: Any) -> Deferred[None]:
         if reason is not None:
@@ -170,7 +187,7 @@ class AmqpEventPublisher:
                 self._appending[key] = left
             else:
                 del self._appending[key]
-            if hasattr(result, "raiseException"):
+            if isinstance(result, Failure):
                 return result
             return None
 
