@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.ocpp.test_session -*-
+# -*- test-case-name: tests.ocpp.test_session_inbound,tests.ocpp.test_session_outbound -*-
 """
 L{OcppSession}: one charger's OCPP-J RPC state, on an injected clock.
 
@@ -13,12 +13,16 @@ C{ProtocolError}, since OCPP-J allows one CALL in flight).  Cheap refusals
 (duplicate id, unknown or wrong-direction action, schema violation in strict
 mode) are answered as soon as the CALL arrives.
 
-Outbound (gateway -> charger): L{OcppSession.call} validates at once, then
-sends one CALL at a time; the rest wait in order (at most
-L{OcppSession.max_outbound_queue}, beyond that L{CallQueueFull}).  Each
+Outbound (gateway -> charger, L{ocpptw.ocpp.outbound}): L{OcppSession.call}
+validates at once, then sends one CALL at a time; the rest wait in order (at
+most L{OcppSession.max_outbound_queue}, beyond that L{CallQueueFull}).  Each
 call's timeout runs from the moment C{call()} is made, so a caller never
 waits longer than it asked for: a call still queued when its time is up is
-never sent.
+never sent.  A CALLRESULT that breaks its schema fails the call in strict
+mode with L{CallErrorReceived} (the mapped code, C{details={"result": ...}});
+a malformed CALLRESULT/CALLERROR for the pending id fails it with
+C{FormationViolation}.  The charger is never sent a CALLERROR in answer to
+its CALLRESULT or CALLERROR.
 
 The session never touches a socket: it writes through an L{IFrameSink}.
 
@@ -40,23 +44,16 @@ L{OcppError} it would have been answered with.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ocpptw.interfaces import (
-    CallErrorReceived,
-    ChargerOffline,
-    CommandTimeout,
-    IFrameSink,
-    InvalidPayload,
-)
-from ocpptw.ocpp.actions import CHARGER_TO_SERVER, SERVER_TO_CHARGER
+from ocpptw.interfaces import IFrameSink
+from ocpptw.ocpp.actions import CHARGER_TO_SERVER
 from ocpptw.ocpp.errors import (
     FORMATION_VIOLATION,
     INTERNAL_ERROR,
@@ -69,15 +66,16 @@ from ocpptw.ocpp.frames import (
     CALL,
     UNKNOWN_ID,
     Call,
-    CallError,
     CallResult,
     FrameError,
-    encode_call,
     encode_error,
     encode_result,
     parse,
 )
+from ocpptw.ocpp.outbound import CallQueueFull, OutboundCalls
 from ocpptw.ocpp.validation import Validator
+
+__all__ = ["CallQueueFull", "Handler", "OcppSession"]
 
 Handler = Callable[["OcppSession", str, dict], "dict | Deferred[dict]"]
 
@@ -87,30 +85,6 @@ _CALL, _RESULT, _ERROR = "CALL", "CALLRESULT", "CALLERROR"
 #: What a handler may raise when a payload it was given leniently lacks data
 #: or holds the wrong type: answered with the tolerated violation's code.
 _MISSING_DATA = (LookupError, TypeError, ValueError, AttributeError)
-
-
-class CallQueueFull(CommandTimeout):
-    """
-    Too many server-to-charger calls are already waiting for this charger:
-    this one could not be answered in time.  A L{CommandTimeout}, so the
-    command API reports it as one.
-    """
-
-
-class _Outbound:
-    """
-    One server-to-charger call, queued or in flight.
-    """
-
-    __slots__ = ("action", "deferred", "message_id", "text", "timeout", "timer")
-
-    def __init__(self, message_id: str, action: str, text: str, timeout: float) -> None:
-        self.message_id = message_id
-        self.action = action
-        self.text = text
-        self.timeout = timeout
-        self.deferred: Deferred[dict] | None = None
-        self.timer: IDelayedCall | None = None
 
 
 class OcppSession:
@@ -157,11 +131,7 @@ class OcppSession:
         self._inbound: deque[tuple[Call, OcppError | None]] = deque()
         self._inbound_busy = False
         self._draining = False
-        # outbound
-        self._id_prefix = os.urandom(3).hex() + "-"
-        self._counter = 0
-        self._pending: _Outbound | None = None
-        self._outbound: deque[_Outbound] = deque()
+        self._calls = OutboundCalls(self, clock, validator)
 
     # ------------------------------------------------------------------
     # Public API
@@ -189,9 +159,9 @@ class OcppSession:
         if message_type == CALL:
             self._call_received(message)
         elif type(message) is CallResult:
-            self._result_received(message)
+            self._calls.result_received(message)
         else:
-            self._error_received(message)
+            self._calls.error_received(message)
 
     def binary_received(self) -> None:
         """
@@ -212,36 +182,7 @@ class OcppSession:
             call; L{CallQueueFull} when too many calls wait already) or
             L{ChargerOffline} (the connection is or gets lost).
         """
-        if self._closed:
-            return fail(ChargerOffline(f"{self.charge_point_id} is not connected"))
-        if action not in SERVER_TO_CHARGER or not self._validator.knows(action):
-            return fail(InvalidPayload(f"{action!r} is not a server-to-charger action of OCPP 1.6"))
-        if type(payload) is not dict:
-            return fail(InvalidPayload("the payload must be a JSON object"))
-        try:
-            self._validator.check_request(action, payload)
-        except OcppError as error:
-            return fail(InvalidPayload(f"{error.code}: {error.description}"))
-        self._counter += 1
-        message_id = self._id_prefix + str(self._counter)
-        try:
-            text = encode_call(message_id, action, payload)
-        except (TypeError, ValueError) as error:
-            return fail(InvalidPayload(f"the payload is not JSON: {error}"))
-        if len(self._outbound) >= self.max_outbound_queue:
-            return fail(
-                CallQueueFull(
-                    f"{self.max_outbound_queue} calls already wait for {self.charge_point_id}; {action} not sent"
-                )
-            )
-        if timeout is None:
-            timeout = self.call_timeout
-        outbound = _Outbound(message_id, action, text, timeout)
-        outbound.deferred = Deferred(lambda d: self._cancelled(outbound))
-        outbound.timer = self._clock.callLater(timeout, self._timed_out, outbound)
-        self._outbound.append(outbound)
-        self._pump()
-        return outbound.deferred
+        return self._calls.call(action, payload, self.call_timeout if timeout is None else timeout)
 
     def connection_lost(self) -> None:
         """
@@ -253,24 +194,13 @@ class OcppSession:
             return
         self._closed = True
         self._inbound.clear()
-        waiting = list(self._outbound)
-        self._outbound.clear()
-        if self._pending is not None:
-            waiting.insert(0, self._pending)
-            self._pending = None
-        for outbound in waiting:
-            self._stop_timer(outbound)
-            deferred, outbound.deferred = outbound.deferred, None
-            if deferred is not None:
-                deferred.errback(
-                    ChargerOffline(f"{self.charge_point_id} disconnected before answering {outbound.action}")
-                )
+        self._calls.connection_lost()
 
     def idle(self) -> bool:
         """
         Whether nothing is in flight or queued, in either direction.
         """
-        return not (self._inbound_busy or self._inbound or self._pending or self._outbound)
+        return not (self._inbound_busy or self._inbound or self._calls.busy())
 
     # ------------------------------------------------------------------
     # Inbound CALLs
@@ -284,18 +214,7 @@ class OcppSession:
             )
             self._send_error(error.message_id, None, FORMATION_VIOLATION, error.description, None)
             return
-        self.log.warn(
-            "malformed answer {messageId} from {chargePointId}: {description}",
-            chargePointId=self.charge_point_id,
-            messageId=error.message_id,
-            description=error.description,
-        )
-        pending = self._pending
-        if pending is not None and pending.message_id == error.message_id:
-            self._settle(
-                pending,
-                Failure(CallErrorReceived(FORMATION_VIOLATION, f"malformed answer: {error.description}", {})),
-            )
+        self._calls.malformed_answer(error)
 
     def _call_received(self, call: Call) -> None:
         message_id, action = call.message_id, call.action
@@ -436,112 +355,6 @@ class OcppSession:
                 chargePointId=self.charge_point_id,
             )
             self._send_error(call.message_id, call.action, INTERNAL_ERROR, "internal error", None)
-
-    # ------------------------------------------------------------------
-    # Outbound calls
-
-    def _pump(self) -> None:
-        if self._pending is not None or not self._outbound or self._closed:
-            return
-        outbound = self._outbound.popleft()
-        self._pending = outbound
-        self._send(outbound.text)
-        self._observe(_OUT, _CALL, outbound.message_id, outbound.action, None, None, None)
-
-    def _result_received(self, result: CallResult) -> None:
-        pending = self._pending
-        if pending is None or pending.message_id != result.message_id:
-            self._unmatched(result.message_id, _RESULT, result.payload, None, None)
-            return
-        action = pending.action
-        self._observe(_IN, _RESULT, result.message_id, action, result.payload, None, None)
-        try:
-            self._validator.check_response(action, result.payload)
-        except OcppError as error:
-            if self.strict:
-                self.log.warn(
-                    "invalid {action} answer from {chargePointId}: {code} {description}",
-                    action=action,
-                    chargePointId=self.charge_point_id,
-                    code=error.code,
-                    description=error.description,
-                )
-                self._settle(
-                    pending,
-                    Failure(
-                        CallErrorReceived(
-                            error.code,
-                            f"invalid CALLRESULT: {error.description}",
-                            {"result": result.payload},
-                        )
-                    ),
-                )
-                return
-            self._tolerate(action, error)
-        self._settle(pending, result.payload)
-
-    def _error_received(self, error: CallError) -> None:
-        pending = self._pending
-        if pending is None or pending.message_id != error.message_id:
-            self._unmatched(error.message_id, _ERROR, error.details, error.code, error.description)
-            return
-        self._observe(_IN, _ERROR, error.message_id, pending.action, error.details, error.code, error.description)
-        self._settle(pending, Failure(CallErrorReceived(error.code, error.description, error.details)))
-
-    def _unmatched(self, message_id: str, message_type: str, payload: Any, code: Any, description: Any) -> None:
-        self.log.info(
-            "dropped {messageType} {messageId} from {chargePointId}: nothing pending",
-            messageType=message_type,
-            messageId=message_id,
-            chargePointId=self.charge_point_id,
-        )
-        self._observe(_IN, message_type, message_id, None, payload, code, description)
-
-    def _settle(self, outbound: _Outbound, result: Any) -> None:
-        """
-        The in-flight call C{outbound} is over: send the next one, then fire.
-        """
-        if self._pending is outbound:
-            self._pending = None
-        self._stop_timer(outbound)
-        deferred, outbound.deferred = outbound.deferred, None
-        self._pump()
-        if deferred is not None:
-            if isinstance(result, Failure):
-                deferred.errback(result)
-            else:
-                deferred.callback(result)
-
-    def _timed_out(self, outbound: _Outbound) -> None:
-        outbound.timer = None
-        if self._pending is outbound:
-            self.log.warn(
-                "{chargePointId} did not answer {action} {messageId} within {timeout} s",
-                chargePointId=self.charge_point_id,
-                action=outbound.action,
-                messageId=outbound.message_id,
-                timeout=outbound.timeout,
-            )
-            reason = f"no answer to {outbound.action} within {outbound.timeout} s"
-        else:
-            self._outbound.remove(outbound)
-            reason = f"{outbound.action} still queued after {outbound.timeout} s; not sent"
-        self._settle(outbound, Failure(CommandTimeout(reason)))
-
-    def _cancelled(self, outbound: _Outbound) -> None:
-        if self._pending is outbound:
-            self._pending = None
-        elif outbound in self._outbound:
-            self._outbound.remove(outbound)
-        self._stop_timer(outbound)
-        outbound.deferred = None
-        self._pump()
-
-    @staticmethod
-    def _stop_timer(outbound: _Outbound) -> None:
-        timer, outbound.timer = outbound.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
 
     # ------------------------------------------------------------------
     # Sending and observing

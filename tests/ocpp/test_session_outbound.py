@@ -72,7 +72,7 @@ def test_call_round_trip(clock):
     session.frame_received(_result(message_id, ACCEPTED))
     assert success_result_of(d) == ACCEPTED
     assert observer.frames == [
-        ("out", "CALL", message_id, "Reset", None, None, None),
+        ("out", "CALL", message_id, "Reset", RESET, None, None),
         ("in", "CALLRESULT", message_id, "Reset", ACCEPTED, None, None),
     ]
     assert session.idle()
