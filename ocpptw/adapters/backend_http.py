@@ -343,6 +343,8 @@ class HttpBackend:
         Run one logical call (with retries) as a cancellable Deferred.
         """
         state = _Call()
+        if isinstance(body, dict):  # optional properties are omitted, never sent as null
+            body = {key: value for key, value in body.items() if value is not None}
         data = None if body is None else json.dumps(body, default=_json_default).encode("utf-8")
         inner = Deferred.fromCoroutine(
             self._run(endpoint, method, self._base + path, data, parse, idempotent, state)

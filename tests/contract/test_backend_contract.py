@@ -1,0 +1,243 @@
+# -*- test-case-name: tests.contract.test_backend_contract -*-
+"""
+One contract suite for L{IBackend}, run over every implementation: the
+embedded store (L{ocpptw.store.embedded.EmbeddedBackend}) and the REST
+adapter (L{ocpptw.adapters.backend_http.HttpBackend}) against the loopback
+test backend (L{ocpptw.testing.backend.FakeBackend}).  What passes here is
+what the services may rely on, whichever backend a deployment uses.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_twisted
+from zope.interface.verify import verifyObject
+
+from ocpptw.interfaces import IBackend, NotFound
+from tests.helpers import bounded
+
+#: A transactionId the gateway assigned itself during an outage (docs/architecture.md).
+GATEWAY_TRANSACTION_ID = 0x40000000 | (3 << 20) | 17
+
+
+@dataclass
+class Subject:
+    """
+    An implementation under test, and how to ask it what it refunded.
+    """
+
+    backend: Any
+    refunds_succeeded: Callable[[], int]
+
+
+def _implementations() -> list[str]:
+    names = ["http"]
+    if importlib.util.find_spec("ocpptw.store.embedded") is not None:
+        names.insert(0, "embedded")
+    return names
+
+
+@pytest_twisted.async_yield_fixture(params=_implementations())
+async def subject(request, tmp_path):
+    """
+    Each L{IBackend} implementation, on the real reactor.
+    """
+    from twisted.internet import reactor
+
+    if request.param == "embedded":
+        from ocpptw.store import embedded
+        from ocpptw.store.sqlite import Database
+
+        db = Database(tmp_path / "embedded.sqlite", reactor, schema=embedded.SCHEMA)
+        backend = embedded.EmbeddedBackend(db, reactor)
+        try:
+            yield Subject(backend, lambda: _embedded_refunds(db))
+        finally:
+            db.close()
+        return
+
+    from ocpptw.adapters.backend_http import HttpBackend
+    from ocpptw.testing.backend import FakeBackend
+
+    fake = FakeBackend(clock=reactor)
+    _, url = fake.listen(reactor)
+    backend = HttpBackend(url, reactor, timeout=5.0, retries=2, backoff_base=0.01)
+    try:
+        yield Subject(backend, lambda: fake.refunds_succeeded)
+    finally:
+        await bounded(backend.close())
+        await bounded(fake.stop())
+
+
+def _embedded_refunds(db) -> int:
+    """
+    Refunds the embedded store recorded (read straight from its database).
+    """
+    import sqlite3
+
+    connection = sqlite3.connect(db._path)
+    try:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        table = next(name for name in tables if "refund" in name)
+        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def charger(device_id: str = "CP1") -> dict:
+    return {"deviceId": device_id, "vendor": "ACME", "model": "Wallbox 22", "serialNumber": "SN-1", "firmwareVersion": "1.2.3"}
+
+
+def start_body(**changes: Any) -> dict:
+    body = {"deviceId": "CP1", "connectorId": 1, "idTag": "TAG1", "meterStart": 1000, "timestamp": "2026-11-24T10:00:00.000Z"}
+    body.update(changes)
+    return body
+
+
+def stop_body(transaction_id: int, meter_stop: int = 3000) -> dict:
+    return {
+        "transactionId": transaction_id,
+        "meterStop": meter_stop,
+        "energyWh": meter_stop - 1000,
+        "stoppedAt": "2026-11-24T11:00:00.000Z",
+        "reason": "Local",
+    }
+
+
+def test_provides_ibackend(subject):
+    """Every implementation provides the whole IBackend interface and starts ready."""
+    assert verifyObject(IBackend, subject.backend)
+    assert subject.backend.ready() == (True, "")
+
+
+@pytest_twisted.ensureDeferred
+async def test_ensure_then_by_device(subject):
+    """A charger registered with ensure is found by device; an unknown one is None."""
+    backend = subject.backend
+    assert await bounded(backend.charger_by_device("CP1")) is None
+    record = await bounded(backend.ensure_charger(charger()))
+    assert record["deviceId"] == "CP1"
+    found = await bounded(backend.charger_by_device("CP1"))
+    assert found["deviceId"] == "CP1"
+    assert found.get("enabled", True) is True
+    again = await bounded(backend.ensure_charger(charger()))
+    assert again["deviceId"] == "CP1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_authorize_normal_tag(subject):
+    """A normal idTag is Accepted."""
+    answer = await bounded(subject.backend.authorize("CP1", "TAG1"))
+    assert answer["idTagInfo"]["status"] == "Accepted"
+
+
+@pytest_twisted.ensureDeferred
+async def test_start_gives_session_and_integer_transaction(subject):
+    """Start answers a sessionId and an integer transactionId below the gateway's range; two starts differ."""
+    backend = subject.backend
+    await bounded(backend.ensure_charger(charger()))
+    first = await bounded(backend.start_session(start_body()))
+    second = await bounded(backend.start_session(start_body(connectorId=2, timestamp="2026-11-24T10:05:00.000Z")))
+    for answer in (first, second):
+        assert isinstance(answer["sessionId"], str) and answer["sessionId"]
+        assert type(answer["transactionId"]) is int and 0 < answer["transactionId"] < 0x40000000
+        assert answer["idTagInfo"]["status"] == "Accepted"
+    assert first["transactionId"] != second["transactionId"]
+    assert first["sessionId"] != second["sessionId"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_start_keeps_gateway_transaction_id_idempotently(subject):
+    """A start carrying the gateway's transactionId keeps it, and a repeat is the same session."""
+    backend = subject.backend
+    await bounded(backend.ensure_charger(charger()))
+    body = start_body(transactionId=GATEWAY_TRANSACTION_ID)
+    first = await bounded(backend.start_session(body))
+    repeat = await bounded(backend.start_session(dict(body)))
+    assert first["transactionId"] == repeat["transactionId"] == GATEWAY_TRANSACTION_ID
+    assert first["sessionId"] == repeat["sessionId"]
+    active = await bounded(backend.active_sessions("CP1"))
+    assert [s["transactionId"] for s in active] == [GATEWAY_TRANSACTION_ID]
+
+
+@pytest_twisted.ensureDeferred
+async def test_active_sessions_until_stopped(subject):
+    """A started session is active with its fields; after stop it is not."""
+    backend = subject.backend
+    await bounded(backend.ensure_charger(charger()))
+    assert await bounded(backend.active_sessions("CP1")) == []
+    started = await bounded(backend.start_session(start_body()))
+    [active] = await bounded(backend.active_sessions("CP1"))
+    assert {k: active[k] for k in ("sessionId", "transactionId", "connectorId", "idTag", "meterStart")} == {
+        "sessionId": started["sessionId"],
+        "transactionId": started["transactionId"],
+        "connectorId": 1,
+        "idTag": "TAG1",
+        "meterStart": 1000,
+    }
+    assert await bounded(backend.active_sessions("CP2")) == []
+    await bounded(backend.stop_session(started["sessionId"], stop_body(started["transactionId"])))
+    assert await bounded(backend.active_sessions("CP1")) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_repeated_stop_is_harmless(subject):
+    """Stopping a session twice succeeds both times."""
+    backend = subject.backend
+    await bounded(backend.ensure_charger(charger()))
+    started = await bounded(backend.start_session(start_body()))
+    assert await bounded(backend.stop_session(started["sessionId"], stop_body(started["transactionId"]))) is None
+    assert await bounded(backend.stop_session(started["sessionId"], stop_body(started["transactionId"]))) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_session_stop_is_not_found(subject):
+    """Stopping a session nobody started fails with NotFound."""
+    with pytest.raises(NotFound):
+        await bounded(subject.backend.stop_session("no-such-session", stop_body(1)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_refund_once_per_idempotency_key(subject):
+    """A refund repeated with the same idempotencyKey refunds once; another key refunds again."""
+    backend = subject.backend
+    await bounded(backend.ensure_charger(charger()))
+    started = await bounded(backend.start_session(start_body()))
+    await bounded(backend.stop_session(started["sessionId"], stop_body(started["transactionId"])))
+    refund = {
+        "sessionId": started["sessionId"],
+        "userId": "user-1",
+        "amount": "4.40",
+        "currency": "EUR",
+        "idempotencyKey": started["sessionId"],
+    }
+    assert await bounded(backend.refund(refund)) is None
+    assert await bounded(backend.refund(dict(refund))) is None
+    assert subject.refunds_succeeded() == 1
+    other = await bounded(backend.start_session(start_body(connectorId=2)))
+    await bounded(backend.refund({**refund, "sessionId": other["sessionId"], "idempotencyKey": other["sessionId"]}))
+    assert subject.refunds_succeeded() == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_last_seen_and_message_accepted(subject):
+    """Status, last-seen and ocpp-message calls are accepted."""
+    backend = subject.backend
+    await bounded(backend.ensure_charger(charger()))
+    status = {"connectorId": 1, "status": "Charging", "errorCode": "NoError", "info": "ok", "timestamp": "2026-11-24T10:00:00.000Z"}
+    assert await bounded(backend.update_status("CP1", status)) is None
+    assert await bounded(backend.update_last_seen("CP1", {"lastSeen": "2026-11-24T10:00:01.000Z"})) is None
+    message = {
+        "direction": "in",
+        "messageType": "CALL",
+        "messageId": "m-1",
+        "action": "Heartbeat",
+        "payload": {},
+        "timestamp": "2026-11-24T10:00:02.000Z",
+    }
+    assert await bounded(backend.store_message("CP1", message)) is None
