@@ -295,8 +295,9 @@ class Authenticator:
     @param trusted_proxies: L{ProxyTrust} for forwarded certificates.
     @param client_cert_header: the header a proxy forwards the client
         certificate in (any case), or C{None}.
-    @param verifier: checks forwarded certificates against the CA; needed
-        with C{client_cert_header}.
+    @param verifier: checks forwarded certificates against the CA.  Without
+        one, a forwarded certificate is taken as verified by the trusted
+        proxy (which must then verify client certificates itself).
     """
 
     def __init__(
@@ -308,8 +309,6 @@ class Authenticator:
     ) -> None:
         if profile not in (1, 2, 3):
             raise ValueError(f"security profile {profile} has no authenticator")
-        if client_cert_header is not None and verifier is None:
-            raise ValueError("a forwarded client certificate header needs a CA to verify against")
         self.profile = profile
         self._proxies = trusted_proxies or ProxyTrust(())
         self._header = client_cert_header.lower() if client_cert_header else None
@@ -341,12 +340,37 @@ class Authenticator:
         The verified client certificate a trusted proxy forwarded, or
         C{None} (no header, untrusted peer, unreadable, or not from our CA).
         """
-        if self._header is None or self._verifier is None or not self._proxies.is_trusted(peer):
+        if self._header is None or not self._proxies.is_trusted(peer):
             return None
         chain = certificates_from_header(_header(headers, self._header))
-        if not chain or not self._verifier.verify(chain[0], chain[1:]):
+        if not chain:
+            return None
+        if self._verifier is not None and not self._verifier.verify(chain[0], chain[1:]):
             return None
         return chain[0]
+
+
+def authenticator(config: Any) -> Authenticator | None:
+    """
+    The L{Authenticator} for C{config}'s security profile, or C{None} for
+    profile 0.  With C{CLIENT_CERT_HEADER} and C{TLS_CA}, forwarded
+    certificates are verified against C{TLS_CA} (read here, once).
+
+    @raise ocpptw.transport.tls.TlsError: C{TLS_CA} cannot be read.
+    """
+    if not config.security_profile:
+        return None
+    verifier = None
+    if config.client_cert_header and config.tls_ca:
+        from ocpptw.transport.tls import read_certificates
+
+        verifier = CertificateVerifier(read_certificates(config.tls_ca))
+    return Authenticator(
+        config.security_profile,
+        ProxyTrust(config.trusted_proxies),
+        config.client_cert_header,
+        verifier,
+    )
 
 
 def _header(headers: Mapping[str, Any], name: str) -> Any:

@@ -74,11 +74,24 @@ def read_certificates(path: str, what: str = "TLS_CA") -> list[x509.Certificate]
     return certificates
 
 
-def build_options(cert_path: str, key_path: str, ca_path: str | None = None) -> CertificateOptions:
+def build_options(
+    cert_path: str,
+    key_path: str,
+    ca_path: str | None = None,
+    require_client_certificate: bool = True,
+) -> CertificateOptions:
     """
     Server L{CertificateOptions} from the PEM files, checked: the context
     is built at once, so a key that does not match its certificate fails
     here rather than at the first handshake.
+
+    @param ca_path: client CA bundle; with it clients are asked for a
+        certificate, which must come from one of these CAs.
+    @param require_client_certificate: with C{ca_path}, refuse clients that
+        present none.  Off behind a TLS-terminating proxy that forwards
+        certificates in a header (the proxy itself has none); the
+        handshake's L{ocpptw.transport.auth.Authenticator} then refuses
+        chargers without one.
 
     @raise TlsError: a file is unreadable or the pieces do not fit.
     """
@@ -98,7 +111,7 @@ def build_options(cert_path: str, key_path: str, ca_path: str | None = None) -> 
         extraCertChain=extra,  # type: ignore[arg-type]
         verify=bool(cas),
         caCerts=[crypto.X509.from_cryptography(ca) for ca in cas] or None,
-        requireCertificate=bool(cas),
+        requireCertificate=bool(cas) and require_client_certificate,
         raiseMinimumTo=TLSVersion.TLSv1_2,
     )
     try:
@@ -130,21 +143,23 @@ class ReloadingContextFactory:
         ca_path: str | None = None,
         clock: IReactorTime | None = None,
         interval: float = RELOAD_INTERVAL,
+        require_client_certificate: bool = True,
     ) -> None:
         self.cert_path = cert_path
         self.key_path = key_path
         self.ca_path = ca_path
+        self._require = require_client_certificate
         self._clock = clock
         self._interval = interval
         self._loop: LoopingCall | None = None
         self._signature = self._read_signature()
-        self._options = build_options(cert_path, key_path, ca_path)
+        self._options = build_options(cert_path, key_path, ca_path, require_client_certificate)
         self._context = self._options.getContext()
         self.reloads = 0
 
     @property
     def requires_client_certificate(self) -> bool:
-        return self.ca_path is not None
+        return self.ca_path is not None and self._require
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -180,7 +195,7 @@ class ReloadingContextFactory:
         """
         self._signature = self._read_signature()
         try:
-            options = build_options(self.cert_path, self.key_path, self.ca_path)
+            options = build_options(self.cert_path, self.key_path, self.ca_path, self._require)
         except TlsError as e:
             self.log.error("TLS certificates not reloaded, still serving the previous ones: {reason}", reason=str(e))
             return False
@@ -273,13 +288,20 @@ class CertificateReloadService(Service):
 def context_factory_for(config: Any, clock: IReactorTime) -> ReloadingContextFactory:
     """
     The reloading context factory for C{config.tls_cert}, C{tls_key} and
-    C{tls_ca}.
+    C{tls_ca}.  With C{CLIENT_CERT_HEADER} set (a proxy in front), client
+    certificates are asked for but not required.
 
     @raise TlsError: the files cannot be used.
     """
     if not config.tls_cert or not config.tls_key:
         raise TlsError("TLS_CERT and TLS_KEY must be set for wss")
-    return ReloadingContextFactory(config.tls_cert, config.tls_key, config.tls_ca, clock)
+    return ReloadingContextFactory(
+        config.tls_cert,
+        config.tls_key,
+        config.tls_ca,
+        clock,
+        require_client_certificate=not config.client_cert_header,
+    )
 
 
 def tls_server_endpoint(

@@ -16,6 +16,7 @@ from OpenSSL import crypto
 from ocpptw.transport.auth import (
     ALLOWED,
     Authenticator,
+    authenticator,
     CertificateVerifier,
     ProxyTrust,
     basic_outcome,
@@ -252,11 +253,46 @@ def test_authenticator_forwarded_certificate_only_from_trusted_proxies(pki):
     assert auth("CP002", good, "10.1.0.5", None, None).status == 401
 
 
-def test_authenticator_refuses_bad_setups(pki):
-    """Profile 0 and a header without a CA are configuration mistakes."""
+def test_authenticator_refuses_bad_setups():
+    """Profile 0 needs no authenticator, and a verifier needs a CA."""
     with pytest.raises(ValueError):
         Authenticator(0)
     with pytest.raises(ValueError):
-        Authenticator(3, client_cert_header="X-Cert")
-    with pytest.raises(ValueError):
         CertificateVerifier([])
+
+
+def test_forwarded_certificate_without_ca_trusts_the_proxy(pki):
+    """Without TLS_CA the trusted proxy's own verification is relied on; untrusted peers still count for nothing."""
+    auth = Authenticator(3, trusted_proxies=ProxyTrust(["127.0.0.1"]), client_cert_header="x-client-cert")
+    header = {"x-client-cert": quote(certificate_pem(pki["foreign"].certificate).decode())}
+    assert auth("CP001", header, "127.0.0.1", None, None) == ALLOWED
+    assert auth("CP001", header, "127.0.0.2", None, None).status == 401
+
+
+def test_authenticator_from_config(pki, tmp_path):
+    """The config picks the profile, the proxies and the CA for forwarded certificates."""
+    from ocpptw.config import load_config
+    from tests.transport.certs import issue as issue_cert
+
+    server = issue_cert(pki["root"], "localhost", server=True)
+    cert, key = server.write(tmp_path, "server")
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(pki["root"].cert_pem)
+    assert authenticator(load_config()) is None
+    basic_only = authenticator(load_config(environ={"OCPP_SECURITY_PROFILE": "1"}))
+    assert basic_only.profile == 1
+    config = load_config(
+        environ={
+            "OCPP_SECURITY_PROFILE": "3",
+            "TLS_CERT": cert,
+            "TLS_KEY": key,
+            "TLS_CA": str(ca),
+            "CLIENT_CERT_HEADER": "X-SSL-Client-Cert",
+            "TRUSTED_PROXIES": "10.0.0.0/8",
+        }
+    )
+    auth = authenticator(config)
+    good = {"x-ssl-client-cert": quote(certificate_pem(pki["direct"].certificate).decode())}
+    foreign = {"x-ssl-client-cert": quote(certificate_pem(pki["foreign"].certificate).decode())}
+    assert auth("CP001", good, "10.9.9.9", None, None) == ALLOWED
+    assert auth("CP001", foreign, "10.9.9.9", None, None).status == 401

@@ -280,6 +280,35 @@ def test_endpoint_and_service_from_config(pki, tmp_path, clock):
         context_factory_for(load_config(), clock)
 
 
+@pytest_twisted.ensureDeferred
+async def test_behind_a_proxy_client_certificates_are_optional(pki, tmp_path):
+    """With CLIENT_CERT_HEADER a client without a certificate connects; one from another CA still fails."""
+    from twisted.internet import reactor
+
+    files = write_server(tmp_path, pki)
+    config = load_config(
+        environ={
+            "TLS_CERT": files.cert,
+            "TLS_KEY": files.key,
+            "TLS_CA": files.ca,
+            "CLIENT_CERT_HEADER": "X-SSL-Client-Cert",
+            "TRUSTED_PROXIES": "127.0.0.1",
+        }
+    )
+    factory = context_factory_for(config, reactor)
+    assert not factory.requires_client_certificate
+    port = await listen(factory)
+    try:
+        _, echo, _ = await handshake(port.getHost().port, files, tmp_path)
+        assert echo == b"ping"
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            _, echo, _ = await handshake(port.getHost().port, files, tmp_path, client=pki["foreign_client"])
+            assert echo == b""
+            raise ConnectionError("closed without an echo")
+    finally:
+        await port.stopListening()
+
+
 def test_sighup_triggers_reload(pki, tmp_path, clock):
     """SIGHUP reloads through the reactor thread, and the old handler comes back."""
     import os
