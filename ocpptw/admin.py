@@ -1,0 +1,250 @@
+# -*- test-case-name: tests.store.test_admin -*-
+"""
+C{ocpptw-admin}: manage the embedded store's chargers and id tags from the
+command line.
+
+It works on C{DATA_DIR/embedded.sqlite} directly (WAL lets it run while the
+gateway runs).  The data directory is C{--data-dir}, else C{DATA_DIR} from
+the environment, else from C{.env.ocpp} in the working directory, else
+C{./data}.  Changes reach the gateway the next time it reads the charger or
+tag (a charger's next connection, a tag's next Authorize).
+
+    ocpptw-admin charger set-key CP_ID [--key KEY]
+    ocpptw-admin charger disable|enable CP_ID
+    ocpptw-admin charger list
+    ocpptw-admin tag allow TAG [--user U] [--prepaid 20.00]
+    ocpptw-admin tag block TAG
+    ocpptw-admin tag list
+
+Errors are one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+
+from ocpptw.clock import iso_z
+from ocpptw.config import parse_dotenv
+from ocpptw.store.embedded import SCHEMA
+from ocpptw.store.keys import check_key, generate_key, hash_key
+from ocpptw.store.sqlite import open_connection
+
+#: The embedded store's file name inside the data directory.
+STORE_FILE = "embedded.sqlite"
+
+
+class AdminError(Exception):
+    """
+    A one-line error for the operator.
+    """
+
+
+def _data_dir(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    if os.environ.get("DATA_DIR"):
+        return Path(os.environ["DATA_DIR"])
+    dotenv = Path(".env.ocpp")
+    if dotenv.is_file():
+        value = parse_dotenv(dotenv.read_text(encoding="utf-8")).get("DATA_DIR")
+        if value:
+            return Path(value)
+    return Path("./data")
+
+
+def _open(data_dir: Path, create: bool) -> sqlite3.Connection:
+    path = data_dir / STORE_FILE
+    if not create and not path.exists():
+        raise AdminError(f"no embedded store at {path} (wrong --data-dir?)")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return open_connection(str(path), SCHEMA)
+    except (OSError, sqlite3.Error) as e:
+        raise AdminError(f"cannot open {path}: {e}") from None
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _now() -> str:
+    return iso_z(datetime.now(timezone.utc))
+
+
+def _charger_id(text: str) -> str:
+    if not text or len(text) > 48 or "/" in text:
+        raise AdminError(f"a charger id has 1 to 48 characters and no '/': {text!r}")
+    return text
+
+
+def _tag_id(text: str) -> str:
+    if not text or len(text) > 20:
+        raise AdminError(f"an idTag has 1 to 20 characters: {text!r}")
+    return text
+
+
+def _upsert_charger(conn: sqlite3.Connection, device_id: str, column: str, value: object) -> bool:
+    """
+    Set one column of a charger, registering it first when unknown.
+    Returns whether it was new.
+    """
+    now = _now()
+    created = conn.execute(
+        "INSERT INTO chargers (device_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT (device_id) DO NOTHING",
+        (device_id, now, now),
+    ).rowcount
+    conn.execute(f"UPDATE chargers SET {column} = ?, updated_at = ? WHERE device_id = ?", (value, now, device_id))
+    return bool(created)
+
+
+def _charger_set_key(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
+    device_id = _charger_id(args.charger)
+    key = args.key if args.key is not None else generate_key()
+    problem = check_key(key)
+    if problem:
+        raise AdminError(problem)
+    with _transaction(conn):
+        created = _upsert_charger(conn, device_id, "authorization_key_hash", hash_key(key))
+    print(f"charger {device_id}: {'registered, ' if created else ''}authorization key set")
+    if args.key is None:
+        print(f"key: {key}")
+        print("This key is shown once: set it as the charger's AuthorizationKey now.")
+
+
+def _charger_enable(conn: sqlite3.Connection, args: argparse.Namespace, enabled: bool) -> None:
+    device_id = _charger_id(args.charger)
+    with _transaction(conn):
+        created = _upsert_charger(conn, device_id, "enabled", int(enabled))
+    print(f"charger {device_id}: {'registered, ' if created else ''}{'enabled' if enabled else 'disabled'}")
+
+
+def _charger_list(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
+    rows = conn.execute(
+        "SELECT device_id, enabled, authorization_key_hash IS NOT NULL, vendor, model, last_seen FROM chargers"
+        " ORDER BY device_id"
+    ).fetchall()
+    if not rows:
+        print("no chargers")
+        return
+    _table(
+        ("CHARGER", "ENABLED", "KEY", "VENDOR", "MODEL", "LAST SEEN"),
+        [(r[0], "yes" if r[1] else "no", "set" if r[2] else "-", r[3] or "-", r[4] or "-", r[5] or "-") for r in rows],
+    )
+
+
+def _upsert_tag(conn: sqlite3.Connection, id_tag: str, status: str, **columns: object) -> None:
+    now = _now()
+    conn.execute(
+        "INSERT INTO id_tags (id_tag, status, updated_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (id_tag) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at",
+        (id_tag, status, now),
+    )
+    for column, value in columns.items():
+        if value is not None:
+            conn.execute(f"UPDATE id_tags SET {column} = ? WHERE id_tag = ?", (value, id_tag))
+
+
+def _tag_allow(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
+    id_tag = _tag_id(args.tag)
+    prepaid = None
+    if args.prepaid is not None:
+        try:
+            amount = Decimal(args.prepaid)
+        except InvalidOperation:
+            raise AdminError(f"--prepaid must be an amount such as 20.00, got {args.prepaid!r}") from None
+        if not amount.is_finite() or amount < 0:
+            raise AdminError(f"--prepaid must be zero or more, got {args.prepaid!r}")
+        prepaid = str(amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+    with _transaction(conn):
+        _upsert_tag(conn, id_tag, "Accepted", user_id=args.user, prepaid_amount=prepaid)
+    print(f"tag {id_tag}: accepted")
+
+
+def _tag_block(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
+    id_tag = _tag_id(args.tag)
+    with _transaction(conn):
+        _upsert_tag(conn, id_tag, "Blocked")
+    print(f"tag {id_tag}: blocked")
+
+
+def _tag_list(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
+    rows = conn.execute("SELECT id_tag, status, user_id, prepaid_amount FROM id_tags ORDER BY id_tag").fetchall()
+    if not rows:
+        print("no tags")
+        return
+    _table(("TAG", "STATUS", "USER", "PREPAID"), [(r[0], r[1], r[2] or "-", r[3] or "-") for r in rows])
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocpptw-admin", description="Manage the embedded store's chargers and id tags.")
+    parser.add_argument("--data-dir", help="the gateway's DATA_DIR (default: $DATA_DIR, .env.ocpp, ./data)")
+    rooms = parser.add_subparsers(dest="room", required=True, metavar="{charger,tag}")
+
+    charger = rooms.add_parser("charger", help="chargers").add_subparsers(dest="command", required=True)
+    set_key = charger.add_parser("set-key", help="set a charger's authorization key (security profiles 1 and 2)")
+    set_key.add_argument("charger", metavar="CP_ID")
+    set_key.add_argument("--key", help="the key (16 to 40 characters); a random one is made and shown once when absent")
+    set_key.set_defaults(run=_charger_set_key, create=True)
+    for name, enabled in (("enable", True), ("disable", False)):
+        sub = charger.add_parser(name, help=f"{name} a charger (a disabled charger's boot is Rejected)")
+        sub.add_argument("charger", metavar="CP_ID")
+        sub.set_defaults(run=lambda conn, args, enabled=enabled: _charger_enable(conn, args, enabled), create=True)
+    charger.add_parser("list", help="list chargers").set_defaults(run=_charger_list, create=False)
+
+    tag = rooms.add_parser("tag", help="id tags").add_subparsers(dest="command", required=True)
+    allow = tag.add_parser("allow", help="accept an idTag")
+    allow.add_argument("tag", metavar="TAG")
+    allow.add_argument("--user", help="the user the tag belongs to")
+    allow.add_argument("--prepaid", help="amount prepaid for each session, such as 20.00")
+    allow.set_defaults(run=_tag_allow, create=True)
+    block = tag.add_parser("block", help="block an idTag")
+    block.add_argument("tag", metavar="TAG")
+    block.set_defaults(run=_tag_block, create=True)
+    tag.add_parser("list", help="list id tags").set_defaults(run=_tag_list, create=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Run one admin command; returns the exit status (0, or 1 after a
+    one-line error on stderr).  Usage errors exit 2 through argparse.
+    """
+    args = _parser().parse_args(argv)
+    try:
+        conn = _open(_data_dir(args.data_dir), args.create)
+        try:
+            args.run(conn, args)
+        finally:
+            conn.close()
+    except AdminError as e:
+        print(f"ocpptw-admin: error: {e}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as e:
+        print(f"ocpptw-admin: error: the embedded store refused: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
