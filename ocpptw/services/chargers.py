@@ -1,0 +1,258 @@
+# -*- test-case-name: tests.services.test_chargers -*-
+"""
+Chargers: admission at the handshake, BootNotification, status and
+presence (CONTRACT sections 1, 3 and 5).
+
+Acceptance lives in the charger record, not in the socket: a charger the
+backend (or the embedded store) knows and that is not disabled is accepted
+at once, also when it reconnects to another instance without booting again.
+The ledger keeps the last record of every charger, so admission, boot
+gating and credentials keep working while the backend is unreachable.
+
+BootNotification while the backend is unreachable is still answered: a
+charger the ledger knows as disabled gets C{Rejected}; any other gets
+C{Accepted}, and its C{POST /api/charger/ensure} is written to the outbox
+and delivered when the backend is back.  (Rejecting would stop every
+charger from working during a backend outage; registering late is what an
+operator wants.)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from twisted.internet.defer import Deferred, TimeoutError, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ocpptw.clock import iso_z, parse_iso
+from ocpptw.events import CHARGER_LAST_SEEN, CHARGER_METADATA_UPDATE, CHARGER_STATUS_UPDATE, make_event
+from ocpptw.interfaces import (
+    BackendRejected,
+    BackendUnavailable,
+    IBackend,
+    IChargerService,
+    IEventPublisher,
+    IOutbox,
+    NotFound,
+)
+from ocpptw.services.delivery import ENSURE_CHARGER, UPDATE_LAST_SEEN, UPDATE_STATUS
+from ocpptw.services.ledger import Ledger
+
+ACCEPTED, REJECTED = "Accepted", "Rejected"
+
+#: BootNotification field -> C{POST /api/charger/ensure} field.
+_ENSURE_FIELDS = (
+    ("chargePointVendor", "vendor"),
+    ("chargePointModel", "model"),
+    ("chargePointSerialNumber", "serialNumber"),
+    ("chargeBoxSerialNumber", "serialNumber"),
+    ("firmwareVersion", "firmwareVersion"),
+    ("iccid", "iccid"),
+    ("imsi", "imsi"),
+    ("meterType", "meterType"),
+    ("meterSerialNumber", "meterSerialNumber"),
+)
+
+
+def ensure_body(charge_point_id: str, payload: dict) -> dict:
+    """
+    The C{POST /api/charger/ensure} body for a BootNotification.  The
+    serial number is C{chargePointSerialNumber}, or the deprecated
+    C{chargeBoxSerialNumber} when that is all the charger sends.
+    """
+    body: dict[str, Any] = {"deviceId": charge_point_id}
+    for source, target in _ENSURE_FIELDS:
+        value = payload.get(source)
+        if value is not None and target not in body:
+            body[target] = value
+    return body
+
+
+def timestamp_z(text: Any, fallback: datetime) -> str:
+    """
+    A charger's timestamp as ISO 8601 UTC with a C{Z}; C{fallback} when
+    it is missing or unreadable.
+    """
+    if isinstance(text, str):
+        try:
+            return iso_z(parse_iso(text))
+        except ValueError:
+            pass
+    return iso_z(fallback)
+
+
+def durable(*ds: Deferred) -> Deferred[None]:
+    """
+    Fires once every Deferred in C{ds} has; fails with the first failure.
+    """
+    d = gatherResults(list(ds), consumeErrors=True)
+    d.addCallbacks(lambda _: None, lambda f: f.value.subFailure)
+    return d
+
+
+@implementer(IChargerService)
+class ChargerService:
+    """
+    @param heartbeat_interval: the C{interval} of BootNotification.conf.
+    @param allow_unknown: C{OCPP_ALLOW_UNKNOWN_CHARGERS}; when false a
+        BootNotification from a charger nobody knows is C{Rejected} (the
+        handshake normally refuses it first).
+    @param instance: this instance's name, in events.
+    @param backend_deadline: seconds BootNotification waits for the
+        backend before it is answered from the ledger.
+    @param last_seen_every: seconds between two last-seen updates of one
+        charger.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        backend: IBackend,
+        outbox: IOutbox,
+        publisher: IEventPublisher,
+        ledger: Ledger,
+        clock: IReactorTime,
+        heartbeat_interval: int = 300,
+        allow_unknown: bool = True,
+        instance: str = "ocpptw",
+        backend_deadline: float = 10.0,
+        last_seen_every: float = 60.0,
+    ) -> None:
+        self._backend = backend
+        self._outbox = outbox
+        self._publisher = publisher
+        self._ledger = ledger
+        self._clock = clock
+        self._interval = heartbeat_interval
+        self._allow_unknown = allow_unknown
+        self._instance = instance
+        self._deadline = backend_deadline
+        self._last_seen_every = last_seen_every
+        self._last_seen: dict[str, float] = {}
+
+    def _event(self, type: str, charge_point_id: str, data: dict) -> Deferred[None]:
+        return self._publisher.publish(make_event(type, charge_point_id, data, self._clock, self._instance))
+
+    # -- admission -----------------------------------------------------------
+
+    def admit(self, charge_point_id: str) -> Deferred[dict | None]:
+        return Deferred.fromCoroutine(self._admit(charge_point_id))
+
+    async def _admit(self, charge_point_id: str) -> dict | None:
+        try:
+            record = await self._backend.charger_by_device(charge_point_id)
+        except BackendUnavailable:
+            cached = self._ledger.charger(charge_point_id)
+            if cached is None:
+                raise
+            self.log.info("admitting {chargePointId} from its last known record: backend unreachable",
+                          chargePointId=charge_point_id)
+            return cached
+        if record is None:
+            if self._ledger.charger(charge_point_id) is not None or self._ledger.charger_accepted(charge_point_id):
+                self._remember(charge_point_id, None, False, forget=True)
+            return None
+        self._remember(charge_point_id, record, None)
+        return record
+
+    def _remember(self, charge_point_id: str, record: dict | None, accepted: bool | None, forget: bool = False) -> None:
+        d = self._ledger.forget_charger(charge_point_id) if forget else self._ledger.remember_charger(
+            charge_point_id, record, accepted
+        )
+        d.addErrback(lambda f: self.log.failure("keeping the record of {chargePointId} failed", f,
+                                                chargePointId=charge_point_id))
+
+    def is_accepted(self, charge_point_id: str) -> bool:
+        record = self._ledger.charger(charge_point_id)
+        if record is not None:
+            return record.get("enabled") is not False
+        return self._ledger.charger_accepted(charge_point_id)
+
+    # -- boot ------------------------------------------------------------------
+
+    def boot(self, charge_point_id: str, payload: dict, now: datetime) -> Deferred[dict]:
+        return Deferred.fromCoroutine(self._boot(charge_point_id, payload, now))
+
+    async def _boot(self, charge_point_id: str, payload: dict, now: datetime) -> dict:
+        body = ensure_body(charge_point_id, payload)
+        answer = {"status": REJECTED, "currentTime": iso_z(now), "interval": self._interval}
+        known = self._ledger.charger(charge_point_id)
+        if not self._allow_unknown and known is None:
+            self.log.warn("BootNotification from unknown charger {chargePointId} rejected", chargePointId=charge_point_id)
+            return answer
+        writes = [self._event(CHARGER_METADATA_UPDATE, charge_point_id, body)]
+        record: dict | None = None
+        try:
+            d = self._backend.ensure_charger(body)
+            record = await d.addTimeout(self._deadline, self._clock)
+        except (BackendUnavailable, TimeoutError):
+            status = REJECTED if (known or {}).get("enabled") is False else ACCEPTED
+            self.log.warn(
+                "BootNotification of {chargePointId} answered {status} without the backend; registration queued",
+                chargePointId=charge_point_id,
+                status=status,
+            )
+            writes.append(self._outbox.append(charge_point_id, ENSURE_CHARGER, body))
+        except (BackendRejected, NotFound) as error:
+            status = REJECTED
+            self.log.warn("backend refused to register {chargePointId}: {error}", chargePointId=charge_point_id,
+                          error=str(error))
+        else:
+            record = record if isinstance(record, dict) else {}
+            status = REJECTED if record.get("enabled") is False else ACCEPTED
+        writes.append(self._ledger.remember_charger(charge_point_id, record, status == ACCEPTED))
+        await durable(*writes)
+        answer["status"] = status
+        return answer
+
+    # -- status and presence ---------------------------------------------------
+
+    def status(self, charge_point_id: str, payload: dict, now: datetime) -> Deferred[None]:
+        body: dict[str, Any] = {
+            "connectorId": payload["connectorId"],
+            "status": payload["status"],
+            "errorCode": payload["errorCode"],
+        }
+        for name in ("info", "vendorErrorCode"):
+            if payload.get(name) is not None:
+                body[name] = payload[name]
+        body["timestamp"] = timestamp_z(payload.get("timestamp"), now)
+        data: dict[str, Any] = {
+            "connectorId": body["connectorId"],
+            "status": body["status"],
+            "errorCode": body["errorCode"],
+        }
+        if "info" in body:
+            data["info"] = body["info"]
+        data["online"] = True
+        return durable(
+            self._outbox.append(charge_point_id, UPDATE_STATUS, {"deviceId": charge_point_id, "body": body}),
+            self._event(CHARGER_STATUS_UPDATE, charge_point_id, data),
+        )
+
+    def connected(self, charge_point_id: str, now: datetime) -> Deferred[None]:
+        return self._event(CHARGER_STATUS_UPDATE, charge_point_id, {"status": "Connected", "online": True})
+
+    def disconnected(self, charge_point_id: str, now: datetime) -> Deferred[None]:
+        return self._event(CHARGER_STATUS_UPDATE, charge_point_id, {"status": "Disconnected", "online": False})
+
+    def seen(self, charge_point_id: str, now: datetime) -> None:
+        at = self._clock.seconds()
+        last = self._last_seen.get(charge_point_id)
+        if last is not None and at - last < self._last_seen_every:
+            return
+        self._last_seen[charge_point_id] = at
+        stamp = iso_z(now)
+        d = durable(
+            self._outbox.append(
+                charge_point_id, UPDATE_LAST_SEEN, {"deviceId": charge_point_id, "body": {"lastSeen": stamp}}
+            ),
+            self._event(CHARGER_LAST_SEEN, charge_point_id, {"lastSeen": stamp}),
+        )
+        d.addErrback(lambda f: self.log.failure("recording last-seen of {chargePointId} failed", f,
+                                                chargePointId=charge_point_id))
+
