@@ -519,15 +519,16 @@ def _has_id_tag_info(value: dict) -> bool:
 
 
 def _started(raw: bytes) -> dict:
+    """
+    A start answer: an integer transactionId, an idTagInfo, and a sessionId
+    unless the idTag was refused (then the backend may record no session).
+    """
     value = _object(raw)
     transaction_id = value.get("transactionId")
-    if (
-        value.get("sessionId") in (None, "")
-        or not isinstance(transaction_id, int)
-        or isinstance(transaction_id, bool)
-        or not _has_id_tag_info(value)
-    ):
-        raise _BadAnswer("start answer lacks sessionId, an integer transactionId or idTagInfo.status")
+    if not isinstance(transaction_id, int) or isinstance(transaction_id, bool) or not _has_id_tag_info(value):
+        raise _BadAnswer("start answer lacks an integer transactionId or idTagInfo.status")
+    if value["idTagInfo"]["status"] == "Accepted" and value.get("sessionId") in (None, ""):
+        raise _BadAnswer("start answer accepts the idTag but has no sessionId")
     return value
 
 

@@ -389,10 +389,14 @@ class FakeBackend(Resource):
         return 200, record
 
     def _update_status(self, device_id: str, body: dict) -> Reply:
+        if device_id not in self.chargers:
+            return 404, {"error": "unknown charger"}
         self.statuses.append((device_id, body))
         return 204, None
 
     def _update_last_seen(self, device_id: str, body: dict) -> Reply:
+        if device_id not in self.chargers:
+            return 404, {"error": "unknown charger"}
         self.last_seen[device_id] = body["lastSeen"]
         return 204, None
 
@@ -417,10 +421,17 @@ class FakeBackend(Resource):
 
     def _start_session(self, _: None, body: dict) -> Reply:
         given = body.get("transactionId")
+        natural = ("deviceId", "connectorId", "idTag", "meterStart", "timestamp")
+        for session in self.sessions.values():
+            if session["transactionId"] == given:
+                return 200, self._started(session)
+        for session in self.sessions.values():
+            if all(session[k] == body[k] for k in natural):
+                if given is not None:  # the gateway gave up waiting and assigned its own id: it wins
+                    session["transactionId"] = given
+                return 200, self._started(session)
+        tag = self._tag(body["idTag"])
         if given is not None:
-            for session in self.sessions.values():
-                if session["transactionId"] == given:
-                    return 200, self._started(session)
             transaction_id = given
         else:
             taken = {s["transactionId"] for s in self.sessions.values()}
@@ -428,7 +439,8 @@ class FakeBackend(Resource):
                 self._next_transaction_id += 1
             transaction_id = self._next_transaction_id
             self._next_transaction_id += 1
-        tag = self._tag(body["idTag"])
+            if tag["status"] != "Accepted":  # no session for a refused idTag
+                return 200, {"sessionId": None, "transactionId": transaction_id, "idTagInfo": self._id_tag_info(body["idTag"])}
         price = tag.get("pricePerKwh") or self.price_per_kwh
         session = {
             "sessionId": f"session-{self._next_session}",

@@ -49,7 +49,9 @@ def fake(clock):
     """
     An in-memory backend whose delayed answers run on the test clock.
     """
-    return FakeBackend(clock=clock, base_path="/base")
+    fake = FakeBackend(clock=clock, base_path="/base")
+    fake.add_charger("CP1")
+    return fake
 
 
 def expect_circuit_opened(errors):
@@ -79,6 +81,7 @@ def test_provides_ibackend(fake, clock):
 def test_paths_are_percent_encoded(fake, clock):
     """Identities with reserved characters become one percent-encoded path segment."""
     backend, _ = make(fake, clock)
+    fake.add_charger("CP 1/ä?#")
     success_result_of(backend.update_last_seen("CP 1/ä?#", SEEN))
     success_result_of(backend.stop_session("s/1", STOP).addErrback(lambda f: f.trap(NotFound)))
     assert [r.path for r in fake.requests] == [
@@ -91,6 +94,7 @@ def test_paths_are_percent_encoded(fake, clock):
 def test_bearer_token_sent_when_configured(clock):
     """The token goes out as a bearer Authorization header; none without a token."""
     fake = FakeBackend(clock=clock, token="s3cret", base_path="/base/")
+    fake.add_charger("CP1")
     with_token, _ = make(fake, clock, token="s3cret")
     without, _ = make(fake, clock)
     success_result_of(with_token.update_last_seen("CP1", SEEN))
@@ -232,6 +236,7 @@ def test_delayed_answer_within_timeout(fake, clock):
         ("authorize", {"idTagInfo": {}}),
         ("start_session", {"sessionId": "s1", "transactionId": "12", "idTagInfo": {"status": "Accepted"}}),
         ("start_session", {"transactionId": 12, "idTagInfo": {"status": "Accepted"}}),
+        ("start_session", {"sessionId": "s1", "transactionId": 12}),
         ("active_sessions", {"sessions": []}),
         ("charger_by_device", [1, 2]),
     ],
@@ -247,6 +252,23 @@ def test_unusable_success_body_is_unavailable(fake, clock, endpoint, answer):
         "charger_by_device": lambda: backend.charger_by_device("CP1"),
     }
     failure_result_of(calls[endpoint](), BackendUnavailable)
+
+
+def test_refused_start_may_have_no_session(fake, clock):
+    """A start answer for a refused idTag may carry no sessionId."""
+    backend, _ = make(fake, clock)
+    fake.add_id_tag("BLOCKED", status="Blocked")
+    answer = success_result_of(backend.start_session({**START, "idTag": "BLOCKED"}))
+    assert answer["sessionId"] is None and answer["idTagInfo"] == {"status": "Blocked"}
+    assert type(answer["transactionId"]) is int
+    assert fake.sessions == {}
+
+
+def test_none_values_are_omitted(fake, clock):
+    """Optional properties given as None are left out of the body, never sent as null."""
+    backend, _ = make(fake, clock)
+    success_result_of(backend.update_status("CP1", {"connectorId": 1, "status": "Available", "errorCode": "NoError", "info": None, "timestamp": "t"}))
+    assert "info" not in fake.requests[-1].body
 
 
 def test_body_ignored_where_none_is_needed(fake, clock):
@@ -403,7 +425,7 @@ def test_broken_observer_is_logged_not_raised(fake, clock, fail_on_logged_errors
             raise RuntimeError("boom")
 
     backend, _ = make(fake, clock, observer=Broken())
-    assert success_result_of(backend.charger_by_device("CP1")) is None
+    assert success_result_of(backend.charger_by_device("CP9")) is None
     assert len(fail_on_logged_errors) == 1
     fail_on_logged_errors.clear()
 
@@ -426,6 +448,7 @@ async def served():
     from twisted.internet import reactor
 
     fake = FakeBackend(clock=reactor, token="tok")
+    fake.add_charger("CP1")
     _, url = fake.listen(reactor)
     backend = HttpBackend(url, reactor, timeout=0.5, token="tok", retries=2, backoff_base=0.01)
     yield fake, backend
@@ -470,7 +493,6 @@ async def test_real_stalled_body_times_out(served):
     fake.stall_body(times=2)
     with pytest.raises(BackendUnavailable, match="timed out"):
         await bounded(backend.charger_by_device("CP1"), 5)
-    fake.add_charger("CP1")
     assert (await bounded(backend.charger_by_device("CP1")))["deviceId"] == "CP1"
 
 

@@ -9,13 +9,13 @@ what the services may rely on, whichever backend a deployment uses.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import succeed
 from zope.interface.verify import verifyObject
 
 from ocpptw.interfaces import IBackend, NotFound
@@ -33,16 +33,10 @@ class Subject:
 
     backend: Any
     refunds_succeeded: Callable[[], int]
+    add_tag: Callable[[str, str], Any]
 
 
-def _implementations() -> list[str]:
-    names = ["http"]
-    if importlib.util.find_spec("ocpptw.store.embedded") is not None:
-        names.insert(0, "embedded")
-    return names
-
-
-@pytest_twisted.async_yield_fixture(params=_implementations())
+@pytest_twisted.async_yield_fixture(params=["embedded", "http"])
 async def subject(request, tmp_path):
     """
     Each L{IBackend} implementation, on the real reactor.
@@ -55,8 +49,12 @@ async def subject(request, tmp_path):
 
         db = Database(tmp_path / "embedded.sqlite", reactor, schema=embedded.SCHEMA)
         backend = embedded.EmbeddedBackend(db, reactor)
+
+        def add_tag(id_tag: str, status: str) -> Any:
+            return db.write(lambda conn: conn.execute("INSERT INTO id_tags (id_tag, status) VALUES (?, ?)", (id_tag, status)))
+
         try:
-            yield Subject(backend, lambda: _embedded_refunds(db))
+            yield Subject(backend, lambda: _embedded_refunds(db), add_tag)
         finally:
             db.close()
         return
@@ -68,7 +66,7 @@ async def subject(request, tmp_path):
     _, url = fake.listen(reactor)
     backend = HttpBackend(url, reactor, timeout=5.0, retries=2, backoff_base=0.01)
     try:
-        yield Subject(backend, lambda: fake.refunds_succeeded)
+        yield Subject(backend, lambda: fake.refunds_succeeded, lambda id_tag, status: succeed(fake.add_id_tag(id_tag, status=status)))
     finally:
         await bounded(backend.close())
         await bounded(fake.stop())
@@ -82,9 +80,7 @@ def _embedded_refunds(db) -> int:
 
     connection = sqlite3.connect(db._path)
     try:
-        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        table = next(name for name in tables if "refund" in name)
-        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        return connection.execute("SELECT COUNT(*) FROM wallet_ledger").fetchone()[0]
     finally:
         connection.close()
 
@@ -241,3 +237,37 @@ async def test_status_last_seen_and_message_accepted(subject):
         "timestamp": "2026-11-24T10:00:02.000Z",
     }
     assert await bounded(backend.store_message("CP1", message)) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_repeated_start_answers_the_same_session(subject):
+    """A start repeating a recorded one (same connector, idTag, timestamp, meterStart) answers that session."""
+    backend = subject.backend
+    await bounded(backend.ensure_charger(charger()))
+    first = await bounded(backend.start_session(start_body()))
+    repeat = await bounded(backend.start_session(start_body()))
+    assert (repeat["sessionId"], repeat["transactionId"]) == (first["sessionId"], first["transactionId"])
+    assert len(await bounded(backend.active_sessions("CP1"))) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_tag_starts_no_session(subject):
+    """A Blocked idTag is refused by authorize and start; start records no active session."""
+    backend = subject.backend
+    await bounded(backend.ensure_charger(charger()))
+    await subject.add_tag("BLOCKED1", "Blocked")
+    assert (await bounded(backend.authorize("CP1", "BLOCKED1")))["idTagInfo"]["status"] == "Blocked"
+    answer = await bounded(backend.start_session(start_body(idTag="BLOCKED1")))
+    assert answer["idTagInfo"]["status"] == "Blocked"
+    assert type(answer["transactionId"]) is int
+    assert await bounded(backend.active_sessions("CP1")) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_of_unknown_charger_is_not_found(subject):
+    """Status and last-seen for a charger never registered fail with NotFound."""
+    status = {"connectorId": 1, "status": "Available", "errorCode": "NoError", "timestamp": "2026-11-24T10:00:00.000Z"}
+    with pytest.raises(NotFound):
+        await bounded(subject.backend.update_status("CP-unknown", status))
+    with pytest.raises(NotFound):
+        await bounded(subject.backend.update_last_seen("CP-unknown", {"lastSeen": "2026-11-24T10:00:00.000Z"}))
