@@ -13,6 +13,7 @@ import pytest_twisted
 from tests.helpers import bounded, until
 from tests.integration.amqp_support import (
     EVENT_TYPES,
+    SAMPLE_DATA,
     MemoryOutbox,
     Names,
     collect,
@@ -22,22 +23,6 @@ from tests.integration.amqp_support import (
     open_client,
     wait_ready,
 )
-
-#: One sample ``data`` object per event type, as CONTRACT section 5 lists them.
-SAMPLE_DATA = {
-    "ocpp.message": {"direction": "in", "messageType": "CALL", "messageId": "m1", "action": "Heartbeat", "payload": {}},
-    "charger.metadataUpdate": {"deviceId": "CP1", "vendor": "V", "model": "M", "serialNumber": "S1"},
-    "charger.statusUpdate": {"connectorId": 1, "status": "Available", "errorCode": "NoError", "online": True},
-    "charger.lastSeen": {"lastSeen": "2026-11-24T10:00:00.000Z"},
-    "charging.started": {"sessionId": None, "transactionId": 1073741825, "connectorId": 1, "idTag": "TAG1", "meterStart": 100},
-    "charging.meterValues": {
-        "transactionId": 7,
-        "connectorId": 1,
-        "samples": [{"timestamp": "2026-11-24T10:00:00.000Z", "measurand": "Energy.Active.Import.Register", "value": 1500.0, "unit": "Wh"}],
-    },
-    "charging.stopped": {"sessionId": "s1", "transactionId": 7, "meterStop": 1600, "energyWh": 1500, "cost": "0.45", "refund": "4.55", "reason": "Local"},
-}
-
 
 @pytest.fixture
 def outbox_factory(tmp_path):
