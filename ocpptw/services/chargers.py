@@ -241,6 +241,10 @@ class ChargerService:
         return self._event(CHARGER_STATUS_UPDATE, charge_point_id, {"status": "Disconnected", "online": False})
 
     def seen(self, charge_point_id: str, now: datetime) -> None:
+        if not self.is_accepted(charge_point_id):
+            # Not registered yet (this is its BootNotification): the backend
+            # would answer 404; the next message after the boot counts.
+            return
         at = self._clock.seconds()
         last = self._last_seen.get(charge_point_id)
         if last is not None and at - last < self._last_seen_every:

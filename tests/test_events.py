@@ -1,0 +1,107 @@
+"""
+Tests for L{ocpptw.events}: the envelope, and the publisher used when
+RabbitMQ is off.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from zope.interface.verify import verifyObject
+
+from ocpptw import events
+from ocpptw.events import LocalEventPublisher, make_event, message_body
+from ocpptw.interfaces import IEventPublisher
+from ocpptw.services.delivery import STORE_MESSAGE
+from ocpptw.store import embedded
+from ocpptw.store import outbox as outbox_module
+from ocpptw.store.sqlite import InlineDatabase
+from tests.helpers import no_result, success_result_of
+
+
+def message_event(clock, **data):
+    base = {"direction": "in", "messageType": "CALL", "messageId": "m1", "action": "Heartbeat", "payload": {}}
+    base.update(data)
+    return make_event(events.OCPP_MESSAGE, "CP-1", base, clock, "gw-1")
+
+
+@pytest.fixture
+def parts(clock):
+    state = InlineDatabase(schema=outbox_module.SCHEMA)
+    store_db = InlineDatabase(schema=embedded.SCHEMA)
+    backend = embedded.EmbeddedBackend(store_db, clock)
+    success_result_of(backend.ensure_charger({"deviceId": "CP-1", "vendor": "V", "model": "M"}))
+    outbox = outbox_module.Outbox(state, clock, max_age=60.0)
+    outbox.register(STORE_MESSAGE, lambda body: backend.store_message(body["deviceId"], body["body"]))
+    success_result_of(outbox.start())
+    yield state, store_db, backend, outbox
+    success_result_of(outbox.stop())
+    state.close()
+    store_db.close()
+
+
+def test_envelope(clock):
+    """An event has a UUID4 id, its type, the device, the clock's time in ISO Z, the instance and the data."""
+    clock.advance(1_790_035_200.5)
+    event = make_event(events.CHARGER_LAST_SEEN, "CP-1", {"lastSeen": "x"}, clock, "gw-1")
+    assert uuid.UUID(event["id"]).version == 4
+    assert event == {"id": event["id"], "type": "charger.lastSeen", "deviceId": "CP-1",
+                     "occurredAt": "2026-09-22T00:00:00.500Z", "instance": "gw-1", "data": {"lastSeen": "x"}}
+    assert make_event(events.CHARGER_LAST_SEEN, "CP-1", {}, clock, "gw-1")["id"] != event["id"]
+
+
+def test_event_types_are_the_contract_types():
+    """The seven types of CONTRACT section 5."""
+    assert set(events.EVENT_TYPES) == {
+        "ocpp.message", "charger.metadataUpdate", "charger.statusUpdate", "charger.lastSeen",
+        "charging.started", "charging.meterValues", "charging.stopped",
+    }
+
+
+def test_message_body_follows_the_backend_contract(clock):
+    """The ocpp-message body has the contract's fields only, with occurredAt as timestamp."""
+    event = message_event(clock, messageType="CALLERROR", errorCode="FormationViolation",
+                          errorDescription="bad", action=None, payload=None)
+    assert message_body(event) == {"direction": "in", "messageType": "CALLERROR", "messageId": "m1",
+                                   "errorCode": "FormationViolation", "timestamp": event["occurredAt"]}
+
+
+def test_local_publisher_sends_messages_through_the_outbox(clock, parts):
+    """ocpp.message becomes backend.store_message in the outbox and reaches the store."""
+    state, store_db, backend, outbox = parts
+    publisher = LocalEventPublisher(outbox, backend)
+    verifyObject(IEventPublisher, publisher)
+    assert publisher.ready() == (True, "")
+    success_result_of(publisher.publish(message_event(clock)))
+    rows = success_result_of(store_db.read(lambda c: c.execute("SELECT device_id, action, payload FROM messages").fetchall()))
+    assert rows == [("CP-1", "Heartbeat", "{}")]
+
+
+def test_local_publisher_fires_when_durable(clock, parts):
+    """publish fires only after the outbox entry is committed."""
+    state, store_db, backend, outbox = parts
+    state.auto = False
+    d = LocalEventPublisher(outbox, backend).publish(message_event(clock))
+    no_result(d)
+    state.commit()
+    success_result_of(d)
+    state.auto = True
+    state.commit()
+
+
+def test_other_events_recorded_by_the_embedded_store(clock, parts):
+    """With the embedded store, other events are kept once by id; without record_event they are dropped."""
+    state, store_db, backend, outbox = parts
+    event = make_event(events.CHARGING_METER_VALUES, "CP-1", {"connectorId": 1, "samples": []}, clock, "gw-1")
+    publisher = LocalEventPublisher(outbox, backend)
+    success_result_of(publisher.publish(event))
+    success_result_of(publisher.publish(event))
+    rows = success_result_of(store_db.read(lambda c: c.execute("SELECT id, type FROM events").fetchall()))
+    assert rows == [(event["id"], "charging.meterValues")]
+
+    class HttpLike:
+        pass
+
+    assert success_result_of(LocalEventPublisher(outbox, HttpLike()).publish(event)) is None
+    assert outbox.depth() == 0
