@@ -16,8 +16,8 @@ C{[4, id, "FormationViolation", ...]}.  A well-formed array with an unknown
 MessageTypeId parses to C{None}: the caller logs and ignores it.
 
 JSON is parsed once per frame and strictly: C{NaN} and C{Infinity}, numbers
-that overflow a float, integers of more than 4300 digits and nesting that
-exhausts the recursion limit are all L{FrameError}s.
+that overflow a float, integers of more than 4300 digits and nesting deeper
+than L{MAX_DEPTH} are all L{FrameError}s.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ UNKNOWN_ID = "-1"
 
 #: Longest message id OCPP-J 1.6 allows.
 MAX_ID_LENGTH = 36
+
+#: Deepest nesting of arrays and objects accepted in a frame.  The deepest
+#: OCPP 1.6 message (SetChargingProfile) nests 6 levels; the limit keeps
+#: whatever later walks or re-encodes a payload (events, logs) far from
+#: Python's recursion limit.
+MAX_DEPTH = 32
 
 
 class FrameError(OcppError):
@@ -146,6 +152,17 @@ _decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_f
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
+def _too_deep(value: object) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = item.values() if type(item) is dict else item
+        stack.extend((child, depth + 1) for child in children if type(child) in (list, dict))
+    return False
+
+
 def usable_id(value: object) -> bool:
     """
     Whether C{value} is a valid OCPP-J message id.
@@ -179,6 +196,9 @@ def parse(text: str) -> Call | CallResult | CallError | None:
             "message id must be a non-empty string of at most 36 characters",
             message_type,
         )
+    # fewer brackets than MAX_DEPTH cannot nest deeper: most frames skip the walk
+    if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(frame):
+        raise FrameError(message_id, f"frame nested deeper than {MAX_DEPTH} levels", message_type)
     if message_type == CALL:
         if length != 4:
             raise FrameError(message_id, "CALL must be [2, id, action, {payload}]", CALL)

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from ocpptw.ocpp import frames
 from ocpptw.ocpp.errors import OcppError
 from ocpptw.ocpp.frames import (
     Call,
@@ -147,3 +148,21 @@ def test_round_trip():
     assert parse(encode_call("id-1", "Reset", {"type": "Hard"})) == Call("id-1", "Reset", {"type": "Hard"})
     assert parse(encode_result("id-1", {})) == CallResult("id-1", {})
     assert parse(encode_error("id-1", "NotSupported", "d", {"x": 1})) == CallError("id-1", "NotSupported", "d", {"x": 1})
+
+
+def test_nesting_is_bounded():
+    """A frame nested deeper than MAX_DEPTH is a FormationViolation carrying its id; wide frames are fine."""
+    deep = {"vendorId": "V", "data": None}
+    inner = "x"
+    for _ in range(frames.MAX_DEPTH):
+        inner = [inner]
+    deep["data"] = inner
+    with pytest.raises(FrameError) as info:
+        parse(json.dumps([2, "deep", "DataTransfer", deep]))
+    assert (info.value.message_id, info.value.code) == ("deep", "FormationViolation")
+    shallow = [[["x"]]] * 200
+    assert parse(json.dumps([2, "wide", "DataTransfer", {"data": shallow}])).payload == {"data": shallow}
+    almost = "x"
+    for _ in range(frames.MAX_DEPTH - 2):
+        almost = [almost]
+    assert parse(json.dumps([2, "ok", "DataTransfer", {"data": almost}])).message_id == "ok"
