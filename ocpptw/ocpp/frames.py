@@ -17,12 +17,15 @@ MessageTypeId parses to C{None}: the caller logs and ignores it.
 
 JSON is parsed once per frame and strictly: C{NaN} and C{Infinity}, numbers
 that overflow a float, integers of more than 4300 digits and nesting deeper
-than L{MAX_DEPTH} are all L{FrameError}s.
+than L{MAX_DEPTH} are all L{FrameError}s, and so are escapes that decode
+to a lone UTF-16 surrogate (it could not be re-encoded as UTF-8 in an
+event or an answer).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from math import isinf
 from typing import Any
 
@@ -148,6 +151,17 @@ def _parse_float(text: str) -> float:
     return value
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(frame: list) -> bool:
+    try:
+        _encode(frame).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 _decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float).decode
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -199,6 +213,9 @@ def parse(text: str) -> Call | CallResult | CallError | None:
     # fewer brackets than MAX_DEPTH cannot nest deeper: most frames skip the walk
     if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(frame):
         raise FrameError(message_id, f"frame nested deeper than {MAX_DEPTH} levels", message_type)
+    # a \uD800-style escape may decode to a lone surrogate, which no UTF-8 frame can carry back
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(frame):
+        raise FrameError(message_id, "frame holds a lone UTF-16 surrogate", message_type)
     if message_type == CALL:
         if length != 4:
             raise FrameError(message_id, "CALL must be [2, id, action, {payload}]", CALL)

@@ -166,3 +166,12 @@ def test_nesting_is_bounded():
     for _ in range(frames.MAX_DEPTH - 2):
         almost = [almost]
     assert parse(json.dumps([2, "ok", "DataTransfer", {"data": almost}])).message_id == "ok"
+
+
+def test_lone_surrogates_are_refused_pairs_are_fine():
+    """An escape decoding to a lone surrogate is a FormationViolation; an escaped pair is a normal character."""
+    with pytest.raises(FrameError) as info:
+        parse('[2,"s1","Authorize",{"idTag":"\\ud800"}]')
+    assert info.value.message_id == "s1"
+    assert parse('[2,"s2","Authorize",{"idTag":"\\ud83d\\ude00"}]').payload == {"idTag": "\U0001f600"}
+    assert parse('[2,"s3","Authorize",{"idTag":"\\\\ud800"}]').payload == {"idTag": "\\ud800"}
