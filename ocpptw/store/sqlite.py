@@ -39,6 +39,12 @@ def _is_storage_full(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in _FULL_ERRNOS
 
 
+class DatabaseClosed(RuntimeError):
+    """
+    A call came after L{Database.close} (a shutdown ordering bug).
+    """
+
+
 class Database:
     """
     A SQLite database used from the reactor thread through Deferreds.
@@ -87,7 +93,8 @@ class Database:
         Run C{fn(connection)} inside the next grouped transaction.  Fires
         with its result after the commit, or fails with L{StorageFull} when
         the disk refuses (the batch is rolled back), or with C{fn}'s error
-        (only C{fn}'s own changes are rolled back, through a savepoint).
+        (only C{fn}'s own changes are rolled back, through a savepoint), or
+        with L{DatabaseClosed} after L{close}.
         """
         return self._submit(fn, True)
 
@@ -100,10 +107,11 @@ class Database:
     def _submit(self, fn: Callable[[sqlite3.Connection], Any], is_write: bool) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         with self._wake:
-            if self._closing:
-                raise RuntimeError("database is closed")
-            self._queue.append((fn, d, is_write))
-            self._wake.notify()
+            if not self._closing:
+                self._queue.append((fn, d, is_write))
+                self._wake.notify()
+                return d
+        d.errback(Failure(DatabaseClosed(f"{self._path} is closed")))
         return d
 
     def close(self) -> None:
@@ -186,9 +194,10 @@ class InlineDatabase:
         return self._submit(fn, False)
 
     def _submit(self, fn: Callable[[sqlite3.Connection], Any], is_write: bool) -> Deferred[Any]:
-        if self._conn is None:
-            raise RuntimeError("database is closed")
         d: Deferred[Any] = Deferred()
+        if self._conn is None:
+            d.errback(Failure(DatabaseClosed(f"{self._path} is closed")))
+            return d
         self._queue.append((fn, d, is_write))
         if self.auto:
             self.commit()

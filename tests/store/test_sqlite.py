@@ -5,13 +5,15 @@ Tests for L{ocpptw.store.sqlite}: grouped commits off the reactor thread.
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 import pytest
 import pytest_twisted
 from twisted.internet.defer import gatherResults
 
-from ocpptw.store.sqlite import Database
-from tests.helpers import bounded
+from ocpptw.interfaces import StorageFull
+from ocpptw.store.sqlite import Database, DatabaseClosed, InlineDatabase, open_connection
+from tests.helpers import bounded, failure_result_of, no_result, success_result_of
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER);"
 
@@ -52,3 +54,64 @@ async def test_failed_write_rolls_back_only_itself(db):
         await bounded(bad)
     rows = await bounded(db.read(lambda c: c.execute("SELECT k, v FROM t ORDER BY k").fetchall()))
     assert rows == [("a", 1), ("b", 3)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_disk_fails_the_whole_batch_with_storage_full(db):
+    """A write that hits a full disk rolls back its batch; every call in it fails with StorageFull."""
+    from twisted.internet.defer import DeferredList
+
+    def full(conn):
+        conn.execute("INSERT INTO t VALUES ('full', 0)")
+        raise sqlite3.OperationalError("database or disk is full")
+
+    # queue both from inside one database-thread call so they share a batch
+    running, gate = threading.Event(), threading.Event()
+    blocker = db.read(lambda c: running.set() or gate.wait(5))
+    assert running.wait(5)
+    first = db.write(lambda c: c.execute("INSERT INTO t VALUES ('a', 1)"))
+    second = db.write(full)
+    gate.set()
+    await bounded(blocker)
+    results = await bounded(DeferredList([first, second], consumeErrors=True))
+    assert [ok for ok, _ in results] == [False, False]
+    assert all(f.check(StorageFull) for _, f in results)
+    assert await bounded(db.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0])) == 0
+    assert await bounded(db.write(lambda c: c.execute("INSERT INTO t VALUES ('b', 2)").rowcount)) == 1
+
+
+def test_calls_after_close_fail_their_deferred(tmp_path):
+    """After close(), calls fail with DatabaseClosed instead of raising."""
+    from twisted.internet import reactor
+
+    database = Database(tmp_path / "x.sqlite", reactor, SCHEMA)
+    database.close()
+    failure_result_of(database.write(lambda c: None), DatabaseClosed)
+    inline = InlineDatabase(tmp_path / "y.sqlite", SCHEMA)
+    inline.close()
+    failure_result_of(inline.read(lambda c: None), DatabaseClosed)
+
+
+def test_inline_database_groups_until_commit(tmp_path):
+    """InlineDatabase with auto=False runs queued calls as one batch at commit(), in order."""
+    database = InlineDatabase(tmp_path / "x.sqlite", SCHEMA, auto=False)
+    first = database.write(lambda c: c.execute("INSERT INTO t VALUES ('a', 1)").rowcount)
+    bad = database.write(lambda c: c.execute("INSERT INTO t VALUES ('a', 2)"))
+    read = database.read(lambda c: c.execute("SELECT v FROM t").fetchall())
+    no_result(first)
+    assert database.queued == 3
+    database.commit()
+    assert success_result_of(first) == 1
+    failure_result_of(bad, sqlite3.IntegrityError)
+    assert success_result_of(read) == [(1,)]
+    assert (database.commits, database.writes) == (1, 2)
+    database.close()
+    other = sqlite3.connect(tmp_path / "x.sqlite")
+    assert other.execute("SELECT k, v FROM t").fetchall() == [("a", 1)]
+    other.close()
+
+
+def test_unknown_synchronous_mode_is_refused(tmp_path):
+    """A mistyped synchronous mode fails at open, not as SQL."""
+    with pytest.raises(ValueError):
+        open_connection(str(tmp_path / "z.sqlite"), "", "FUL; DROP")
