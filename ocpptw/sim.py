@@ -56,6 +56,7 @@ class SimOptions:
     connect_rate: float = 500.0
     connect_concurrency: int = 500
     connect_timeout: float = 10.0
+    connect_retries: int = 5
     call_timeout: float = 10.0
     storm_rate: float = 0.0
     storm_call: str = "BootNotification"
@@ -91,6 +92,7 @@ def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
     ap.add_argument("--connect-rate", type=float, default=500.0, help="new connections per second, 0: unlimited")
     ap.add_argument("--connect-concurrency", type=int, default=500, help="handshakes + boots under way at once")
     ap.add_argument("--connect-timeout", type=float, default=10.0, help="seconds for TCP connect and handshake")
+    ap.add_argument("--connect-retries", type=int, default=5, help="retries of a failed connection (%(default)s)")
     ap.add_argument("--call-timeout", type=float, default=10.0, help="seconds a CALL waits for its answer")
     ap.add_argument("--mix", default="heartbeat=1,status=1,meter=6,session=2", help="weights (%(default)s)")
     ap.add_argument("--session-meters", type=int, default=3, help="MeterValues per charging session")
@@ -113,7 +115,7 @@ def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
         url=a.url, chargers=a.chargers, prefix=a.prefix, start=a.start, mode=mode,
         duration=a.duration, calls=a.calls, rate=a.rate, connect_rate=a.connect_rate,
         connect_concurrency=a.connect_concurrency, connect_timeout=a.connect_timeout,
-        call_timeout=a.call_timeout, storm_rate=a.storm_rate, storm_call=a.storm_call, mix=mix,
+        connect_retries=a.connect_retries, call_timeout=a.call_timeout, storm_rate=a.storm_rate, storm_call=a.storm_call, mix=mix,
         session_meters=a.session_meters, processes=min(a.processes, a.chargers),
         server_pid=a.server_pid, settle=a.settle, seed=a.seed,
     )  # fmt: skip

@@ -98,7 +98,7 @@ class Charger:
         "charger_id", "resource", "worker", "stats", "proto", "rng", "mix_ops", "mix_weights",
         "seq", "pending_id", "pending_action", "intended", "sent_at", "backlog", "steps",
         "transaction_id", "energy", "id_tag", "booted", "first_action", "session_meters",
-        "pending_first",
+        "pending_first", "attempts",
     )
 
     def __init__(self, charger_id, base_path, worker, rng: random.Random, mix, session_meters=3):
@@ -124,6 +124,7 @@ class Charger:
         self.first_action = "BootNotification"
         self.session_meters = session_meters
         self.pending_first = False
+        self.attempts = 0
 
     # -- connection ---------------------------------------------------------
 

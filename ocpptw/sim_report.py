@@ -54,6 +54,7 @@ def build_report(options, stats: Stats, samples: dict[str, Any], wall_seconds: f
             "failed": stats.connect_failed,
             "booted": stats.booted,
             "boot_not_accepted": stats.boot_rejected,
+            "retries": stats.connect_retries,
             "failures": dict(stats.connect_failures),
             "connect_seconds": stats.connect_seconds,
             "boot_storm_seconds": stats.boot_storm_seconds,
@@ -119,7 +120,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"boot storm {c['boot_storm_seconds']} s",
     ]
     if c["failures"]:
-        lines.append("connect failures: " + ", ".join(f"{n}x {why}" for why, n in c["failures"].items()))
+        lines.append(f"connect failures ({c['retries']} retries): " + ", ".join(f"{n}x {why}" for why, n in c["failures"].items()))
     if r["mode"] in ("closed", "open"):
         lines += [
             f"calls: {k['load_answered']} answered in {k['load_seconds']} s = {k['per_second']} calls/s"

@@ -125,6 +125,7 @@ class Stats:
         "server_calls",
         "reconnected",
         "reconnect_failed",
+        "connect_retries",
     )
     #: durations in seconds, the largest wins on merge (workers run side by side)
     SPANS = ("connect_seconds", "boot_storm_seconds", "load_seconds", "storm_seconds")

@@ -123,6 +123,7 @@ class SimWorker:
         self.phase = "connect"
         self.ramp: _Ramp | None = None
         self.awaiting: set[Charger] = set()
+        self.retrying: set[Charger] = set()
         self.open_count = 0
         self.expect_close = False
         self.running = False
@@ -176,6 +177,11 @@ class SimWorker:
         d = connectProtocol(endpoint, proto)
         d.addErrback(lambda f: self._resolve(charger, False, f.type.__name__))
 
+    def _retry(self, charger: Charger, ramp: _Ramp) -> None:
+        if charger in self.retrying and ramp is self.ramp and not ramp.done.called:
+            self.retrying.discard(charger)
+            self.connect(charger)
+
     def ramp_expired(self, never_started: list[Charger]) -> None:
         for c in list(self.awaiting):
             if c.proto is not None:
@@ -183,6 +189,9 @@ class SimWorker:
             self._resolve(c, False, "deadline")
         for c in never_started:
             self._count_failure("deadline")
+        for _ in self.retrying:
+            self._count_failure("deadline (retrying)")
+        self.retrying.clear()
 
     def _count_failure(self, reason: str) -> None:
         self.stats.connect_failures[reason] += 1
@@ -195,6 +204,15 @@ class SimWorker:
         if charger not in self.awaiting:
             return
         self.awaiting.discard(charger)
+        if not ok and charger.proto is None and charger.attempts < self.o.connect_retries and self.ramp:
+            # as a real charger does: try again after a randomised, growing pause
+            charger.attempts += 1
+            self.stats.connect_retries += 1
+            pause = min(5.0, 0.25 * 2**charger.attempts) * (0.5 + charger.rng.random())
+            self.retrying.add(charger)
+            self.reactor.callLater(pause, self._retry, charger, self.ramp)
+            return
+        charger.attempts = 0
         if ok:
             if self.phase == "storm":
                 self.stats.reconnected += 1

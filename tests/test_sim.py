@@ -12,6 +12,7 @@ import sys
 import pytest
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
 
 from ocpptw import sim_payloads
 from ocpptw.sim import SimOptions, parse_args, run_simulation
@@ -27,6 +28,9 @@ class StandIn(WebSocketServerProtocol):
 
     def onConnect(self, request):
         self.factory.paths.append(request.path)
+        if request.path in self.factory.deny_once:
+            self.factory.deny_once.discard(request.path)
+            raise ConnectionDeny(503, "too many connection attempts, retry later")
         return "ocpp1.6" if "ocpp1.6" in request.protocols else None
 
     def onMessage(self, payload, isBinary):
@@ -70,6 +74,7 @@ def stand_in():
     factory.setProtocolOptions(autoPingInterval=0)
     factory.paths, factory.calls, factory.results = [], [], []
     factory.silent, factory.refuse, factory.send_reset = set(), {}, False
+    factory.deny_once = set()
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     factory.url = f"ws://127.0.0.1:{port.getHost().port}/ocpp/"
     yield factory
@@ -159,6 +164,20 @@ async def test_reconnect_storm_reconnects_everyone(stand_in):
 
 
 @pytest_twisted.ensureDeferred
+async def test_refused_handshakes_are_retried(stand_in):
+    """A charger refused with 503 tries again, as a real one does, and boots."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+
+    stand_in.deny_once.update({"/ocpp/T1", "/ocpp/T3"})
+    opts = options(stand_in.url, mode="idle", duration=0.1, settle=0)
+    report = await bounded(ensureDeferred(run_simulation(reactor, opts)), 20)
+    assert report["ok"], report
+    assert report["connections"]["booted"] == 5 and report["connections"]["retries"] == 2
+    assert len(stand_in.paths) == 7
+
+
+@pytest_twisted.ensureDeferred
 async def test_refused_connections_are_reported():
     """Nothing listening: every charger is a failed connection, and the run still ends."""
     from twisted.internet import reactor
@@ -167,7 +186,7 @@ async def test_refused_connections_are_reported():
     probe = reactor.listenTCP(0, WebSocketServerFactory(), interface="127.0.0.1")
     port = probe.getHost().port
     await probe.stopListening()
-    opts = options(f"ws://127.0.0.1:{port}/ocpp/", chargers=3, duration=0.1)
+    opts = options(f"ws://127.0.0.1:{port}/ocpp/", chargers=3, duration=0.1, connect_retries=0)
     report = await bounded(ensureDeferred(run_simulation(reactor, opts)), 20)
     assert report["connections"]["failed"] == 3 and report["connections"]["ok"] == 0
     assert not report["ok"]

@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""
+Benchmarks of ocpptw side by side with the peer (an equivalent central
+system on the C{ocpp} package, asyncio + websockets) and the ceiling (a raw
+Autobahn/Twisted server that answers without validating), in one run.
+
+    .venv/bin/python bench/run.py                       # every scenario
+    .venv/bin/python bench/run.py --scenarios closed100,open2000 --rounds 3
+    .venv/bin/python bench/run.py --quick               # a short smoke run
+    .venv/bin/python bench/run.py --docs docs/performance.md
+
+Servers run pinned to core 0 (C{taskset -c 0}); the load generator
+(C{ocpptw-sim}) and any local backend run on core 1; everything listens on
+127.0.0.1 only and every scenario is bounded in time.  The servers take
+turns (the order rotates every round) and each run starts a fresh server;
+the figure reported is the median over rounds.  The peer gets its own venv
+in C{bench/.peer-venv}, made here when missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+PEER_VENV = HERE / ".peer-venv"
+PEER_PY = PEER_VENV / "bin" / "python"
+TWISTD = Path(PY).parent / "twistd"
+SERVERS = ("ocpptw", "peer", "ceiling")
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+#: name -> (simulator arguments, kind, rounds, ocpptw-only environment or None, base scenario)
+SCENARIOS: dict[str, tuple[list[str], str, int, dict | None, str | None]] = {
+    "closed100": (["-n", "100", "--duration", "10"], "closed", 3, None, None),
+    "open2000": (["-n", "5000", "--rate", "2000", "--duration", "15", "--connect-rate", "2500"], "open", 3, None, None),
+    "idle10k": (["-n", "10000", "--idle", "--duration", "3", "--connect-rate", "0"], "idle", 1, None, None),
+    "idle20k": (["-n", "20000", "--idle", "--duration", "3", "--connect-rate", "0", "--processes", "2"], "idle", 1,
+                None, None),
+    "storm5k": (["-n", "5000", "--storm", "--connect-rate", "2500"], "storm", 1, None, None),
+    "closed100-amqp": ([], "closed", 3, {"ENABLE_RABBITMQ": "true"}, "closed100"),
+    "open2000-amqp": ([], "open", 1, {"ENABLE_RABBITMQ": "true"}, "open2000"),
+    "closed100-rest": ([], "closed", 3, {"BACKEND_API_URL": "@backend"}, "closed100"),
+    "open2000-rest": ([], "open", 1, {"BACKEND_API_URL": "@backend"}, "open2000"),
+}  # fmt: skip
+QUICK = {
+    "closed100": ["-n", "100", "--duration", "3"],
+    "open2000": ["-n", "1000", "--rate", "500", "--duration", "4", "--connect-rate", "2500"],
+    "idle10k": ["-n", "1000", "--idle", "--duration", "1", "--connect-rate", "0"],
+    "idle20k": ["-n", "2000", "--idle", "--duration", "1", "--connect-rate", "0", "--processes", "2"],
+    "storm5k": ["-n", "1000", "--storm", "--connect-rate", "2500"],
+}
+
+
+def _max_files() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def ensure_peer_venv() -> None:
+    """
+    Make C{bench/.peer-venv} with the C{ocpp} package and websockets.
+    """
+    check = [str(PEER_PY), "-c", "import ocpp, websockets"]
+    if PEER_PY.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return
+    print(f"setting up the peer in {PEER_VENV} ...", flush=True)
+    base = getattr(sys, "_base_executable", PY)
+    subprocess.run([base, "-m", "venv", str(PEER_VENV)], check=True)
+    subprocess.run([str(PEER_PY), "-m", "pip", "install", "-q", "ocpp==2.1.0", "websockets>=13"], check=True)
+    subprocess.run(check, check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port} after {seconds} s")
+
+
+def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """
+    SIGTERM, then SIGKILL after C{grace} seconds (only our own child).
+    """
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def start_server(kind: str, port: int, workdir: Path, env_extra: dict, log) -> subprocess.Popen:
+    env = dict(os.environ)
+    if kind == "peer":
+        cmd = [str(PEER_PY), str(HERE / "peer_server.py"), "--port", str(port)]
+    elif kind == "ceiling":
+        cmd = [PY, str(HERE / "raw_server.py"), "--port", str(port)]
+    else:
+        cmd = [str(TWISTD), "-n", "--pidfile=", "ocpp"]
+        env.update(PORT=str(port), WEBSOCKET_HOST="127.0.0.1", DATA_DIR=str(workdir / "data"),
+                   OCPP_PING_INTERVAL="0", DRAIN_GRACE="3")  # fmt: skip
+        env.update(env_extra)
+    proc = subprocess.Popen(["taskset", "-c", "0", *cmd], cwd=workdir, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, preexec_fn=_max_files)  # fmt: skip
+    wait_port(port, proc)
+    time.sleep(0.5)
+    return proc
+
+
+def run_sim(port: int, pid: int, args: list[str], bound: float) -> dict:
+    cmd = ["taskset", "-c", "1", PY, "-m", "ocpptw.sim", "--url", f"ws://127.0.0.1:{port}/ocpp/", "--json",
+           "--server-pid", str(pid), *args]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=bound, cwd=ROOT, preexec_fn=_max_files)
+    if not done.stdout.strip():
+        raise RuntimeError(f"simulator printed nothing (exit {done.returncode}): {done.stderr[-500:]}")
+    return json.loads(done.stdout)
+
+
+def metrics(kind: str, r: dict, args: list[str]) -> dict[str, float | None]:
+    """
+    The figures a scenario is judged on, from one simulator report.
+    """
+    c, k, lat, srv = r["connections"], r["calls"], r["latency_ms"], r.get("server", {})
+    unanswered = k["timeouts"] + k["lost"] + sum(k["errors"].values())
+    if kind == "closed":
+        return {"calls/s ↑": k["per_second"], "server CPU µs/call ↓": srv.get("cpu_us_per_call"),
+                "latency p50 ms ↓": lat["p50"], "latency p99 ms ↓": lat["p99"],
+                "errors + timeouts ↓": unanswered, "simulator CPU %": r["sim"]["cpu_percent_load"]}  # fmt: skip
+    if kind == "open":
+        rate, duration = float(_arg(args, "--rate")), float(_arg(args, "--duration"))
+        return {"answered % of offered ↑": round(100 * k["load_answered"] / (rate * duration), 2),
+                "latency p50 ms ↓": lat["p50"], "latency p99 ms ↓": lat["p99"], "latency max ms ↓": lat["max"],
+                "errors + timeouts ↓": unanswered, "server CPU % ↓": srv.get("cpu_percent_load"),
+                "boot storm s ↓": c["boot_storm_seconds"]}  # fmt: skip
+    if kind == "idle":
+        storm = c["boot_storm_seconds"] or None
+        return {"connections held ↑": c["booted"], "connections failed ↓": c["failed"],
+                "boot storm s ↓": c["boot_storm_seconds"],
+                "connections/s ↑": round(c["booted"] / storm, 1) if storm else None,
+                "RSS kB/connection ↓": srv.get("rss_per_connection_kb"),
+                "server CPU ms/connection ↓": srv.get("cpu_ms_per_connection"),
+                "server RSS MB ↓": round(srv.get("rss_kb_booted", 0) / 1024, 1)}  # fmt: skip
+    s = r.get("storm", {})
+    secs = s.get("seconds") or None
+    return {"reconnected ↑": s.get("reconnected"), "reconnect failed ↓": s.get("failed"), "storm s ↓": s.get("seconds"),
+            "reconnects/s ↑": round(s.get("reconnected", 0) / secs, 1) if secs else None}  # fmt: skip
+
+
+def _arg(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def _cpu_times() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def busy_percent(seconds: float = 1.0) -> float:
+    """
+    How busy the whole machine is (all cores, %), over C{seconds}.
+    """
+    t0, i0 = _cpu_times()
+    time.sleep(seconds)
+    t1, i1 = _cpu_times()
+    return round(100 * (1 - (i1 - i0) / max(1, t1 - t0)), 1)
+
+
+def wait_quiet(limit: float, seconds: float) -> float:
+    """
+    Wait (at most C{seconds}) until other work uses under C{limit} % of the
+    machine; the last reading.
+    """
+    deadline = time.monotonic() + seconds
+    busy = busy_percent()
+    while busy >= limit and time.monotonic() < deadline:
+        busy = busy_percent()
+    return busy
+
+
+def median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {"cores": str(os.cpu_count()), "cpu": model, "memory": f"{int(mem) / 1024 / 1024:.1f} GiB",
+            "kernel": platform.release(), "python": platform.python_version()}  # fmt: skip
+
+
+def run_scenario(name: str, servers: list[str], rounds: int, quick: bool, out: Path, log, quiet) -> dict:
+    args, kind, default_rounds, env_extra, base = SCENARIOS[name]
+    base_args = SCENARIOS[base][0] if base else args
+    if quick:
+        base_args = QUICK.get(base or name, base_args)
+    rounds = rounds or default_rounds
+    servers = ["ocpptw"] if env_extra else servers
+    results: dict[str, list[dict]] = {s: [] for s in servers}
+    bound = 600.0
+    backend = None
+    for rnd in range(rounds):
+        order = servers[rnd % len(servers):] + servers[: rnd % len(servers)]
+        for server in order:
+            port = free_port()
+            workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{server}-"))
+            extra = dict(env_extra or {})
+            try:
+                if extra.get("BACKEND_API_URL") == "@backend":
+                    bport = free_port()
+                    backend = subprocess.Popen(["taskset", "-c", "1", PY, str(HERE / "backend_server.py"), "--port",
+                                                str(bport)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                    wait_port(bport, backend)
+                    extra["BACKEND_API_URL"] = f"http://127.0.0.1:{bport}"
+                other_busy = wait_quiet(*quiet)
+                with open(out / f"{name}-{server}-{rnd}.log", "wb") as slog:
+                    proc = start_server(server, port, workdir, extra, slog)
+                    try:
+                        load = Path("/proc/loadavg").read_text().split()[0]
+                        report = run_sim(port, proc.pid, base_args, bound)
+                    finally:
+                        stop(proc)
+                report["loadavg_before"] = float(load)
+                report["other_busy_percent_before"] = other_busy
+                report["server_exit"] = proc.returncode
+                results[server].append(report)
+                m = metrics(kind, report, base_args)
+                print(f"  {name} round {rnd + 1} {server} (machine {other_busy} % busy before): "
+                      + ", ".join(f"{k} {v}" for k, v in m.items()), flush=True)  # fmt: skip
+            except Exception as e:  # one failed run must not lose the others
+                print(f"  {name} round {rnd + 1} {server}: FAILED {e}", flush=True)
+                results[server].append({"failed": str(e)})
+            finally:
+                if backend is not None:
+                    stop(backend, 5)
+                    backend = None
+    table: dict[str, dict[str, float | None]] = {}
+    for server, reports in results.items():
+        ok = [metrics(kind, r, base_args) for r in reports if "failed" not in r]
+        keys = list(ok[0]) if ok else []
+        table[server] = {key: median([m[key] for m in ok]) for key in keys}
+    return {"kind": kind, "args": base_args, "env": env_extra, "base": base, "rounds": rounds, "medians": table,
+            "reports": results}  # fmt: skip
+
+
+def _ratio(a, b) -> str:
+    if a is None or b in (None, 0):
+        return "–"
+    return f"{a / b:.2f}"
+
+
+def markdown(results: dict, command: str, info: dict, started: str) -> str:
+    lines = [f"Run of {started} UTC; command: `{command}`", "",
+             f"Machine: {info['cores']} cores, {info['cpu']}, {info['memory']}, Linux {info['kernel']}, "
+             f"Python {info['python']}. Servers on core 0, load generator on core 1.", "",
+             "| scenario | metric | ocpptw | peer | ceiling | ocpptw/peer | ocpptw/ceiling |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for name, res in results.items():
+        med = res["medians"]
+        base = results.get(res["base"], {}).get("medians", {}) if res["base"] else med
+        busy = [r.get("other_busy_percent_before") for rs in res["reports"].values() for r in rs]
+        busy = [b for b in busy if b is not None]
+        label = f"{name} ({res['rounds']} round{'s' if res['rounds'] > 1 else ''}"
+        label += f"; machine ≤ {max(busy):g} % busy before)" if busy else ")"
+        ours = med.get("ocpptw", {})
+        keys = list(ours) or list(base.get("peer", {})) or list(base.get("ceiling", {}))
+        for key in keys:
+            o = ours.get(key)
+            p = base.get("peer", {}).get(key)
+            c = base.get("ceiling", {}).get(key)
+            cell = lambda v: "–" if v is None else f"{v:g}"  # noqa: E731
+            lines.append(f"| {label} | {key} | {cell(o) if ours else 'pending'} | {cell(p)} | {cell(c)} | "
+                         f"{_ratio(o, p)} | {_ratio(o, c)} |")  # fmt: skip
+            label = ""
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated (%(default)s)")
+    ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated (%(default)s)")
+    ap.add_argument("--rounds", type=int, default=0, help="rounds per scenario (0: each scenario's default)")
+    ap.add_argument("--quick", action="store_true", help="short, small versions of the base scenarios")
+    ap.add_argument("--out", default=str(HERE / "results"), help="results directory (%(default)s)")
+    ap.add_argument("--quiet-below", type=float, default=10.0,
+                    help="before each run, wait until the machine is less busy than this %% (%(default)s)")
+    ap.add_argument("--quiet-wait", type=float, default=60.0, help="but at most this many seconds (%(default)s)")
+    ap.add_argument("--docs", default=None, help="rewrite the results section of this markdown file")
+    a = ap.parse_args()
+    names = [n for n in a.scenarios.split(",") if n]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
+    servers = [s for s in a.servers.split(",") if s]
+    command = " ".join([os.path.relpath(PY, ROOT) if PY.startswith(str(ROOT)) else PY,
+                        os.path.relpath(__file__, ROOT), *sys.argv[1:]])  # fmt: skip
+    if "peer" in servers:
+        ensure_peer_venv()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    info = machine()
+    results = {}
+    with open(out / "support.log", "ab") as log:
+        for name in names:
+            print(f"{name}:", flush=True)
+            results[name] = run_scenario(name, servers, a.rounds, a.quick, out, log, (a.quiet_below, a.quiet_wait))
+    text = markdown(results, command, info, started)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    (out / f"run-{stamp}.json").write_text(json.dumps({"machine": info, "command": command, "results": results}))
+    (out / f"run-{stamp}.md").write_text(text)
+    if a.docs:
+        doc = Path(a.docs)
+        body = doc.read_text() if doc.exists() else f"{BEGIN}\n{END}\n"
+        head, _, rest = body.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        doc.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+    print()
+    print(text)
+    print(f"reproduce: {command}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
