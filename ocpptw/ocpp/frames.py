@@ -215,6 +215,8 @@ def parse(text: str) -> Call | CallResult | CallError | None:
         raise FrameError(message_id, f"frame nested deeper than {MAX_DEPTH} levels", message_type)
     # a \uD800-style escape may decode to a lone surrogate, which no UTF-8 frame can carry back
     if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(frame):
+        if _has_lone_surrogate([message_id]):
+            message_id = UNKNOWN_ID
         raise FrameError(message_id, "frame holds a lone UTF-16 surrogate", message_type)
     if message_type == CALL:
         if length != 4:

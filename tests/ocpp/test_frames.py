@@ -173,5 +173,8 @@ def test_lone_surrogates_are_refused_pairs_are_fine():
     with pytest.raises(FrameError) as info:
         parse('[2,"s1","Authorize",{"idTag":"\\ud800"}]')
     assert info.value.message_id == "s1"
+    with pytest.raises(FrameError) as info:
+        parse('[2,"\\udc00","Authorize",{"idTag":"A"}]')
+    assert info.value.message_id == "-1"
     assert parse('[2,"s2","Authorize",{"idTag":"\\ud83d\\ude00"}]').payload == {"idTag": "\U0001f600"}
     assert parse('[2,"s3","Authorize",{"idTag":"\\\\ud800"}]').payload == {"idTag": "\\ud800"}
