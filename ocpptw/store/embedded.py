@@ -301,14 +301,19 @@ class EmbeddedBackend:
         reservation = body.get("reservationId")
 
         def start(conn: sqlite3.Connection) -> dict:
+            row = None
             if given is not None:
                 row = conn.execute(_SESSION + " WHERE transaction_id = ?", (given,)).fetchone()
-            else:
+            if row is None:
                 row = conn.execute(
                     _SESSION + " WHERE device_id = ? AND connector_id = ? AND id_tag = ? AND started_at = ?"
                     " AND meter_start = ?",
                     (device_id, connector_id, id_tag, timestamp, meter_start),
                 ).fetchone()
+                if row is not None and given is not None:
+                    # The gateway gave up waiting for this start and told the charger its own id: re-key.
+                    conn.execute("UPDATE sessions SET transaction_id = ? WHERE session_id = ?", (given, row[0]))
+                    row = conn.execute(_SESSION + " WHERE transaction_id = ?", (given,)).fetchone()
             if row is not None:
                 return self._session_answer(row, "Accepted")
             status, user_id, prepaid = self._tag(conn, id_tag)

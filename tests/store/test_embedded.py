@@ -155,6 +155,18 @@ def test_start_with_a_gateway_transaction_id_keeps_it_and_is_idempotent(backend)
     assert success_result_of(backend.start_session(start_body(connectorId=2)))["transactionId"] == 1
 
 
+def test_a_start_reconciled_with_the_gateway_id_rekeys_the_session(backend):
+    """A start the gateway gave up on, sent again with the gateway's transactionId, re-keys that session."""
+    first = success_result_of(backend.start_session(start_body()))
+    tx = GATEWAY_IDS | 5
+    again = success_result_of(backend.start_session(start_body(transactionId=tx)))
+    assert (again["sessionId"], again["transactionId"]) == (first["sessionId"], tx)
+    assert [(s["sessionId"], s["transactionId"]) for s in success_result_of(backend.active_sessions("CP1"))] == [
+        (first["sessionId"], tx)
+    ]
+    assert success_result_of(backend.start_session(start_body(transactionId=tx))) == again
+
+
 def test_a_repeated_start_returns_the_same_session(backend):
     """The same start sent again (same connector, tag, timestamp, meterStart) gets the same session."""
     first = success_result_of(backend.start_session(start_body()))
