@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
@@ -584,3 +586,64 @@ async def test_kill_9_after_the_commit_loses_nothing(tmp_path):
     finally:
         await bounded(outbox.stop())
         database.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(st.sampled_from("ABC"), st.sampled_from(["ok", "fail", "hold"]), st.floats(0, 3)), min_size=1, max_size=40
+    ),
+    cap=st.integers(1, 3),
+)
+def test_random_failures_never_reorder_or_duplicate(plan, cap):
+    """Whatever fails, waits or succeeds, each key's entries succeed once each, in append order."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    database = InlineDatabase(":memory:", SCHEMA)
+    outbox = Outbox(database, clock, max_age=1e9, initial_delay=0.5, max_delay=2.0, max_concurrent=cap)
+    answers = {}  # entry n -> remaining answers for its attempts
+    succeeded = []
+    held = []
+    in_flight = set()
+
+    def deliver(body):
+        n = body["n"]
+        assert body["key"] not in in_flight, "two entries of one key in flight"
+        answer = answers[n].pop(0) if answers[n] else "ok"
+        if answer == "fail":
+            return fail(BackendUnavailable("down"))
+        d = Deferred()
+        in_flight.add(body["key"])
+
+        def done(_):
+            in_flight.discard(body["key"])
+            succeeded.append((body["key"], n))
+
+        d.addCallback(done)
+        if answer == "hold":
+            held.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    outbox.register("op", deliver)
+    success_result_of(outbox.start())
+    for n, (key, answer, wait) in enumerate(plan):
+        answers[n] = [answer]
+        outbox.append(key, "op", {"key": key, "n": n})
+        clock.advance(wait)
+        if held and wait > 1:
+            held.pop(0).callback(None)
+    for _ in range(2 * len(plan) + 2):
+        while held:
+            held.pop(0).callback(None)
+        clock.advance(2)
+    assert outbox.depth() == 0
+    assert sorted(n for _, n in succeeded) == list(range(len(plan)))
+    for key in "ABC":
+        numbers = [n for k, n in succeeded if k == key]
+        assert numbers == sorted(numbers)
+    success_result_of(outbox.stop())
+    assert [c for c in clock.getDelayedCalls() if c.active()] == []
+    database.close()
