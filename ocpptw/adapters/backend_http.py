@@ -30,167 +30,35 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime
-from decimal import Decimal
 from typing import Any, Callable
 from urllib.parse import quote
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
 from ocpptw import __version__
-from ocpptw.clock import iso_z
+from ocpptw.adapters._http_answers import (
+    BadAnswer,
+    BodyReader,
+    authorized,
+    json_default,
+    json_object,
+    session_list,
+    started,
+)
+from ocpptw.adapters.circuit import Circuit, CircuitOpen
 from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, NotFound
 
-#: Keys whose values are money: numbers in answers become exact decimal strings.
-MONEY_KEYS = frozenset({"prepaidAmount", "pricePerKwh", "cost", "refund", "amount"})
+__all__ = ["CircuitOpen", "HttpBackend"]
 
 #: The largest answer body read; more is a broken backend.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 #: Statuses below 500 that still mean "try again later".
 _RETRYABLE_4XX = frozenset({408, 429})
-
-
-class CircuitOpen(BackendUnavailable):
-    """
-    The call was not attempted: the circuit is open after repeated failures.
-    """
-
-
-class _BadAnswer(Exception):
-    """
-    A 2xx whose body is not what the call needs.
-    """
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return iso_z(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _normalise(value: Any, key: str | None = None) -> Any:
-    """
-    Money numbers become exact decimal strings; other non-integers floats.
-    """
-    if isinstance(value, dict):
-        return {k: _normalise(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalise(v) for v in value]
-    if key in MONEY_KEYS and isinstance(value, (int, Decimal)) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return _normalise(json.loads(raw.decode("utf-8"), parse_float=Decimal))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise _BadAnswer(f"answer is not JSON: {e}") from None
-
-
-class _BodyReader(Protocol):
-    """
-    Collects a response body, bounded in size; L{abort} drops the connection.
-    """
-
-    def __init__(self, finished: Deferred[bytes], limit: int) -> None:
-        self.finished: Deferred[bytes] | None = finished
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._limit = limit
-
-    def dataReceived(self, data: bytes) -> None:
-        self._size += len(data)
-        if self._size > self._limit and self.finished is not None:
-            finished, self.finished = self.finished, None
-            self.abort()
-            finished.errback(_BadAnswer(f"answer larger than {self._limit} bytes"))
-            return
-        self._parts.append(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if self.finished is None:
-            return
-        finished, self.finished = self.finished, None
-        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
-            finished.callback(b"".join(self._parts))
-        else:
-            finished.errback(reason)
-
-    def abort(self) -> None:
-        self.finished = None
-        if self.transport is not None:
-            self.transport.loseConnection()
-
-
-class _Circuit:
-    """
-    Consecutive-failure circuit breaker on a clock.
-    """
-
-    def __init__(self, clock: Any, threshold: int, cooldown: float) -> None:
-        self._clock = clock
-        self._threshold = threshold
-        self._cooldown = cooldown
-        self.failures = 0
-        self.opened_at: float | None = None
-        self.reason = ""
-        self.probing = False
-
-    def admit(self) -> bool:
-        """
-        Whether a call may go out now (C{True}: as the probe); raises
-        L{CircuitOpen} otherwise.
-        """
-        if self.opened_at is None:
-            return False
-        if self.probing or self._clock.seconds() < self.opened_at + self._cooldown:
-            raise CircuitOpen(f"backend circuit open: {self.reason}")
-        self.probing = True
-        return True
-
-    def succeeded(self) -> bool:
-        """
-        Record a reachable backend; C{True} when this closed the circuit.
-        """
-        was_open = self.opened_at is not None
-        self.failures, self.opened_at, self.probing, self.reason = 0, None, False, ""
-        return was_open
-
-    def failed(self, reason: str) -> bool:
-        """
-        Record an unreachable backend; C{True} when this opened the circuit.
-        """
-        self.failures += 1
-        self.probing = False
-        if self.opened_at is not None or self.failures >= self._threshold:
-            was_closed = self.opened_at is None
-            self.opened_at = self._clock.seconds()
-            self.reason = reason
-            return was_closed
-        return False
-
-    def is_open(self) -> bool:
-        return self.opened_at is not None
-
-    def state(self) -> tuple[bool, str]:
-        if self.opened_at is None:
-            return True, ""
-        if not self.probing and self._clock.seconds() >= self.opened_at + self._cooldown:
-            return True, ""  # half-open: the next call is the probe
-        return False, f"backend circuit open: {self.reason}"
 
 
 class _Call:
@@ -246,7 +114,7 @@ class HttpBackend:
         self._observer = observer
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._circuit = _Circuit(clock, failure_threshold, cooldown)
+        self._circuit = Circuit(clock, failure_threshold, cooldown)
         self._headers = {
             b"Accept": [b"application/json"],
             b"User-Agent": [f"ocpptw/{__version__}".encode("ascii")],
@@ -269,7 +137,7 @@ class HttpBackend:
     # -- IBackend ------------------------------------------------------------
 
     def charger_by_device(self, device_id: str) -> Deferred[dict | None]:
-        d = self._call("charger_by_device", "GET", f"/api/charger/by-device/{_seg(device_id)}", parse=_object)
+        d = self._call("charger_by_device", "GET", f"/api/charger/by-device/{_seg(device_id)}", parse=json_object)
 
         def not_found(failure: Failure) -> None:
             failure.trap(NotFound)
@@ -278,7 +146,7 @@ class HttpBackend:
         return d.addErrback(not_found)
 
     def ensure_charger(self, body: dict) -> Deferred[dict]:
-        return self._call("ensure_charger", "POST", "/api/charger/ensure", body, parse=_object)
+        return self._call("ensure_charger", "POST", "/api/charger/ensure", body, parse=json_object)
 
     def update_status(self, device_id: str, body: dict) -> Deferred[None]:
         return self._call("update_status", "PATCH", f"/api/charger/{_seg(device_id)}/status", body)
@@ -288,12 +156,12 @@ class HttpBackend:
 
     def active_sessions(self, device_id: str) -> Deferred[list[dict]]:
         return self._call(
-            "active_sessions", "GET", f"/api/charger/{_seg(device_id)}/active-sessions", parse=_session_list
+            "active_sessions", "GET", f"/api/charger/{_seg(device_id)}/active-sessions", parse=session_list
         )
 
     def start_session(self, body: dict) -> Deferred[dict]:
         return self._call(
-            "start_session", "POST", "/api/charging-session/start", body, parse=_started, idempotent=False
+            "start_session", "POST", "/api/charging-session/start", body, parse=started, idempotent=False
         )
 
     def stop_session(self, session_id: str, body: dict) -> Deferred[None]:
@@ -311,7 +179,7 @@ class HttpBackend:
             "POST",
             f"/api/charger/{_seg(device_id)}/authorize",
             {"idTag": id_tag},
-            parse=_authorized,
+            parse=authorized,
             idempotent=False,
         )
 
@@ -345,7 +213,7 @@ class HttpBackend:
         state = _Call()
         if isinstance(body, dict):  # optional properties are omitted, never sent as null
             body = {key: value for key, value in body.items() if value is not None}
-        data = None if body is None else json.dumps(body, default=_json_default).encode("utf-8")
+        data = None if body is None else json.dumps(body, default=json_default).encode("utf-8")
         inner = Deferred.fromCoroutine(
             self._run(endpoint, method, self._base + path, data, parse, idempotent, state)
         )
@@ -438,7 +306,7 @@ class HttpBackend:
             unbuffered=True,
         )
         finished: Deferred[bytes] = Deferred(lambda _: reader.abort())
-        reader = _BodyReader(finished, MAX_BODY_BYTES)
+        reader = BodyReader(finished, MAX_BODY_BYTES)
         response.deliverBody(reader)
         finished.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
         return response.code, await finished
@@ -449,7 +317,7 @@ class HttpBackend:
         if status == 404:
             raise NotFound(_short(raw))
         if status >= 500 or status in _RETRYABLE_4XX:
-            raise _BadAnswer(f"HTTP {status}")
+            raise BadAnswer(f"HTTP {status}")
         raise BackendRejected(status, _short(raw))
 
     def _reached(self, endpoint: str, outcome: str, started: float) -> None:
@@ -485,7 +353,7 @@ def _short(raw: bytes, limit: int = 200) -> str:
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, _BadAnswer):
+    if isinstance(error, BadAnswer):
         return str(error)
     reasons = getattr(error, "reasons", None)  # ResponseNeverReceived / ResponseFailed wrap failures
     if reasons:
@@ -497,43 +365,3 @@ def _describe(error: BaseException) -> str:
         return "timed out"
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _object(raw: bytes) -> dict:
-    value = _parse_json(raw)
-    if not isinstance(value, dict):
-        raise _BadAnswer("answer is not a JSON object")
-    return value
-
-
-def _session_list(raw: bytes) -> list[dict]:
-    value = _parse_json(raw)
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise _BadAnswer("answer is not a list of sessions")
-    return value
-
-
-def _has_id_tag_info(value: dict) -> bool:
-    info = value.get("idTagInfo")
-    return isinstance(info, dict) and isinstance(info.get("status"), str)
-
-
-def _started(raw: bytes) -> dict:
-    """
-    A start answer: an integer transactionId, an idTagInfo, and a sessionId
-    unless the idTag was refused (then the backend may record no session).
-    """
-    value = _object(raw)
-    transaction_id = value.get("transactionId")
-    if not isinstance(transaction_id, int) or isinstance(transaction_id, bool) or not _has_id_tag_info(value):
-        raise _BadAnswer("start answer lacks an integer transactionId or idTagInfo.status")
-    if value["idTagInfo"]["status"] == "Accepted" and value.get("sessionId") in (None, ""):
-        raise _BadAnswer("start answer accepts the idTag but has no sessionId")
-    return value
-
-
-def _authorized(raw: bytes) -> dict:
-    value = _object(raw)
-    if not _has_id_tag_info(value):
-        raise _BadAnswer("authorize answer lacks idTagInfo.status")
-    return value

@@ -271,3 +271,20 @@ async def test_status_of_unknown_charger_is_not_found(subject):
         await bounded(subject.backend.update_status("CP-unknown", status))
     with pytest.raises(NotFound):
         await bounded(subject.backend.update_last_seen("CP-unknown", {"lastSeen": "2026-11-24T10:00:00.000Z"}))
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconciled_start_takes_the_gateway_transaction_id(subject, request):
+    """A start the gateway gave up waiting for, repeated with its own transactionId, re-keys the one session."""
+    if request.node.callspec.params["subject"] == "embedded":
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="the embedded store matches a start with a transactionId by that id only")
+        )
+    backend = subject.backend
+    await bounded(backend.ensure_charger(charger()))
+    first = await bounded(backend.start_session(start_body()))
+    reconciled = await bounded(backend.start_session(start_body(transactionId=GATEWAY_TRANSACTION_ID)))
+    assert reconciled["sessionId"] == first["sessionId"]
+    assert reconciled["transactionId"] == GATEWAY_TRANSACTION_ID
+    active = await bounded(backend.active_sessions("CP1"))
+    assert [(s["sessionId"], s["transactionId"]) for s in active] == [(first["sessionId"], GATEWAY_TRANSACTION_ID)]

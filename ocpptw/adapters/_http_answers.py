@@ -1,0 +1,138 @@
+# -*- test-case-name: tests.adapters.test_backend_http -*-
+"""
+What the backend REST adapter does with bytes: JSON bodies out (money and
+times as strings), answers in (bounded body reads, exact money, the shape
+each call needs).  Private to L{ocpptw.adapters.backend_http}.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+
+from ocpptw.clock import iso_z
+
+#: Keys whose values are money: numbers in answers become exact decimal strings.
+MONEY_KEYS = frozenset({"prepaidAmount", "pricePerKwh", "cost", "refund", "amount"})
+
+
+
+class BadAnswer(Exception):
+    """
+    A 2xx whose body is not what the call needs.
+    """
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return iso_z(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def normalise(value: Any, key: str | None = None) -> Any:
+    """
+    Money numbers become exact decimal strings; other non-integers floats.
+    """
+    if isinstance(value, dict):
+        return {k: normalise(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalise(v) for v in value]
+    if key in MONEY_KEYS and isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return normalise(json.loads(raw.decode("utf-8"), parse_float=Decimal))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadAnswer(f"answer is not JSON: {e}") from None
+
+
+class BodyReader(Protocol):
+    """
+    Collects a response body, bounded in size; L{abort} drops the connection.
+    """
+
+    def __init__(self, finished: Deferred[bytes], limit: int) -> None:
+        self.finished: Deferred[bytes] | None = finished
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._limit = limit
+
+    def dataReceived(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._limit and self.finished is not None:
+            finished, self.finished = self.finished, None
+            self.abort()
+            finished.errback(BadAnswer(f"answer larger than {self._limit} bytes"))
+            return
+        self._parts.append(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.finished is None:
+            return
+        finished, self.finished = self.finished, None
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
+            finished.callback(b"".join(self._parts))
+        else:
+            finished.errback(reason)
+
+    def abort(self) -> None:
+        self.finished = None
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+
+
+def json_object(raw: bytes) -> dict:
+    value = parse_json(raw)
+    if not isinstance(value, dict):
+        raise BadAnswer("answer is not a JSON object")
+    return value
+
+
+def session_list(raw: bytes) -> list[dict]:
+    value = parse_json(raw)
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise BadAnswer("answer is not a list of sessions")
+    return value
+
+
+def _has_id_tag_info(value: dict) -> bool:
+    info = value.get("idTagInfo")
+    return isinstance(info, dict) and isinstance(info.get("status"), str)
+
+
+def started(raw: bytes) -> dict:
+    """
+    A start answer: an integer transactionId, an idTagInfo, and a sessionId
+    unless the idTag was refused (then the backend may record no session).
+    """
+    value = json_object(raw)
+    transaction_id = value.get("transactionId")
+    if not isinstance(transaction_id, int) or isinstance(transaction_id, bool) or not _has_id_tag_info(value):
+        raise BadAnswer("start answer lacks an integer transactionId or idTagInfo.status")
+    if value["idTagInfo"]["status"] == "Accepted" and value.get("sessionId") in (None, ""):
+        raise BadAnswer("start answer accepts the idTag but has no sessionId")
+    return value
+
+
+def authorized(raw: bytes) -> dict:
+    value = json_object(raw)
+    if not _has_id_tag_info(value):
+        raise BadAnswer("authorize answer lacks idTagInfo.status")
+    return value
