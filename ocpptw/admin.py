@@ -15,6 +15,13 @@ tag (a charger's next connection, a tag's next Authorize).
     ocpptw-admin tag allow TAG [--user U] [--prepaid 20.00]
     ocpptw-admin tag block TAG
     ocpptw-admin tag list
+    ocpptw-admin outbox status
+    ocpptw-admin outbox dead-letters
+    ocpptw-admin outbox requeue (ID... | --all)
+
+The outbox commands work on C{DATA_DIR/gateway.sqlite}.  Requeued dead
+letters go behind what is waiting and are delivered after the gateway's
+next start (a running gateway reads its outbox table at start only).
 
 Errors are one line on stderr and exit status 1.
 """
@@ -33,12 +40,16 @@ from pathlib import Path
 
 from ocpptw.clock import iso_z
 from ocpptw.config import parse_dotenv
+from ocpptw.store import outbox
 from ocpptw.store.embedded import SCHEMA
 from ocpptw.store.keys import check_key, generate_key, hash_key
 from ocpptw.store.sqlite import open_connection
 
 #: The embedded store's file name inside the data directory.
 STORE_FILE = "embedded.sqlite"
+
+#: The gateway's own state (outbox, ledger) inside the data directory.
+GATEWAY_FILE = "gateway.sqlite"
 
 
 class AdminError(Exception):
@@ -60,13 +71,14 @@ def _data_dir(given: str | None) -> Path:
     return Path("./data")
 
 
-def _open(data_dir: Path, create: bool) -> sqlite3.Connection:
-    path = data_dir / STORE_FILE
+def _open(data_dir: Path, create: bool, file: str = STORE_FILE) -> sqlite3.Connection:
+    path = data_dir / file
     if not create and not path.exists():
-        raise AdminError(f"no embedded store at {path} (wrong --data-dir?)")
+        what = "embedded store" if file == STORE_FILE else "gateway state"
+        raise AdminError(f"no {what} at {path} (wrong --data-dir?)")
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        return open_connection(str(path), SCHEMA)
+        return open_connection(str(path), SCHEMA if file == STORE_FILE else outbox.SCHEMA)
     except (OSError, sqlite3.Error) as e:
         raise AdminError(f"cannot open {path}: {e}") from None
 
@@ -190,6 +202,53 @@ def _tag_list(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
     _table(("TAG", "STATUS", "USER", "PREPAID"), [(r[0], r[1], r[2] or "-", r[3] or "-") for r in rows])
 
 
+def _outbox_status(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
+    waiting = conn.execute("SELECT count(*), min(created_at) FROM outbox").fetchone()
+    print(f"waiting: {waiting[0]}")
+    if waiting[1] is not None:
+        print(f"oldest waiting since: {iso_z(datetime.fromtimestamp(waiting[1], timezone.utc))}")
+    dead = conn.execute("SELECT operation, count(*) FROM outbox_dead GROUP BY operation ORDER BY operation").fetchall()
+    print(f"dead letters: {sum(count for _, count in dead)}")
+    for operation, count in dead:
+        print(f"  {operation}: {count}")
+
+
+def _outbox_dead_letters(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
+    rows = conn.execute(
+        "SELECT id, key, operation, attempts, parked_at, reason FROM outbox_dead ORDER BY id"
+    ).fetchall()
+    if not rows:
+        print("no dead letters")
+        return
+    _table(
+        ("ID", "KEY", "OPERATION", "ATTEMPTS", "PARKED", "REASON"),
+        [(r[0], r[1], r[2], r[3], iso_z(datetime.fromtimestamp(r[4], timezone.utc)), r[5]) for r in rows],
+    )
+
+
+def _outbox_requeue(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
+    if args.all == bool(args.ids):
+        raise AdminError("give dead-letter ids or --all")
+    with _transaction(conn):
+        if args.all:
+            ids = [row[0] for row in conn.execute("SELECT id FROM outbox_dead ORDER BY id")]
+        else:
+            ids = sorted(args.ids)
+            known = {row[0] for row in conn.execute("SELECT id FROM outbox_dead")}
+            missing = [i for i in ids if i not in known]
+            if missing:
+                raise AdminError(f"no dead letter {', '.join(map(str, missing))}")
+        now = datetime.now(timezone.utc).timestamp()
+        for dead_id in ids:
+            conn.execute(
+                "INSERT INTO outbox (key, operation, body, created_at, attempts, next_attempt_at)"
+                " SELECT key, operation, body, ?, 0, 0 FROM outbox_dead WHERE id = ?",
+                (now, dead_id),
+            )
+            conn.execute("DELETE FROM outbox_dead WHERE id = ?", (dead_id,))
+    print(f"requeued {len(ids)} dead letters; they are delivered after the gateway's next start")
+
+
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -199,7 +258,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocpptw-admin", description="Manage the embedded store's chargers and id tags.")
     parser.add_argument("--data-dir", help="the gateway's DATA_DIR (default: $DATA_DIR, .env.ocpp, ./data)")
-    rooms = parser.add_subparsers(dest="room", required=True, metavar="{charger,tag}")
+    rooms = parser.add_subparsers(dest="room", required=True, metavar="{charger,tag,outbox}")
 
     charger = rooms.add_parser("charger", help="chargers").add_subparsers(dest="command", required=True)
     set_key = charger.add_parser("set-key", help="set a charger's authorization key (security profiles 1 and 2)")
@@ -222,6 +281,16 @@ def _parser() -> argparse.ArgumentParser:
     block.add_argument("tag", metavar="TAG")
     block.set_defaults(run=_tag_block, create=True)
     tag.add_parser("list", help="list id tags").set_defaults(run=_tag_list, create=False)
+
+    box_parser = rooms.add_parser("outbox", help="the gateway's outbox (DATA_DIR/gateway.sqlite)")
+    box_parser.set_defaults(create=False, file=GATEWAY_FILE)
+    box = box_parser.add_subparsers(dest="command", required=True)
+    box.add_parser("status", help="entries waiting and dead letters").set_defaults(run=_outbox_status)
+    box.add_parser("dead-letters", help="list parked entries").set_defaults(run=_outbox_dead_letters)
+    requeue = box.add_parser("requeue", help="put dead letters back in the outbox")
+    requeue.add_argument("ids", metavar="ID", nargs="*", type=int)
+    requeue.add_argument("--all", action="store_true", help="every dead letter")
+    requeue.set_defaults(run=_outbox_requeue)
     return parser
 
 
@@ -232,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     try:
-        conn = _open(_data_dir(args.data_dir), args.create)
+        conn = _open(_data_dir(args.data_dir), args.create, getattr(args, "file", STORE_FILE))
         try:
             args.run(conn, args)
         finally:

@@ -157,3 +157,45 @@ def test_an_unwritable_data_dir_is_one_line(tmp_path, capsys):
     assert main(["--data-dir", str(tmp_path / "file" / "sub"), "tag", "block", "T"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot open" in err
+
+
+def test_outbox_status_dead_letters_and_requeue(tmp_path, admin, clock, fail_on_logged_errors):
+    """Dead letters can be listed and requeued; a restarted outbox delivers them."""
+    from twisted.internet.defer import fail
+
+    from ocpptw.interfaces import BackendRejected
+    from ocpptw.store import outbox as outbox_module
+
+    path = tmp_path / "gateway.sqlite"
+    database = InlineDatabase(path, outbox_module.SCHEMA)
+    box = outbox_module.Outbox(database, clock, max_age=3600.0)
+    box.register("stop", lambda body: fail(BackendRejected(422, "unknown session")))
+    success_result_of(box.start())
+    for n in range(3):
+        box.append(f"CP{n}", "stop", {"n": n})
+    success_result_of(box.stop())
+    database.close()
+    fail_on_logged_errors.clear()
+
+    status, out, _ = admin("outbox", "status")
+    assert status == 0 and out == "waiting: 0\ndead letters: 3\n  stop: 3\n"
+    lines = admin("outbox", "dead-letters")[1].splitlines()
+    assert lines[0].split() == ["ID", "KEY", "OPERATION", "ATTEMPTS", "PARKED", "REASON"]
+    assert lines[1].split()[:4] == ["1", "CP0", "stop", "0"]
+    assert "rejected: backend answered 422: unknown session" in lines[1]
+    assert admin("outbox", "requeue", "2")[0] == 0
+    assert admin("outbox", "requeue", "9")[0] == 1
+    assert admin("outbox", "requeue")[0] == 1
+    assert admin("outbox", "status")[1].startswith("waiting: 1\noldest waiting since: ")
+
+    database = InlineDatabase(path, outbox_module.SCHEMA)
+    box = outbox_module.Outbox(database, clock, max_age=3600.0)
+    delivered = []
+    box.register("stop", delivered.append)
+    success_result_of(box.start())
+    assert delivered == [{"n": 1}]
+    assert box.dead_letters() == 2
+    success_result_of(box.stop())
+    database.close()
+    assert admin("outbox", "requeue", "--all")[1] == "requeued 2 dead letters; they are delivered after the gateway's next start\n"
+    assert admin("outbox", "dead-letters")[1] == "no dead letters\n"
