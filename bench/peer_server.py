@@ -36,7 +36,9 @@ class ChargePoint(_ChargePoint):
 
     @on(Action.boot_notification)
     def on_boot_notification(self, charge_point_vendor, charge_point_model, **kwargs):
-        return call_result.BootNotification(current_time=_now(), interval=300, status=RegistrationStatus.accepted)
+        return call_result.BootNotification(
+            current_time=_now(), interval=300, status=RegistrationStatus.accepted
+        )
 
     @on(Action.heartbeat)
     def on_heartbeat(self):

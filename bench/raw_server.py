@@ -67,7 +67,9 @@ class RawOcpp(WebSocketServerProtocol):
         except ValueError:
             return
         if msg[0] == 2:
-            self.sendMessage(json.dumps([3, msg[1], answer(msg[2])], separators=(",", ":")).encode())
+            self.sendMessage(
+                json.dumps([3, msg[1], answer(msg[2])], separators=(",", ":")).encode()
+            )
 
 
 def make_factory() -> WebSocketServerFactory:

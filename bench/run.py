@@ -22,16 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_report import machine, markdown, median, metrics
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -45,21 +45,48 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 #: name -> (simulator arguments, kind, rounds, ocpptw-only environment or None, base scenario)
 SCENARIOS: dict[str, tuple[list[str], str, int, dict | None, str | None]] = {
     "closed100": (["-n", "100", "--duration", "10"], "closed", 3, None, None),
-    "open2000": (["-n", "5000", "--rate", "2000", "--duration", "15", "--connect-rate", "2500"], "open", 3, None, None),
-    "idle10k": (["-n", "10000", "--idle", "--duration", "3", "--connect-rate", "0"], "idle", 1, None, None),
-    "idle20k": (["-n", "20000", "--idle", "--duration", "3", "--connect-rate", "0", "--processes", "2"], "idle", 1,
-                None, None),
+    "open2000": (
+        ["-n", "5000", "--rate", "2000", "--duration", "15", "--connect-rate", "2500"],
+        "open",
+        3,
+        None,
+        None,
+    ),
+    "idle10k": (
+        ["-n", "10000", "--idle", "--duration", "3", "--connect-rate", "0"],
+        "idle",
+        1,
+        None,
+        None,
+    ),
+    "idle20k": (
+        ["-n", "20000", "--idle", "--duration", "3", "--connect-rate", "0", "--processes", "2"],
+        "idle",
+        1,
+        None,
+        None,
+    ),
     "storm5k": (["-n", "5000", "--storm", "--connect-rate", "2500"], "storm", 1, None, None),
     "closed100-amqp": ([], "closed", 3, {"ENABLE_RABBITMQ": "true"}, "closed100"),
     "open2000-amqp": ([], "open", 1, {"ENABLE_RABBITMQ": "true"}, "open2000"),
     "closed100-rest": ([], "closed", 3, {"BACKEND_API_URL": "@backend"}, "closed100"),
     "open2000-rest": ([], "open", 1, {"BACKEND_API_URL": "@backend"}, "open2000"),
-}  # fmt: skip
+}
 QUICK = {
     "closed100": ["-n", "100", "--duration", "3"],
     "open2000": ["-n", "1000", "--rate", "500", "--duration", "4", "--connect-rate", "2500"],
     "idle10k": ["-n", "1000", "--idle", "--duration", "1", "--connect-rate", "0"],
-    "idle20k": ["-n", "2000", "--idle", "--duration", "1", "--connect-rate", "0", "--processes", "2"],
+    "idle20k": [
+        "-n",
+        "2000",
+        "--idle",
+        "--duration",
+        "1",
+        "--connect-rate",
+        "0",
+        "--processes",
+        "2",
+    ],
     "storm5k": ["-n", "1000", "--storm", "--connect-rate", "2500"],
 }
 
@@ -79,7 +106,9 @@ def ensure_peer_venv() -> None:
     print(f"setting up the peer in {PEER_VENV} ...", flush=True)
     base = getattr(sys, "_base_executable", PY)
     subprocess.run([base, "-m", "venv", str(PEER_VENV)], check=True)
-    subprocess.run([str(PEER_PY), "-m", "pip", "install", "-q", "ocpp==2.1.0", "websockets>=13"], check=True)
+    subprocess.run(
+        [str(PEER_PY), "-m", "pip", "install", "-q", "ocpp==2.1.0", "websockets>=13"], check=True
+    )
     subprocess.run(check, check=True)
 
 
@@ -123,57 +152,50 @@ def start_server(kind: str, port: int, workdir: Path, env_extra: dict, log) -> s
         cmd = [PY, str(HERE / "raw_server.py"), "--port", str(port)]
     else:
         cmd = [str(TWISTD), "-n", "--pidfile=", "ocpp"]
-        env.update(PORT=str(port), WEBSOCKET_HOST="127.0.0.1", DATA_DIR=str(workdir / "data"),
-                   OCPP_PING_INTERVAL="0", DRAIN_GRACE="3")  # fmt: skip
+        env.update(
+            PORT=str(port),
+            WEBSOCKET_HOST="127.0.0.1",
+            DATA_DIR=str(workdir / "data"),
+            OCPP_PING_INTERVAL="0",
+            DRAIN_GRACE="3",
+        )
         env.update(env_extra)
-    proc = subprocess.Popen(["taskset", "-c", "0", *cmd], cwd=workdir, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, preexec_fn=_max_files)  # fmt: skip
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", *cmd],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_max_files,
+    )
     wait_port(port, proc)
     time.sleep(0.5)
     return proc
 
 
 def run_sim(port: int, pid: int, args: list[str], bound: float) -> dict:
-    cmd = ["taskset", "-c", "1", PY, "-m", "ocpptw.sim", "--url", f"ws://127.0.0.1:{port}/ocpp/", "--json",
-           "--server-pid", str(pid), *args]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=bound, cwd=ROOT, preexec_fn=_max_files)
+    cmd = [
+        "taskset",
+        "-c",
+        "1",
+        PY,
+        "-m",
+        "ocpptw.sim",
+        "--url",
+        f"ws://127.0.0.1:{port}/ocpp/",
+        "--json",
+        "--server-pid",
+        str(pid),
+        *args,
+    ]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=bound, cwd=ROOT, preexec_fn=_max_files
+    )
     if not done.stdout.strip():
-        raise RuntimeError(f"simulator printed nothing (exit {done.returncode}): {done.stderr[-500:]}")
+        raise RuntimeError(
+            f"simulator printed nothing (exit {done.returncode}): {done.stderr[-500:]}"
+        )
     return json.loads(done.stdout)
-
-
-def metrics(kind: str, r: dict, args: list[str]) -> dict[str, float | None]:
-    """
-    The figures a scenario is judged on, from one simulator report.
-    """
-    c, k, lat, srv = r["connections"], r["calls"], r["latency_ms"], r.get("server", {})
-    unanswered = k["timeouts"] + k["lost"] + sum(k["errors"].values())
-    if kind == "closed":
-        return {"calls/s ↑": k["per_second"], "server CPU µs/call ↓": srv.get("cpu_us_per_call"),
-                "latency p50 ms ↓": lat["p50"], "latency p99 ms ↓": lat["p99"],
-                "errors + timeouts ↓": unanswered, "simulator CPU %": r["sim"]["cpu_percent_load"]}  # fmt: skip
-    if kind == "open":
-        rate, duration = float(_arg(args, "--rate")), float(_arg(args, "--duration"))
-        return {"answered % of offered ↑": round(100 * k["load_answered"] / (rate * duration), 2),
-                "latency p50 ms ↓": lat["p50"], "latency p99 ms ↓": lat["p99"], "latency max ms ↓": lat["max"],
-                "errors + timeouts ↓": unanswered, "server CPU % ↓": srv.get("cpu_percent_load"),
-                "boot storm s ↓": c["boot_storm_seconds"]}  # fmt: skip
-    if kind == "idle":
-        storm = c["boot_storm_seconds"] or None
-        return {"connections held ↑": c["booted"], "connections failed ↓": c["failed"],
-                "boot storm s ↓": c["boot_storm_seconds"],
-                "connections/s ↑": round(c["booted"] / storm, 1) if storm else None,
-                "RSS kB/connection ↓": srv.get("rss_per_connection_kb"),
-                "server CPU ms/connection ↓": srv.get("cpu_ms_per_connection"),
-                "server RSS MB ↓": round(srv.get("rss_kb_booted", 0) / 1024, 1)}  # fmt: skip
-    s = r.get("storm", {})
-    secs = s.get("seconds") or None
-    return {"reconnected ↑": s.get("reconnected"), "reconnect failed ↓": s.get("failed"), "storm s ↓": s.get("seconds"),
-            "reconnects/s ↑": round(s.get("reconnected", 0) / secs, 1) if secs else None}  # fmt: skip
-
-
-def _arg(args: list[str], name: str) -> str:
-    return args[args.index(name) + 1]
 
 
 def _cpu_times() -> tuple[int, int]:
@@ -203,23 +225,9 @@ def wait_quiet(limit: float, seconds: float) -> float:
     return busy
 
 
-def median(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return round(statistics.median(values), 3) if values else None
-
-
-def machine() -> dict[str, str]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
-    return {"cores": str(os.cpu_count()), "cpu": model, "memory": f"{int(mem) / 1024 / 1024:.1f} GiB",
-            "kernel": platform.release(), "python": platform.python_version()}  # fmt: skip
-
-
-def run_scenario(name: str, servers: list[str], rounds: int, quick: bool, out: Path, log, quiet) -> dict:
+def run_scenario(
+    name: str, servers: list[str], rounds: int, quick: bool, out: Path, log, quiet
+) -> dict:
     args, kind, default_rounds, env_extra, base = SCENARIOS[name]
     base_args = SCENARIOS[base][0] if base else args
     if quick:
@@ -230,7 +238,7 @@ def run_scenario(name: str, servers: list[str], rounds: int, quick: bool, out: P
     bound = 600.0
     backend = None
     for rnd in range(rounds):
-        order = servers[rnd % len(servers):] + servers[: rnd % len(servers)]
+        order = servers[rnd % len(servers) :] + servers[: rnd % len(servers)]
         for server in order:
             port = free_port()
             workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{server}-"))
@@ -238,8 +246,20 @@ def run_scenario(name: str, servers: list[str], rounds: int, quick: bool, out: P
             try:
                 if extra.get("BACKEND_API_URL") == "@backend":
                     bport = free_port()
-                    backend = subprocess.Popen(["taskset", "-c", "1", PY, str(HERE / "backend_server.py"), "--port",
-                                                str(bport)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                    backend = subprocess.Popen(
+                        [
+                            "taskset",
+                            "-c",
+                            "1",
+                            PY,
+                            str(HERE / "backend_server.py"),
+                            "--port",
+                            str(bport),
+                        ],
+                        cwd=ROOT,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
                     wait_port(bport, backend)
                     extra["BACKEND_API_URL"] = f"http://127.0.0.1:{bport}"
                 other_busy = wait_quiet(*quiet)
@@ -255,8 +275,11 @@ def run_scenario(name: str, servers: list[str], rounds: int, quick: bool, out: P
                 report["server_exit"] = proc.returncode
                 results[server].append(report)
                 m = metrics(kind, report, base_args)
-                print(f"  {name} round {rnd + 1} {server} (machine {other_busy} % busy before): "
-                      + ", ".join(f"{k} {v}" for k, v in m.items()), flush=True)  # fmt: skip
+                print(
+                    f"  {name} round {rnd + 1} {server} (machine {other_busy} % busy before): "
+                    + ", ".join(f"{k} {v}" for k, v in m.items()),
+                    flush=True,
+                )
             except Exception as e:  # one failed run must not lose the others
                 print(f"  {name} round {rnd + 1} {server}: FAILED {e}", flush=True)
                 results[server].append({"failed": str(e)})
@@ -269,61 +292,55 @@ def run_scenario(name: str, servers: list[str], rounds: int, quick: bool, out: P
         ok = [metrics(kind, r, base_args) for r in reports if "failed" not in r]
         keys = list(ok[0]) if ok else []
         table[server] = {key: median([m[key] for m in ok]) for key in keys}
-    return {"kind": kind, "args": base_args, "env": env_extra, "base": base, "rounds": rounds, "medians": table,
-            "reports": results}  # fmt: skip
-
-
-def _ratio(a, b) -> str:
-    if a is None or b in (None, 0):
-        return "–"
-    return f"{a / b:.2f}"
-
-
-def markdown(results: dict, command: str, info: dict, started: str) -> str:
-    lines = [f"Run of {started} UTC; command: `{command}`", "",
-             f"Machine: {info['cores']} cores, {info['cpu']}, {info['memory']}, Linux {info['kernel']}, "
-             f"Python {info['python']}. Servers on core 0, load generator on core 1.", "",
-             "| scenario | metric | ocpptw | peer | ceiling | ocpptw/peer | ocpptw/ceiling |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for name, res in results.items():
-        med = res["medians"]
-        base = results.get(res["base"], {}).get("medians", {}) if res["base"] else med
-        busy = [r.get("other_busy_percent_before") for rs in res["reports"].values() for r in rs]
-        busy = [b for b in busy if b is not None]
-        label = f"{name} ({res['rounds']} round{'s' if res['rounds'] > 1 else ''}"
-        label += f"; machine ≤ {max(busy):g} % busy before)" if busy else ")"
-        ours = med.get("ocpptw", {})
-        keys = list(ours) or list(base.get("peer", {})) or list(base.get("ceiling", {}))
-        for key in keys:
-            o = ours.get(key)
-            p = base.get("peer", {}).get(key)
-            c = base.get("ceiling", {}).get(key)
-            cell = lambda v: "–" if v is None else f"{v:g}"  # noqa: E731
-            lines.append(f"| {label} | {key} | {cell(o) if ours else 'pending'} | {cell(p)} | {cell(c)} | "
-                         f"{_ratio(o, p)} | {_ratio(o, c)} |")  # fmt: skip
-            label = ""
-    return "\n".join(lines) + "\n"
+    return {
+        "kind": kind,
+        "args": base_args,
+        "env": env_extra,
+        "base": base,
+        "rounds": rounds,
+        "medians": table,
+        "reports": results,
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated (%(default)s)")
+    ap.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="comma-separated (%(default)s)"
+    )
     ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated (%(default)s)")
-    ap.add_argument("--rounds", type=int, default=0, help="rounds per scenario (0: each scenario's default)")
-    ap.add_argument("--quick", action="store_true", help="short, small versions of the base scenarios")
+    ap.add_argument(
+        "--rounds", type=int, default=0, help="rounds per scenario (0: each scenario's default)"
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="short, small versions of the base scenarios"
+    )
     ap.add_argument("--out", default=str(HERE / "results"), help="results directory (%(default)s)")
-    ap.add_argument("--quiet-below", type=float, default=10.0,
-                    help="before each run, wait until the machine is less busy than this %% (%(default)s)")
-    ap.add_argument("--quiet-wait", type=float, default=60.0, help="but at most this many seconds (%(default)s)")
-    ap.add_argument("--docs", default=None, help="rewrite the results section of this markdown file")
+    ap.add_argument(
+        "--quiet-below",
+        type=float,
+        default=10.0,
+        help="before each run, wait until the machine is less busy than this %% (%(default)s)",
+    )
+    ap.add_argument(
+        "--quiet-wait", type=float, default=60.0, help="but at most this many seconds (%(default)s)"
+    )
+    ap.add_argument(
+        "--docs", default=None, help="rewrite the results section of this markdown file"
+    )
     a = ap.parse_args()
     names = [n for n in a.scenarios.split(",") if n]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     servers = [s for s in a.servers.split(",") if s]
-    command = " ".join([os.path.relpath(PY, ROOT) if PY.startswith(str(ROOT)) else PY,
-                        os.path.relpath(__file__, ROOT), *sys.argv[1:]])  # fmt: skip
+    command = " ".join(
+        [
+            os.path.relpath(PY, ROOT) if PY.startswith(str(ROOT)) else PY,
+            os.path.relpath(__file__, ROOT),
+            *sys.argv[1:],
+        ]
+    )
     if "peer" in servers:
         ensure_peer_venv()
     out = Path(a.out)
@@ -334,10 +351,14 @@ def main() -> int:
     with open(out / "support.log", "ab") as log:
         for name in names:
             print(f"{name}:", flush=True)
-            results[name] = run_scenario(name, servers, a.rounds, a.quick, out, log, (a.quiet_below, a.quiet_wait))
+            results[name] = run_scenario(
+                name, servers, a.rounds, a.quick, out, log, (a.quiet_below, a.quiet_wait)
+            )
     text = markdown(results, command, info, started)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    (out / f"run-{stamp}.json").write_text(json.dumps({"machine": info, "command": command, "results": results}))
+    (out / f"run-{stamp}.json").write_text(
+        json.dumps({"machine": info, "command": command, "results": results})
+    )
     (out / f"run-{stamp}.md").write_text(text)
     if a.docs:
         doc = Path(a.docs)

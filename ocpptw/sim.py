@@ -73,32 +73,67 @@ def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
     The command line as L{SimOptions}, and whether to print JSON.
     """
     ap = argparse.ArgumentParser(prog="ocpptw-sim", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", default=DEFAULT_URL, help="base URL; the charger id is appended (%(default)s)")
-    ap.add_argument("-n", "--chargers", type=int, default=10, help="number of chargers (%(default)s)")
+    ap.add_argument(
+        "--url", default=DEFAULT_URL, help="base URL; the charger id is appended (%(default)s)"
+    )
+    ap.add_argument(
+        "-n", "--chargers", type=int, default=10, help="number of chargers (%(default)s)"
+    )
     ap.add_argument("--prefix", default="SIM", help="charger id prefix (%(default)s)")
     ap.add_argument("--start", type=int, default=1, help="first charger number (%(default)s)")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds of load or hold (%(default)s)")
-    ap.add_argument("--calls", type=int, default=0, help="stop after this many calls in all (0: duration only)")
+    ap.add_argument(
+        "--duration", type=float, default=10.0, help="seconds of load or hold (%(default)s)"
+    )
+    ap.add_argument(
+        "--calls", type=int, default=0, help="stop after this many calls in all (0: duration only)"
+    )
     ap.add_argument("--rate", type=float, default=0.0, help="open loop: calls per second in all")
     ap.add_argument("--idle", action="store_true", help="connect, boot and hold for --duration")
-    ap.add_argument("--storm", action="store_true", help="drop every connection, then all reconnect")
-    ap.add_argument("--storm-rate", type=float, default=0.0, help="reconnects per second (0: unlimited)")
+    ap.add_argument(
+        "--storm", action="store_true", help="drop every connection, then all reconnect"
+    )
+    ap.add_argument(
+        "--storm-rate", type=float, default=0.0, help="reconnects per second (0: unlimited)"
+    )
     ap.add_argument(
         "--storm-call",
         default="BootNotification",
         choices=["BootNotification", "StatusNotification", "Heartbeat"],
         help="first call after a reconnect (%(default)s)",
     )
-    ap.add_argument("--connect-rate", type=float, default=500.0, help="new connections per second, 0: unlimited")
-    ap.add_argument("--connect-concurrency", type=int, default=500, help="handshakes + boots under way at once")
-    ap.add_argument("--connect-timeout", type=float, default=10.0, help="seconds for TCP connect and handshake")
-    ap.add_argument("--connect-retries", type=int, default=5, help="retries of a failed connection (%(default)s)")
-    ap.add_argument("--call-timeout", type=float, default=10.0, help="seconds a CALL waits for its answer")
-    ap.add_argument("--mix", default="heartbeat=1,status=1,meter=6,session=2", help="weights (%(default)s)")
-    ap.add_argument("--session-meters", type=int, default=3, help="MeterValues per charging session")
-    ap.add_argument("--processes", type=int, default=1, help="worker processes, each with its own reactor")
-    ap.add_argument("--server-pid", type=int, default=None, help="report this process's RSS and CPU")
-    ap.add_argument("--settle", type=float, default=1.0, help="idle: seconds before reading the server's RSS")
+    ap.add_argument(
+        "--connect-rate", type=float, default=500.0, help="new connections per second, 0: unlimited"
+    )
+    ap.add_argument(
+        "--connect-concurrency", type=int, default=500, help="handshakes + boots under way at once"
+    )
+    ap.add_argument(
+        "--connect-timeout", type=float, default=10.0, help="seconds for TCP connect and handshake"
+    )
+    ap.add_argument(
+        "--connect-retries",
+        type=int,
+        default=5,
+        help="retries of a failed connection (%(default)s)",
+    )
+    ap.add_argument(
+        "--call-timeout", type=float, default=10.0, help="seconds a CALL waits for its answer"
+    )
+    ap.add_argument(
+        "--mix", default="heartbeat=1,status=1,meter=6,session=2", help="weights (%(default)s)"
+    )
+    ap.add_argument(
+        "--session-meters", type=int, default=3, help="MeterValues per charging session"
+    )
+    ap.add_argument(
+        "--processes", type=int, default=1, help="worker processes, each with its own reactor"
+    )
+    ap.add_argument(
+        "--server-pid", type=int, default=None, help="report this process's RSS and CPU"
+    )
+    ap.add_argument(
+        "--settle", type=float, default=1.0, help="idle: seconds before reading the server's RSS"
+    )
     ap.add_argument("--seed", type=int, default=1, help="seed of the action mix")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     a = ap.parse_args(argv)
@@ -112,13 +147,28 @@ def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
         ap.error(str(e))
     mode = "idle" if a.idle else "storm" if a.storm else "open" if a.rate > 0 else "closed"
     options = SimOptions(
-        url=a.url, chargers=a.chargers, prefix=a.prefix, start=a.start, mode=mode,
-        duration=a.duration, calls=a.calls, rate=a.rate, connect_rate=a.connect_rate,
-        connect_concurrency=a.connect_concurrency, connect_timeout=a.connect_timeout,
-        connect_retries=a.connect_retries, call_timeout=a.call_timeout, storm_rate=a.storm_rate, storm_call=a.storm_call, mix=mix,
-        session_meters=a.session_meters, processes=min(a.processes, a.chargers),
-        server_pid=a.server_pid, settle=a.settle, seed=a.seed,
-    )  # fmt: skip
+        url=a.url,
+        chargers=a.chargers,
+        prefix=a.prefix,
+        start=a.start,
+        mode=mode,
+        duration=a.duration,
+        calls=a.calls,
+        rate=a.rate,
+        connect_rate=a.connect_rate,
+        connect_concurrency=a.connect_concurrency,
+        connect_timeout=a.connect_timeout,
+        connect_retries=a.connect_retries,
+        call_timeout=a.call_timeout,
+        storm_rate=a.storm_rate,
+        storm_call=a.storm_call,
+        mix=mix,
+        session_meters=a.session_meters,
+        processes=min(a.processes, a.chargers),
+        server_pid=a.server_pid,
+        settle=a.settle,
+        seed=a.seed,
+    )
     return options, a.json
 
 
@@ -261,7 +311,9 @@ class _Parent:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"workers did not report {event!r} within {seconds:.0f} s")
-            ready, _, _ = select.select([s for fd, s in socks.items() if fd not in got], [], [], left)
+            ready, _, _ = select.select(
+                [s for fd, s in socks.items() if fd not in got], [], [], left
+            )
             for s in ready:
                 chunk = s.recv(1 << 20)
                 if not chunk:
@@ -304,7 +356,9 @@ def _run_forked(options: SimOptions) -> dict[str, Any]:
     connect_bound += o.call_timeout + 30
     load_bound = o.duration + o.call_timeout + 30
     if o.mode == "storm":
-        load_bound += (o.chargers / o.storm_rate if o.storm_rate else 0) + o.connect_timeout + o.call_timeout
+        load_bound += (
+            (o.chargers / o.storm_rate if o.storm_rate else 0) + o.connect_timeout + o.call_timeout
+        )
     try:
         parent.collect("ready", connect_bound)
         if o.mode == "idle" and o.settle > 0:
@@ -330,8 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     per_process = -(-options.chargers // options.processes)
     limit = raise_fd_limit(per_process + 256)
     if limit < per_process + 32:
-        print(f"ocpptw-sim: warning: open-file limit {limit} is below {per_process} connections a process",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"ocpptw-sim: warning: open-file limit {limit} is below "
+            f"{per_process} connections a process",
+            file=sys.stderr,
+        )
     report = _run_here(options) if options.processes == 1 else _run_forked(options)
     print(json.dumps(report, indent=2) if as_json else format_report(report))
     return 0 if report["ok"] else 1

@@ -116,10 +116,29 @@ class Charger:
     """
 
     __slots__ = (
-        "charger_id", "resource", "worker", "stats", "proto", "rng", "mix_ops", "mix_weights",
-        "seq", "pending_id", "pending_action", "intended", "sent_at", "backlog", "steps",
-        "transaction_id", "energy", "id_tag", "booted", "first_action", "session_meters",
-        "pending_first", "attempts",
+        "charger_id",
+        "resource",
+        "worker",
+        "stats",
+        "proto",
+        "rng",
+        "mix_ops",
+        "mix_weights",
+        "seq",
+        "pending_id",
+        "pending_action",
+        "intended",
+        "sent_at",
+        "backlog",
+        "steps",
+        "transaction_id",
+        "energy",
+        "id_tag",
+        "booted",
+        "first_action",
+        "session_meters",
+        "pending_first",
+        "attempts",
     )
 
     def __init__(self, charger_id, base_path, worker, rng: random.Random, mix, session_meters=3):
@@ -200,12 +219,20 @@ class Charger:
         if not self.steps:
             op = self.rng.choices(self.mix_ops, self.mix_weights)[0]
             if op == "session":
-                self.steps = ["StopTransaction"] + ["MeterValues"] * self.session_meters + [
-                    "StartTransaction",
-                    "Authorize",
-                ]
+                self.steps = (
+                    ["StopTransaction"]
+                    + ["MeterValues"] * self.session_meters
+                    + [
+                        "StartTransaction",
+                        "Authorize",
+                    ]
+                )
             else:
-                self.steps = [{"heartbeat": "Heartbeat", "status": "StatusNotification"}.get(op, "MeterValues")]
+                self.steps = [
+                    {"heartbeat": "Heartbeat", "status": "StatusNotification"}.get(
+                        op, "MeterValues"
+                    )
+                ]
         action = self.steps.pop()
         if action == "MeterValues":
             self.energy += 37

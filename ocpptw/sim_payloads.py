@@ -56,9 +56,10 @@ HEARTBEAT = "{}"
 
 
 def status_notification(connector_id: int, status: str) -> str:
-    return (
-        '{"connectorId":%d,"errorCode":"NoError","status":"%s","timestamp":"%s"}'
-        % (connector_id, status, timestamp())
+    return '{"connectorId":%d,"errorCode":"NoError","status":"%s","timestamp":"%s"}' % (
+        connector_id,
+        status,
+        timestamp(),
     )
 
 
@@ -76,9 +77,11 @@ def start_transaction(connector_id: int, id_tag: str, meter_start: int) -> str:
 
 
 def stop_transaction(transaction_id: int, id_tag: str, meter_stop: int) -> str:
-    return (
-        '{"transactionId":%d,"idTag":"%s","meterStop":%d,"timestamp":"%s","reason":"Local"}'
-        % (transaction_id, id_tag, meter_stop, timestamp())
+    return '{"transactionId":%d,"idTag":"%s","meterStop":%d,"timestamp":"%s","reason":"Local"}' % (
+        transaction_id,
+        id_tag,
+        meter_stop,
+        timestamp(),
     )
 
 
@@ -112,8 +115,14 @@ _SAMPLED = ",".join(
         _sv("Temperature", "Celsius", location="Body"),
     ]
 )
-_METER_TX = '{"connectorId":%d,"transactionId":%d,"meterValue":[{"timestamp":"%s","sampledValue":[' + _SAMPLED + "]}]}"
-_METER_NO_TX = '{"connectorId":%d,"meterValue":[{"timestamp":"%s","sampledValue":[' + _SAMPLED + "]}]}"
+_METER_TX = (
+    '{"connectorId":%d,"transactionId":%d,"meterValue":[{"timestamp":"%s","sampledValue":['
+    + _SAMPLED
+    + "]}]}"
+)
+_METER_NO_TX = (
+    '{"connectorId":%d,"meterValue":[{"timestamp":"%s","sampledValue":[' + _SAMPLED + "]}]}"
+)
 
 
 def meter_values(connector_id: int, transaction_id: int | None, energy_wh: int, seq: int) -> str:

@@ -38,12 +38,18 @@ def _server(samples: dict[str, Any], stats: Stats, pid: int | None) -> dict[str,
     return out
 
 
-def build_report(options, stats: Stats, samples: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
+def build_report(
+    options, stats: Stats, samples: dict[str, Any], wall_seconds: float
+) -> dict[str, Any]:
     """
     The report of one run (the shape printed by C{ocpptw-sim --json}).
     """
     load_calls = stats.latency.total
-    per_second = load_calls / stats.load_seconds if stats.load_seconds and options.mode in ("closed", "open") else 0
+    per_second = (
+        load_calls / stats.load_seconds
+        if stats.load_seconds and options.mode in ("closed", "open")
+        else 0
+    )
     report: dict[str, Any] = {
         "url": options.url,
         "mode": options.mode,
@@ -120,14 +126,19 @@ def format_report(r: dict[str, Any]) -> str:
         f"boot storm {c['boot_storm_seconds']} s",
     ]
     if c["failures"]:
-        lines.append(f"connect failures ({c['retries']} retries): " + ", ".join(f"{n}x {why}" for why, n in c["failures"].items()))
+        lines.append(
+            f"connect failures ({c['retries']} retries): "
+            + ", ".join(f"{n}x {why}" for why, n in c["failures"].items())
+        )
     if r["mode"] in ("closed", "open"):
         lines += [
-            f"calls: {k['load_answered']} answered in {k['load_seconds']} s = {k['per_second']} calls/s"
+            f"calls: {k['load_answered']} answered in {k['load_seconds']} s "
+            f"= {k['per_second']} calls/s"
             + (f" (offered {r['offered_rate']}/s)" if "offered_rate" in r else ""),
             f"latency ms (from intended send): p50 {lat['p50']} p90 {lat['p90']} p99 {lat['p99']} "
             f"p99.9 {lat['p999']} max {lat['max']}",
-            f"service ms (from actual send):   p50 {svc['p50']} p90 {svc['p90']} p99 {svc['p99']} max {svc['max']}",
+            f"service ms (from actual send):   p50 {svc['p50']} p90 {svc['p90']} "
+            f"p99 {svc['p99']} max {svc['max']}",
         ]
     lines.append(
         f"CALLERRORs: {k['errors'] or 'none'}; timeouts {k['timeouts']}; lost {k['lost']}; "
@@ -135,8 +146,13 @@ def format_report(r: dict[str, Any]) -> str:
     )
     if "storm" in r:
         s = r["storm"]
-        lines.append(f"storm: {s['reconnected']} reconnected, {s['failed']} failed, in {s['seconds']} s")
-    lines.append(f"simulator CPU: {r['sim']['cpu_seconds']} s in all, {r['sim']['cpu_percent_load']} % during load")
+        lines.append(
+            f"storm: {s['reconnected']} reconnected, {s['failed']} failed, in {s['seconds']} s"
+        )
+    lines.append(
+        f"simulator CPU: {r['sim']['cpu_seconds']} s in all, "
+        f"{r['sim']['cpu_percent_load']} % during load"
+    )
     if "server" in r:
         s = r["server"]
         lines.append(

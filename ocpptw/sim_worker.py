@@ -16,78 +16,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 
 from ocpptw.sim_charger import Charger, SimProtocol, make_factory
+from ocpptw.sim_ramp import Ramp
 from ocpptw.sim_stats import Stats, own_cpu_seconds
 
 perf = time.perf_counter
-
-
-class _Ramp:
-    """
-    Connects chargers at most C{rate} a second (0: as fast as possible) with
-    at most C{concurrency} handshakes and first calls under way; fires
-    C{done} once every charger is resolved, or at the deadline.
-    """
-
-    def __init__(self, worker: "SimWorker", chargers: list[Charger], rate: float, concurrency: int):
-        self.worker = worker
-        self.queue = list(reversed(chargers))
-        self.rate = rate
-        self.concurrency = concurrency
-        self.remaining = len(chargers)
-        self.started = 0
-        self.under_way = 0
-        self.t0 = perf()
-        self.last_open = self.t0
-        self.last_done = self.t0
-        self.done: Deferred[None] = Deferred()
-        self._tick_call = None
-        self._deadline = None
-
-    def start(self, deadline: float) -> Deferred[None]:
-        reactor = self.worker.reactor
-        if not self.remaining:
-            reactor.callLater(0, self._finish)
-        else:
-            self._deadline = reactor.callLater(deadline, self._expired)
-            self.pump()
-        return self.done
-
-    def pump(self) -> None:
-        if self._tick_call is not None and self._tick_call.active():
-            self._tick_call.cancel()
-        self._tick_call = None
-        allowed = self.started + len(self.queue)
-        if self.rate:
-            allowed = min(allowed, int((perf() - self.t0) * self.rate) + 1)
-        while self.queue and self.started < allowed and self.under_way < self.concurrency:
-            self.started += 1
-            self.under_way += 1
-            self.worker.connect(self.queue.pop())
-        if self.queue and self.under_way < self.concurrency:
-            delay = max(0.002, 1.0 / self.rate) if self.rate else 0.002
-            self._tick_call = self.worker.reactor.callLater(delay, self.pump)
-
-    def resolved(self) -> None:
-        self.under_way -= 1
-        self.remaining -= 1
-        self.last_done = perf()
-        if self.remaining <= 0:
-            self._finish()
-        elif self.queue:
-            self.pump()
-
-    def _expired(self) -> None:
-        self._deadline = None
-        self.worker.ramp_expired(self.queue)
-        self.queue = []
-        self._finish()
-
-    def _finish(self) -> None:
-        for call in (self._tick_call, self._deadline):
-            if call is not None and call.active():
-                call.cancel()
-        if not self.done.called:
-            self.done.callback(None)
 
 
 class SimWorker:
@@ -121,7 +53,7 @@ class SimWorker:
         self.share = count
         self.cpu0 = own_cpu_seconds()
         self.phase = "connect"
-        self.ramp: _Ramp | None = None
+        self.ramp: Ramp | None = None
         self.awaiting: set[Charger] = set()
         self.retrying: set[Charger] = set()
         self.open_count = 0
@@ -152,8 +84,10 @@ class SimWorker:
         for c in chargers:
             c.first_action = first_action
         concurrency = max(1, self.o.connect_concurrency // self.share)
-        self.ramp = _Ramp(self, chargers, rate, concurrency)
-        deadline = (len(chargers) / rate if rate else 0) + self.o.connect_timeout + self.o.call_timeout + 5
+        self.ramp = Ramp(self, chargers, rate, concurrency)
+        deadline = (
+            (len(chargers) / rate if rate else 0) + self.o.connect_timeout + self.o.call_timeout + 5
+        )
         d = self.ramp.start(deadline)
 
         def spans(_):
@@ -169,7 +103,9 @@ class SimWorker:
         proto.factory = self.factory
         proto.charger = charger
         self.awaiting.add(charger)
-        endpoint = TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=self.o.connect_timeout)
+        endpoint = TCP4ClientEndpoint(
+            self.reactor, self.host, self.port, timeout=self.o.connect_timeout
+        )
         if self.secure:
             from twisted.internet.ssl import optionsForClientTLS
 
@@ -177,7 +113,7 @@ class SimWorker:
         d = connectProtocol(endpoint, proto)
         d.addErrback(lambda f: self._resolve(charger, False, f.type.__name__))
 
-    def _retry(self, charger: Charger, ramp: _Ramp) -> None:
+    def _retry(self, charger: Charger, ramp: Ramp) -> None:
         if charger in self.retrying and ramp is self.ramp and not ramp.done.called:
             self.retrying.discard(charger)
             self.connect(charger)
@@ -187,7 +123,7 @@ class SimWorker:
             if c.proto is not None:
                 c.proto.transport.abortConnection()
             self._resolve(c, False, "deadline")
-        for c in never_started:
+        for _ in never_started:
             self._count_failure("deadline")
         for _ in self.retrying:
             self._count_failure("deadline (retrying)")
@@ -204,7 +140,12 @@ class SimWorker:
         if charger not in self.awaiting:
             return
         self.awaiting.discard(charger)
-        if not ok and charger.proto is None and charger.attempts < self.o.connect_retries and self.ramp:
+        if (
+            not ok
+            and charger.proto is None
+            and charger.attempts < self.o.connect_retries
+            and self.ramp
+        ):
             # as a real charger does: try again after a randomised, growing pause
             charger.attempts += 1
             self.stats.connect_retries += 1
@@ -238,7 +179,9 @@ class SimWorker:
         if was_open:
             self.open_count -= 1
         if charger in self.awaiting:
-            why = getattr(proto, "wasNotCleanReason", None) or f"closed {code} {reason or ''}".strip()
+            why = (
+                getattr(proto, "wasNotCleanReason", None) or f"closed {code} {reason or ''}".strip()
+            )
             self._resolve(charger, False, str(why)[:80])
         elif was_open and not self.expect_close:
             self.stats.disconnects += 1
@@ -425,7 +368,10 @@ class SimWorker:
                 if c.proto is not None:
                     c.proto.transport.abortConnection()
 
-        timers = [self.reactor.callLater(grace, abort), self.reactor.callLater(grace + 1, self._give_up)]
+        timers = [
+            self.reactor.callLater(grace, abort),
+            self.reactor.callLater(grace + 1, self._give_up),
+        ]
 
         def cancel_timers(result):
             for t in timers:
@@ -446,4 +392,3 @@ class SimWorker:
         """
         self.stats.cpu_seconds_total = own_cpu_seconds() - self.cpu0
         return self.stats
-

@@ -82,7 +82,9 @@ def stand_in():
 
 
 def options(url: str, **kw) -> SimOptions:
-    base = dict(url=url, chargers=5, prefix="T", duration=5.0, call_timeout=5.0, connect_timeout=5.0)
+    base = dict(
+        url=url, chargers=5, prefix="T", duration=5.0, call_timeout=5.0, connect_timeout=5.0
+    )
     base.update(kw)
     return SimOptions(**base)
 
@@ -93,7 +95,9 @@ async def test_closed_loop_answers_every_call(stand_in):
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
 
-    report = await bounded(ensureDeferred(run_simulation(reactor, options(stand_in.url, calls=25))), 20)
+    report = await bounded(
+        ensureDeferred(run_simulation(reactor, options(stand_in.url, calls=25))), 20
+    )
     assert report["ok"], report
     assert report["connections"]["ok"] == 5 and report["connections"]["booted"] == 5
     assert report["calls"]["load_answered"] == 25
@@ -126,7 +130,9 @@ async def test_callerrors_and_timeouts_are_counted(stand_in):
 
     stand_in.refuse["Heartbeat"] = "NotSupported"
     stand_in.silent.add("StatusNotification")
-    opts = options(stand_in.url, chargers=2, calls=6, call_timeout=0.3, mix=parse_mix("heartbeat=1,status=1"))
+    opts = options(
+        stand_in.url, chargers=2, calls=6, call_timeout=0.3, mix=parse_mix("heartbeat=1,status=1")
+    )
     report = await bounded(ensureDeferred(run_simulation(reactor, opts)), 20)
     calls = report["calls"]
     assert not report["ok"]
@@ -198,9 +204,24 @@ async def test_command_line_with_two_processes(stand_in):
     from twisted.internet import reactor
     from twisted.internet.utils import getProcessOutputAndValue
 
-    args = ["-m", "ocpptw.sim", "--url", stand_in.url, "-n", "6", "--calls", "30", "--processes", "2",
-            "--server-pid", "1", "--json"]  # fmt: skip
-    out, err, code = await bounded(getProcessOutputAndValue(sys.executable, args, env=None, reactor=reactor), 30)
+    args = [
+        "-m",
+        "ocpptw.sim",
+        "--url",
+        stand_in.url,
+        "-n",
+        "6",
+        "--calls",
+        "30",
+        "--processes",
+        "2",
+        "--server-pid",
+        "1",
+        "--json",
+    ]
+    out, err, code = await bounded(
+        getProcessOutputAndValue(sys.executable, args, env=None, reactor=reactor), 30
+    )
     report = json.loads(out)
     assert code == 0, err
     assert report["processes"] == 2 and report["connections"]["booted"] == 6
@@ -229,7 +250,13 @@ def test_every_simulated_payload_is_schema_valid():
         meter = json.loads(p.meter_values(1, tx, 123456, 9))
         assert len(meter["meterValue"][0]["sampledValue"]) == 10
         v.check_request("MeterValues", meter)
-    for action in ("Reset", "ChangeConfiguration", "GetConfiguration", "TriggerMessage", "UnlockConnector"):
+    for action in (
+        "Reset",
+        "ChangeConfiguration",
+        "GetConfiguration",
+        "TriggerMessage",
+        "UnlockConnector",
+    ):
         frame = json.loads(p.answer_server_call("m1", action))
         assert frame[:2] == [3, "m1"]
         v.check_response(action, frame[2])
