@@ -275,19 +275,23 @@ class HttpBackend:
         started = self._clock.seconds()
         try:
             status, raw = await self._exchange(method, url, data, started + self._timeout)
+        except Exception as e:  # whatever the network layer raised: twisted.web never leaks out
+            if state.cancelled:
+                if probe:
+                    self._circuit.abandoned()
+                self._observe(endpoint, "cancelled", self._clock.seconds() - started)
+                raise CancelledError() from None
+            reason = _describe(e)
+            self._unreachable(endpoint, method, reason, started)
+            raise BackendUnavailable(f"{method} {endpoint}: {reason}") from None
+        try:
             result = self._interpret(status, raw, parse)
         except (BackendRejected, NotFound) as e:
             self._reached(endpoint, "not_found" if isinstance(e, NotFound) else "rejected", started)
             raise
-        except Exception as e:
-            if state.cancelled:
-                if probe:
-                    self._circuit.probing = False
-                self._observe(endpoint, "cancelled", self._clock.seconds() - started)
-                raise CancelledError() from None
-            reason = _describe(e)
-            self._unreachable(endpoint, method, url, reason, started)
-            raise BackendUnavailable(f"{method} {endpoint}: {reason}") from None
+        except BadAnswer as e:
+            self._unreachable(endpoint, method, str(e), started)
+            raise BackendUnavailable(f"{method} {endpoint}: {e}") from None
         self._reached(endpoint, "ok", started)
         return result
 
@@ -325,7 +329,7 @@ class HttpBackend:
             self.log.info("backend reachable again: circuit closed")
         self._observe(endpoint, outcome, self._clock.seconds() - started)
 
-    def _unreachable(self, endpoint: str, method: str, url: str, reason: str, started: float) -> None:
+    def _unreachable(self, endpoint: str, method: str, reason: str, started: float) -> None:
         self.log.info("backend call {method} {endpoint} failed: {reason}", method=method, endpoint=endpoint, reason=reason)
         if self._circuit.failed(reason):
             self.log.error(
@@ -353,7 +357,7 @@ def _short(raw: bytes, limit: int = 200) -> str:
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, BadAnswer):
+    if isinstance(error, BadAnswer):  # an oversized body
         return str(error)
     reasons = getattr(error, "reasons", None)  # ResponseNeverReceived / ResponseFailed wrap failures
     if reasons:

@@ -27,10 +27,12 @@ class Circuit:
     success resets the count.
 
     @param clock: provides C{seconds()}.
+    @param name: what is behind the circuit, for the reasons given.
     """
 
-    def __init__(self, clock: Any, threshold: int, cooldown: float) -> None:
+    def __init__(self, clock: Any, threshold: int, cooldown: float, name: str = "backend") -> None:
         self._clock = clock
+        self._name = name
         self._threshold = threshold
         self._cooldown = cooldown
         self.failures = 0
@@ -46,7 +48,7 @@ class Circuit:
         if self.opened_at is None:
             return False
         if self.probing or self._clock.seconds() < self.opened_at + self._cooldown:
-            raise CircuitOpen(f"backend circuit open: {self.reason}")
+            raise CircuitOpen(f"{self._name} circuit open: {self.reason}")
         self.probing = True
         return True
 
@@ -71,12 +73,26 @@ class Circuit:
             return was_closed
         return False
 
+    def abandoned(self) -> None:
+        """
+        The probe was cancelled by its caller: the next call may probe.
+        """
+        self.probing = False
+
     def is_open(self) -> bool:
+        """
+        Whether the circuit is open or half-open.
+        """
         return self.opened_at is not None
 
     def state(self) -> tuple[bool, str]:
+        """
+        C{(True, "")} when closed, or half-open with no probe in flight (the
+        next call probes, so an idle gateway does not stay unready);
+        C{(False, reason)} otherwise.
+        """
         if self.opened_at is None:
             return True, ""
         if not self.probing and self._clock.seconds() >= self.opened_at + self._cooldown:
             return True, ""  # half-open: the next call is the probe
-        return False, f"backend circuit open: {self.reason}"
+        return False, f"{self._name} circuit open: {self.reason}"

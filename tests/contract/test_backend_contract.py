@@ -274,12 +274,8 @@ async def test_status_of_unknown_charger_is_not_found(subject):
 
 
 @pytest_twisted.ensureDeferred
-async def test_reconciled_start_takes_the_gateway_transaction_id(subject, request):
+async def test_reconciled_start_takes_the_gateway_transaction_id(subject):
     """A start the gateway gave up waiting for, repeated with its own transactionId, re-keys the one session."""
-    if request.node.callspec.params["subject"] == "embedded":
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="the embedded store matches a start with a transactionId by that id only")
-        )
     backend = subject.backend
     await bounded(backend.ensure_charger(charger()))
     first = await bounded(backend.start_session(start_body()))
