@@ -61,6 +61,23 @@ class GatewayService(MultiService):
         self.metrics: Any = None
         self.started: Deferred[None] = Deferred()
 
+    def exit_zero_on_sigterm(self) -> None:
+        """
+        Make SIGTERM drain and exit 0, as orchestrators expect.  twistd would
+        otherwise re-raise the signal after the drain and exit with -15.
+        Call before the reactor runs; the handler is installed once it does.
+        """
+        import signal
+
+        def install() -> None:
+            def on_term(signum: int, frame: Any) -> None:
+                self.log.info("SIGTERM: draining")
+                self.reactor.callFromThread(self.reactor.stop)
+
+            signal.signal(signal.SIGTERM, on_term)
+
+        self.reactor.callWhenRunning(install)
+
     def startService(self) -> None:
         # Children (the broker connection) start with the parent; the
         # listener waits until local state is loaded.
@@ -133,12 +150,21 @@ class GatewayService(MultiService):
             for connection in connections:
                 if connection is not None:
                     connection.close(*GOING_AWAY)
+            # Wait for the close handshakes (bounded: Autobahn drops a peer
+            # that does not answer within its close timeout).
+            closing_deadline = self.reactor.seconds() + 6.0
+            while len(self.registry) and self.reactor.seconds() < closing_deadline:
+                yield deferLater(self.reactor, 0.02, lambda: None)
             self.log.info("drain: closed {count} charger connections", count=len(connections))
+        if self.gate is not None:
+            yield self.gate.settled()
 
 
-def make_gateway(config: Config, reactor: Any | None = None) -> GatewayService:
+def make_gateway(config: Config, reactor: Any | None = None, daemon: bool = False) -> GatewayService:
     """
     Build the gateway from C{config}.
+
+    @param daemon: running under twistd: SIGTERM drains and exits 0.
     """
     from ocpptw.wiring import wire
 
@@ -146,4 +172,6 @@ def make_gateway(config: Config, reactor: Any | None = None) -> GatewayService:
     gateway = GatewayService(config, reactor)
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     wire(gateway, config, reactor)
+    if daemon:
+        gateway.exit_zero_on_sigterm()
     return gateway

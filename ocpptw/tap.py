@@ -61,4 +61,4 @@ def makeService(options: Options) -> IService:
     """
     from ocpptw.gateway import make_gateway
 
-    return make_gateway(options.config)
+    return make_gateway(options.config, daemon=True)

@@ -108,6 +108,7 @@ class Gate:
         self._admission = admission
         self._metrics = metrics
         self.accepting = True
+        self._notifying: set[Deferred] = set()
 
     # -- handshake -----------------------------------------------------------
 
@@ -203,3 +204,19 @@ class Gate:
             d.addErrback(
                 lambda f: self.log.failure("recording that {chargePointId} {what} failed", f, chargePointId=identity, what=what)
             )
+            if not d.called:
+                self._notifying.add(d)
+                d.addBoth(self._notified, d)
+
+    def _notified(self, result: Any, d: Deferred) -> Any:
+        self._notifying.discard(d)
+        return result
+
+    def settled(self) -> Deferred:
+        """
+        Fires once every connect/disconnect notification under way is
+        recorded (the drain waits for it before closing the stores).
+        """
+        from twisted.internet.defer import DeferredList
+
+        return DeferredList(list(self._notifying), consumeErrors=True)
