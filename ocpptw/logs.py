@@ -269,7 +269,11 @@ def configure(level: str = "info") -> None:
     _defaults["level"] = level.lower()
 
 
-def observer_for(config_or_format: Any = "text", level: str | None = None, stream: IO[str] | None = None) -> ILogObserver:
+def observer_for(
+    config_or_format: Any = "text",
+    level: str | None = None,
+    stream: IO[str] | None = None,
+) -> ILogObserver:
     """
     The observer for a L{ocpptw.config.Config} (its C{log_format} and
     C{log_level}) or for a format name (C{"json"} or C{"text"}).

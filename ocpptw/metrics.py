@@ -120,7 +120,9 @@ class Metrics:
             GCCollector(registry=registry)
         Info("ocpp_gateway", "The gateway's version", registry=registry).info({"version": __version__})
 
-        self._connected = Gauge("ocpp_connected_chargers", "Chargers with an open WebSocket on this instance", registry=registry)
+        self._connected = Gauge(
+            "ocpp_connected_chargers", "Chargers with an open WebSocket on this instance", registry=registry
+        )
         self._handshakes = _Family(
             Counter("ocpp_handshakes", "WebSocket handshakes by outcome", ["outcome"], registry=registry)
         )
@@ -133,7 +135,9 @@ class Metrics:
             )
         )
         self._call_errors = _Family(
-            Counter("ocpp_call_errors", "CALLERROR frames by error code, sent and received", ["code"], registry=registry)
+            Counter(
+                "ocpp_call_errors", "CALLERROR frames by error code, sent and received", ["code"], registry=registry
+            )
         )
         self._violations = _Family(
             Counter(

@@ -107,7 +107,8 @@ class HandshakeAdmission:
         Drop the buckets that have refilled: forgetting them changes
         nothing.  If that is not enough, drop the oldest half.
         """
-        full = [ip for ip, (tokens, then) in self._buckets.items() if tokens + (now - then) * self.rate_per_ip >= self.burst]
+        rate, burst = self.rate_per_ip, self.burst
+        full = [ip for ip, (tokens, then) in self._buckets.items() if tokens + (now - then) * rate >= burst]
         for ip in full:
             del self._buckets[ip]
         if len(self._buckets) > self._max_tracked:
