@@ -30,8 +30,10 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import (
+    IListeningPort,
     IOpenSSLContextFactory,
     IOpenSSLServerConnectionCreator,
     IReactorTime,
@@ -167,6 +169,13 @@ class ReloadingContextFactory:
         The server certificate now served.
         """
         return self._options.certificate  # type: ignore[return-value]
+
+    @property
+    def checking(self) -> bool:
+        """
+        Whether the files are being checked for changes (L{start}).
+        """
+        return self._loop is not None and self._loop.running
 
     def getContext(self) -> SSL.Context:
         return self._context
@@ -304,6 +313,54 @@ def context_factory_for(config: Any, clock: IReactorTime) -> ReloadingContextFac
     )
 
 
+@implementer(IListeningPort)
+class _ReloadingPort:
+    """
+    A listening TLS port that keeps its certificates fresh until it stops
+    listening.
+    """
+
+    def __init__(self, port: IListeningPort, service: CertificateReloadService) -> None:
+        self._port = port
+        self._service = service
+
+    def startListening(self) -> Any:
+        return self._port.startListening()
+
+    def stopListening(self) -> Any:
+        if self._service.running:
+            self._service.stopService()
+        return self._port.stopListening()
+
+    def getHost(self) -> Any:
+        return self._port.getHost()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._port, name)
+
+
+@implementer(IStreamServerEndpoint)
+class ReloadingTlsEndpoint:
+    """
+    An C{SSL4ServerEndpoint} whose port reloads its certificates (file
+    checks on the reactor, C{SIGHUP}) from C{listen} until
+    C{stopListening}.
+    """
+
+    def __init__(self, reactor: Any, context_factory: ReloadingContextFactory, port: int, interface: str = "") -> None:
+        self.context_factory = context_factory
+        self._reactor = reactor
+        self._endpoint = SSL4ServerEndpoint(reactor, port, context_factory, interface=interface)
+
+    def listen(self, protocol_factory: Any) -> Deferred[IListeningPort]:
+        def listening(port: IListeningPort) -> IListeningPort:
+            service = CertificateReloadService(self.context_factory, self._reactor)
+            service.startService()
+            return _ReloadingPort(port, service)
+
+        return self._endpoint.listen(protocol_factory).addCallback(listening)
+
+
 def tls_server_endpoint(
     reactor: Any,
     config: Any,
@@ -313,12 +370,17 @@ def tls_server_endpoint(
 ) -> IStreamServerEndpoint:
     """
     A TLS listening endpoint for the configured certificates (with client
-    certificates when C{TLS_CA} is set).  Pass the C{context_factory} whose
-    reloads a L{CertificateReloadService} drives; without one the
-    certificates are read once.
+    certificates when C{TLS_CA} is set).
+
+    Without C{context_factory} the endpoint builds one and reloads the
+    certificates itself while it listens (L{ReloadingTlsEndpoint}).  With
+    one, the caller drives its reloads (L{CertificateReloadService}).
+
+    @raise TlsError: the certificate files cannot be used.
     """
-    factory = context_factory or context_factory_for(config, reactor)
-    return SSL4ServerEndpoint(reactor, port, factory, interface=interface)
+    if context_factory is None:
+        return ReloadingTlsEndpoint(reactor, context_factory_for(config, reactor), port, interface)
+    return SSL4ServerEndpoint(reactor, port, context_factory, interface=interface)
 
 
 def tls_service(reactor: Any, config: Any, site: Any, port: int, interface: str = "") -> MultiService:

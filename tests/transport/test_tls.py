@@ -281,6 +281,30 @@ def test_endpoint_and_service_from_config(pki, tmp_path, clock):
 
 
 @pytest_twisted.ensureDeferred
+async def test_endpoint_without_factory_reloads_while_listening(pki, tmp_path):
+    """The endpoint built from the config alone picks up new files while it listens, and stops checking after."""
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+
+    files = write_server(tmp_path, pki, kind="ec")
+    config = load_config(environ={"TLS_CERT": files.cert, "TLS_KEY": files.key})
+    endpoint = tls_server_endpoint(reactor, config, 0, "127.0.0.1")
+    factory = endpoint.context_factory
+    assert not factory.checking
+    port = await bounded(endpoint.listen(Factory.forProtocol(Protocol)))
+    try:
+        assert factory.checking
+        first = factory.certificate
+        write_server(tmp_path, pki, kind="rsa")
+        assert factory.check()
+        assert factory.certificate != first
+        assert port.getHost().port > 0
+    finally:
+        await port.stopListening()
+    assert not factory.checking
+
+
+@pytest_twisted.ensureDeferred
 async def test_behind_a_proxy_client_certificates_are_optional(pki, tmp_path):
     """With CLIENT_CERT_HEADER a client without a certificate connects; one from another CA still fails."""
     from twisted.internet import reactor
