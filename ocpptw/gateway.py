@@ -53,6 +53,8 @@ class GatewayService(MultiService):
         self.starters: list[Any] = []
         self.port: Any = None
         self.listener: Any = None
+        self.extra_listeners: list[tuple[Any, Any]] = []
+        self.extra_ports: list[Any] = []
         self.gate: Any = None
         self.registry: Any = None
         self.outbox: Any = None
@@ -91,6 +93,10 @@ class GatewayService(MultiService):
         for start in self.starters:
             yield start()
         self.port = yield self.listener.listen(self.site)
+        for endpoint, site in self.extra_listeners:
+            extra = yield endpoint.listen(site)
+            self.extra_ports.append(extra)
+            self.log.info("plain HTTP on port {port}", port=extra.getHost().port)
         address = self.port.getHost()
         scheme = "wss" if self.config.tls else "ws"
         self.log.info(
@@ -127,8 +133,9 @@ class GatewayService(MultiService):
         deadline = self.reactor.seconds() + grace
         if self.gate is not None:
             self.gate.accepting = False
-        if self.port is not None:
-            yield self.port.stopListening()
+        for port in [self.port, *self.extra_ports]:
+            if port is not None:
+                yield port.stopListening()
         # Let inbound calls that are being handled finish (their answers
         # wait for durable writes), within the grace period.
         while self.registry is not None and self.reactor.seconds() < deadline:
@@ -173,5 +180,8 @@ def make_gateway(config: Config, reactor: Any | None = None, daemon: bool = Fals
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     wire(gateway, config, reactor)
     if daemon:
+        from ocpptw.logs import bridge_stdlib_logging
+
+        bridge_stdlib_logging()
         gateway.exit_zero_on_sigterm()
     return gateway

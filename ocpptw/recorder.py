@@ -49,6 +49,7 @@ class FrameRecorder:
             metrics.frame(direction, message_type, action)
             if error_code is not None:
                 metrics.call_error(error_code)
+            self._time(session, direction, message_type, message_id, action, metrics)
         data: dict[str, Any] = {"direction": direction, "messageType": message_type, "messageId": message_id}
         if action is not None:
             data["action"] = action
@@ -59,6 +60,29 @@ class FrameRecorder:
             data["errorDescription"] = error_description or ""
         event = make_event("ocpp.message", session.charge_point_id, data, self._clock, self._instance)
         self._publisher.publish(event).addErrback(self._lost, session.charge_point_id)
+
+    def _time(self, session: Any, direction: str, message_type: str, message_id: str, action: str | None, metrics: Any) -> None:
+        """
+        Latency of inbound calls (CALL in -> answer out) and of
+        server-to-charger calls (CALL out -> answer in).
+        """
+        started = session.context.get("_started")
+        if started is None:
+            started = session.context["_started"] = {}
+        key = (direction == "in", message_id) if message_type == "CALL" else (direction == "out", message_id)
+        if message_type == "CALL":
+            if len(started) > 256:  # answers that never came (timeouts): forget them
+                started.clear()
+            started[key] = self._clock.seconds()
+            return
+        began = started.pop(key, None)
+        if began is None or action is None:
+            return
+        elapsed = self._clock.seconds() - began
+        if direction == "out":
+            metrics.handled(action, elapsed)
+        else:
+            metrics.outbound_call(action, "result" if message_type == "CALLRESULT" else "error", elapsed)
 
     def violation(self, session: Any, action: str | None, error: Any) -> None:
         if self._metrics is not None:

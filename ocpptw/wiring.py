@@ -67,14 +67,32 @@ def _publisher(gateway: Any, config: Config, reactor: Any, outbox: Any, backend:
     return AmqpEventPublisher(connection, outbox, reactor, config.rabbitmq_exchange, metrics=gateway.metrics)
 
 
-def _listener(config: Config, reactor: Any) -> Any:
-    if config.tls:
-        from ocpptw.transport.tls import tls_server_endpoint
-
-        return tls_server_endpoint(reactor, config, config.tls_port or config.port, config.host)
+def _plain_endpoint(config: Config, reactor: Any) -> Any:
     if ":" in config.host:
         return endpoints.TCP6ServerEndpoint(reactor, config.port, interface=config.host)
     return endpoints.TCP4ServerEndpoint(reactor, config.port, interface=config.host)
+
+
+def _listeners(gateway: Any, config: Config, reactor: Any, factory: Any, checks: list, metrics: Any, api: Any) -> None:
+    """
+    One listener on PORT (wss when TLS is configured); with a TLS_PORT of
+    its own, PORT stays plain for probes, scrapes and the API, and for
+    chargers only where the security profile allows plain ws.
+    """
+    from ocpptw.transport.http import build_site
+
+    gateway.site = build_site(factory, config.ocpp_path, checks, metrics.render, api)
+    if not config.tls:
+        gateway.listener = _plain_endpoint(config, reactor)
+        return
+    from ocpptw.transport.tls import tls_server_endpoint
+
+    tls_port = config.tls_port if config.tls_port is not None else config.port
+    gateway.listener = tls_server_endpoint(reactor, config, tls_port, config.host)
+    if tls_port != config.port:
+        plain_factory = factory if config.security_profile < 2 else None
+        plain = build_site(plain_factory, config.ocpp_path, checks, metrics.render, api, require_tls=tls_port)
+        gateway.extra_listeners.append((_plain_endpoint(config, reactor), plain))
 
 
 def wire(gateway: Any, config: Config, reactor: Any) -> None:
@@ -96,7 +114,6 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
     from ocpptw.store import outbox as outbox_module
     from ocpptw.transport.api import CommandApi
     from ocpptw.transport.handshake import Gate
-    from ocpptw.transport.http import build_site
     from ocpptw.transport.websocket import OcppServerFactory
 
     metrics = gateway.metrics = Metrics()
@@ -127,6 +144,7 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
         start_deadline=config.start_deadline,
         auth_cache_ttl=config.auth_cache_ttl,
         instance_slot=config.instance_slot,
+        instance=config.instance_id,
     )
     register_deliveries(outbox, backend, ledger, wallet, publisher)
     gateway.starters.append(ledger.start)
@@ -183,5 +201,4 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
     checks.append(publisher.ready)
     checks.append(lambda: (getattr(outbox, "writable", True), f"cannot write to {config.data_dir}"))
     metrics.watch_outbox(outbox)
-    gateway.site = build_site(factory, config.ocpp_path, checks, metrics.render, api)
-    gateway.listener = _listener(config, reactor)
+    _listeners(gateway, config, reactor, factory, checks, metrics, api)

@@ -89,6 +89,25 @@ class Root(Resource):
         return write_json(request, 200, {"service": "ocpptw", "chargers": "connect with WebSocket to the OCPP path"})
 
 
+class RequireTls(Resource):
+    """
+    The OCPP path on a plain listener when the security profile needs wss.
+    """
+
+    isLeaf = True
+
+    def __init__(self, tls_port: int) -> None:
+        super().__init__()
+        self._tls_port = tls_port
+
+    def render(self, request: Request) -> bytes:
+        return write_json(
+            request,
+            403,
+            {"error": {"code": "TlsRequired", "description": f"this security profile needs wss:// on port {self._tls_port}"}},
+        )
+
+
 class QuietSite(Site):
     """
     A site that does not write an access log line per request (charger
@@ -105,9 +124,13 @@ def build_site(
     ready_checks: list[Callable[[], tuple[bool, str]]],
     metrics_render: Callable[[], tuple[bytes, str]] | None,
     api: Resource | None,
+    require_tls: int | None = None,
 ) -> Site:
     """
     Mount everything on one site.
+
+    @param ws_factory: the charger WebSocket factory, or C{None} to refuse
+        plain ws with 403 (C{require_tls} names the wss port).
     """
     root = Root()
     segments = [s.encode("utf-8") for s in ocpp_path.strip("/").split("/")]
@@ -116,7 +139,10 @@ def build_site(
         child = Root()
         parent.putChild(segment, child)
         parent = child
-    parent.putChild(segments[-1], WebSocketResource(ws_factory))
+    if ws_factory is not None:
+        parent.putChild(segments[-1], WebSocketResource(ws_factory))
+    elif require_tls is not None:
+        parent.putChild(segments[-1], RequireTls(require_tls))
     root.putChild(b"health", Health())
     root.putChild(b"ready", Ready(ready_checks))
     if metrics_render is not None:
