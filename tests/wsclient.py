@@ -81,18 +81,24 @@ async def connect_charger(
     protocols: list[str] | None = None,
     headers: dict | None = None,
     seconds: float = WAIT,
+    tls: object | None = None,
 ) -> TestCharger:
     """
     Open a charger connection to 127.0.0.1:C{port}; returns the protocol once
     it is open or closed (a refused handshake closes it: check
     C{close_reason}).
+
+    @param tls: client TLS options (C{optionsForClientTLS}) for wss.
     """
     from twisted.internet import reactor
 
-    url = f"ws://127.0.0.1:{port}{path}"
+    url = f"{'wss' if tls is not None else 'ws'}://127.0.0.1:{port}{path}"
     factory = WebSocketClientFactory(url, protocols=["ocpp1.6"] if protocols is None else protocols, headers=headers or {})
     factory.protocol = TestCharger
     factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=seconds)
     factory.ready = Deferred()
-    reactor.connectTCP("127.0.0.1", port, factory, timeout=seconds)
+    if tls is not None:
+        reactor.connectSSL("127.0.0.1", port, factory, tls, timeout=seconds)
+    else:
+        reactor.connectTCP("127.0.0.1", port, factory, timeout=seconds)
     return await factory.ready.addTimeout(seconds, reactor)
