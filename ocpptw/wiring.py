@@ -64,6 +64,7 @@ def _publisher(gateway: Any, config: Config, reactor: Any, outbox: Any, backend:
     )
     connection.setServiceParent(gateway)
     gateway.amqp = connection
+    gateway.metrics.watch_broker(connection.ready)
     return AmqpEventPublisher(connection, outbox, reactor, config.rabbitmq_exchange, metrics=gateway.metrics)
 
 
