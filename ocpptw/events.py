@@ -13,12 +13,14 @@ injected clock's time in ISO 8601 UTC with a C{Z}.
 
 from __future__ import annotations
 
+import random
 import uuid
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocpptw.clock import now_z
@@ -47,6 +49,19 @@ EVENT_TYPES: tuple[str, ...] = (
 _MESSAGE_FIELDS = ("direction", "messageType", "messageId", "action", "payload", "errorCode")
 
 
+_ids = random.SystemRandom().getrandbits(64)
+_random = random.Random(_ids)
+
+
+def new_id() -> str:
+    """
+    A random UUID4 string.  Seeded once from the system's entropy: event ids
+    must be unique, not unguessable, and C{uuid.uuid4()} reads the kernel's
+    entropy on every call, a cost on the per-frame path.
+    """
+    return str(uuid.UUID(int=_random.getrandbits(128), version=4))
+
+
 def make_event(type: str, device_id: str, data: dict, clock: IReactorTime, instance: str) -> dict:
     """
     One event envelope.
@@ -58,7 +73,7 @@ def make_event(type: str, device_id: str, data: dict, clock: IReactorTime, insta
     @param instance: this instance's name (C{INSTANCE_ID}).
     """
     return {
-        "id": str(uuid.uuid4()),
+        "id": new_id(),
         "type": type,
         "deviceId": device_id,
         "occurredAt": now_z(clock),
@@ -84,32 +99,78 @@ class LocalEventPublisher:
     """
     Events when RabbitMQ is off.
 
-      - C{ocpp.message} becomes an outbox entry C{backend.store_message}
-        (C{POST /api/charger/{deviceId}/ocpp-message}, or the embedded
-        store), keyed on the charger so frames keep their order.
-      - Every other event is handed to C{backend.record_event(event)} when
-        the backend has that method (the embedded store keeps them);
-        otherwise it is dropped here: what it reports already reaches the
-        backend through its own calls (ensure, status, session start and
-        stop).
+      - C{ocpp.message} goes to the message log: with the embedded store,
+        straight into it, the frames of one reactor turn in one write; with
+        a REST backend, as outbox entries C{backend.store_message} (C{POST
+        /api/charger/{deviceId}/ocpp-message}) keyed on the charger so frames
+        keep their order.
+      - Every other event is handed to the embedded store
+        (C{record_event}), grouped the same way; with a REST backend it is
+        dropped here: what it reports already reaches the backend through
+        its own calls (ensure, status, session start and stop).
 
     L{publish} fires once the event is durable (outbox committed, or the
     embedded store's write done).
+
+    @param clock: groups the writes of one reactor turn (C{callLater(0)});
+        without it every event is written on its own.
     """
 
     log = Logger()
 
-    def __init__(self, outbox: IOutbox, backend: IBackend | None = None) -> None:
+    def __init__(self, outbox: IOutbox, backend: IBackend | None = None, clock: IReactorTime | None = None) -> None:
         self._outbox = outbox
+        self._clock = clock
         self._record: Any = getattr(backend, "record_event", None) if backend is not None else None
+        self._record_many: Any = getattr(backend, "record_events", None) if clock is not None else None
+        self._store_many: Any = getattr(backend, "store_messages", None) if clock is not None else None
+        self._messages: list[tuple[str, dict]] = []
+        self._events: list[dict] = []
+        self._waiters: list[Deferred[None]] = []
 
     def publish(self, event: dict) -> Deferred[None]:
         if event["type"] == OCPP_MESSAGE:
+            if self._store_many is not None:
+                self._messages.append((event["deviceId"], message_body(event)))
+                return self._batched()
             body = {"deviceId": event["deviceId"], "body": message_body(event)}
             return self._outbox.append(event["deviceId"], STORE_MESSAGE, body).addCallback(lambda _: None)
+        if self._record_many is not None:
+            self._events.append(event)
+            return self._batched()
         if self._record is not None:
             return maybeDeferred(self._record, event).addCallback(lambda _: None)
         return succeed(None)
+
+    def _batched(self) -> Deferred[None]:
+        """
+        A Deferred that fires when the current turn's batch is written.
+        """
+        if not self._waiters:
+            assert self._clock is not None
+            self._clock.callLater(0, self._flush)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _flush(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        messages, self._messages = self._messages, []
+        events, self._events = self._events, []
+        writes = []
+        if messages:
+            writes.append(self._store_many(messages))
+        if events:
+            writes.append(self._record_many(events))
+
+        def done(result: Any) -> None:
+            for waiter in waiters:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(None)
+
+        gatherResults(writes, consumeErrors=True).addErrback(lambda f: f.value.subFailure).addBoth(done)
 
     def ready(self) -> tuple[bool, str]:
         return True, ""

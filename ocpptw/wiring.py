@@ -51,7 +51,7 @@ def _publisher(gateway: Any, config: Config, reactor: Any, outbox: Any, backend:
     if not config.enable_rabbitmq:
         from ocpptw.events import LocalEventPublisher
 
-        return LocalEventPublisher(outbox, backend)
+        return LocalEventPublisher(outbox, backend, reactor)
     from ocpptw.adapters.amqp import AmqpConnection
     from ocpptw.adapters.amqp_events import AmqpEventPublisher
 

@@ -105,3 +105,25 @@ def test_other_events_recorded_by_the_embedded_store(clock, parts):
 
     assert success_result_of(LocalEventPublisher(outbox, HttpLike()).publish(event)) is None
     assert outbox.depth() == 0
+
+
+def test_embedded_writes_are_grouped_per_turn(clock, parts):
+    """With the embedded store, the frames and events of one reactor turn go in one write each."""
+    state, store_db, backend, outbox = parts
+    publisher = LocalEventPublisher(outbox, backend, clock)
+    writes = []
+    original = store_db.write
+    store_db.write = lambda fn: (writes.append(fn), original(fn))[1]
+    first = publisher.publish(message_event(clock, messageId="a"))
+    second = publisher.publish(message_event(clock, messageId="b"))
+    meter = publisher.publish(make_event(events.CHARGING_METER_VALUES, "CP-1", {"connectorId": 1, "samples": []}, clock, "gw-1"))
+    no_result(first)
+    assert writes == []
+    clock.advance(0)
+    for d in (first, second, meter):
+        assert success_result_of(d) is None
+    assert len(writes) == 2
+    assert outbox.depth() == 0
+    logged = success_result_of(store_db.read(lambda c: c.execute("SELECT message_id FROM messages ORDER BY rowid").fetchall()))
+    assert logged == [("a",), ("b",)]
+    assert success_result_of(store_db.read(lambda c: c.execute("SELECT count(*) FROM events").fetchone())) == (1,)

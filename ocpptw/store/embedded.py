@@ -408,15 +408,25 @@ class EmbeddedBackend:
     # -- message log and events ------------------------------------------------
 
     def store_message(self, device_id: str, body: dict) -> Deferred[None]:
-        payload = body.get("payload")
-        values = (device_id, body.get("direction"), body.get("messageType"), body.get("messageId"), body.get("action"),
-                  None if payload is None else json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
-                  body.get("errorCode"), body.get("timestamp") or now_z(self._clock))
+        return self.store_messages([(device_id, body)])
+
+    def store_messages(self, items: list[tuple[str, dict]]) -> Deferred[None]:
+        """
+        Keep many message-log bodies in one write (the local publisher
+        groups the frames of a reactor turn).
+        """
+        now = now_z(self._clock)
+        rows = []
+        for device_id, body in items:
+            payload = body.get("payload")
+            rows.append((device_id, body.get("direction"), body.get("messageType"), body.get("messageId"), body.get("action"),
+                         None if payload is None else json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+                         body.get("errorCode"), body.get("timestamp") or now))
         return self._call(
-            _execute(
+            _execute_many(
                 "INSERT OR IGNORE INTO messages (device_id, direction, message_type, message_id, action, payload,"
                 " error_code, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                values,
+                rows,
             )
         )
 
@@ -426,14 +436,29 @@ class EmbeddedBackend:
         and the others), once per event C{id}: the embedded mode's stand-in
         for a consumer of the events exchange.
         """
+        return self.record_events([event])
+
+    def record_events(self, events: list[dict]) -> Deferred[None]:
+        """
+        L{record_event} for many events in one write.
+        """
+        now = now_z(self._clock)
+        rows = []
         try:
-            event_id = _require(event, "id", str)
-            event_type = _require(event, "type", str)
+            for event in events:
+                rows.append((_require(event, "id", str), _require(event, "type", str), event.get("deviceId"),
+                             event.get("occurredAt"),
+                             json.dumps(event.get("data") or {}, separators=(",", ":"), ensure_ascii=False), now))
         except BackendRejected as e:
             return fail(e)
-        values = (event_id, event_type, event.get("deviceId"), event.get("occurredAt"),
-                  json.dumps(event.get("data") or {}, separators=(",", ":"), ensure_ascii=False), now_z(self._clock))
-        return self._call(_execute("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)", values))
+        return self._call(_execute_many("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)", rows))
+
+
+def _execute_many(sql: str, rows: list[tuple[Any, ...]]) -> Any:
+    def execute(conn: sqlite3.Connection) -> None:
+        conn.executemany(sql, rows)
+
+    return execute
 
 
 def _execute(sql: str, values: tuple[Any, ...]) -> Any:
