@@ -172,7 +172,9 @@ def websocket_options(max_frame_bytes: int, ping_interval: float) -> dict[str, A
         # Close with 1009 on an oversized message instead of dropping TCP.
         "failByDrop": False,
         "autoPingInterval": ping_interval,
-        "autoPingTimeout": min(ping_interval, 30.0) if ping_interval else 0,
+        # Autobahn's keepalive timers fire on whole-second buckets: a pong
+        # gets at least two seconds, or a healthy charger could be dropped.
+        "autoPingTimeout": max(2.0, min(ping_interval, 30.0)) if ping_interval else 0,
         "autoPingRestartOnAnyTraffic": True,
         "openHandshakeTimeout": 30,
         "closeHandshakeTimeout": 5,

@@ -116,7 +116,7 @@ async def server(server_options):
         allow_missing_subprotocol=options.get("allow_missing_subprotocol", False),
         authenticate=options.get("authenticate"),
     )
-    factory = OcppServerFactory(gate, max_frame_bytes=options.get("max_frame_bytes", 4096), ping_interval=0, reactor=reactor)
+    factory = OcppServerFactory(gate, max_frame_bytes=options.get("max_frame_bytes", 4096), ping_interval=options.get("ping_interval", 0), reactor=reactor)
     api = CommandApi(LocalCommandBus(registry, validator, 30), registry, options.get("token"), 30)
     site = build_site(factory, "/ocpp", [lambda: (True, "")], lambda: (b"x 1\n", "text/plain"), api)
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
@@ -352,3 +352,48 @@ async def test_charger_list_and_health(server):
     await bounded(response.content())
     response = await bounded(treq.get(f"http://127.0.0.1:{server.port}/health", persistent=False))
     assert response.code == 200 and json.loads(await bounded(response.content())) == {"status": "ok"}
+
+
+class SilentCharger:
+    """A raw TCP client that completes the WebSocket handshake, then never answers pings."""
+
+    def __init__(self):
+        from twisted.internet.protocol import Protocol
+
+        outer = self
+        self.lost = Deferred()
+        self.data = b""
+
+        class Raw(Protocol):
+            def connectionMade(self):
+                self.transport.write(
+                    b"GET /ocpp/SILENT HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+                )
+
+            def dataReceived(self, data):
+                outer.data += data
+
+            def connectionLost(self, reason):
+                outer.lost.callback(None)
+
+        self.protocol = Raw
+
+
+@pytest.mark.parametrize("server_options", [{"ping_interval": 1}])
+@pytest_twisted.ensureDeferred
+async def test_charger_missing_pongs_is_dropped(server):
+    """Keepalive: a charger that never answers the WebSocket pings is dropped and forgotten."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    silent = SilentCharger()
+    await bounded(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.port), silent.protocol()))
+    await until(lambda: server.registry.get("SILENT") is not None)
+    answering = await connect_charger(server.port, "/ocpp/ALIVE")
+    await bounded(silent.lost)
+    assert b"101 Switching Protocols" in silent.data
+    await until(lambda: server.registry.get("SILENT") is None)
+    assert answering.close_code is None, (answering.close_code, answering.close_reason)
+    assert (await answering.call("Heartbeat", {}))[0] == 3  # a charger that answers pings stays
