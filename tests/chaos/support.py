@@ -191,14 +191,16 @@ def rabbitmqctl(*args: str, seconds: float = 60.0) -> None:
 
 def amqp_answers(host: str = "127.0.0.1", port: int = 5672) -> bool:
     """
-    Whether the broker accepts an AMQP protocol header: it answers a
-    wrong header with its own (RabbitMQ replies C{AMQP\\x00\\x00\\x09\\x01}).
+    Whether the broker answers an AMQP 0-9-1 protocol header with its
+    C{Connection.Start} method frame (type 1, channel 0, class 10, method
+    10): listening is not enough, the broker application must be running.
     """
     try:
         with socket.create_connection((host, port), timeout=1.0) as s:
             s.settimeout(2.0)
-            s.sendall(b"AMQP\x01\x01\x00\x09")
-            return s.recv(8).startswith(b"AMQP")
+            s.sendall(b"AMQP\x00\x00\x09\x01")
+            reply = s.recv(11)
+            return reply[:3] == b"\x01\x00\x00" and reply[7:11] == b"\x00\x0a\x00\x0a"
     except OSError:
         return False
 
