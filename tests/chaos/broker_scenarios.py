@@ -120,14 +120,26 @@ async def broker_outage(workdir: Path, chargers: int = 3, outage: float = 5.0, i
             txs.append(frame[2]["transactionId"])
         readings = {c.cp: 1000 for c in cs}
 
+        # While the broker is down each charger also starts and stops a
+        # second session (connector 2): charging.started/stopped of the
+        # outage itself.
+        state = {"down": False, "closing": False}
+        second_done: dict[str, bool] = {}
+
         async def traffic(c: LedgerCharger, tx: int) -> None:
-            n = 2
+            n, second = 2, None
             while running["on"]:
                 n += 1
                 readings[c.cp] += 1
                 await c.call("MeterValues", meter_payload(1, tx, readings[c.cp], stamp(n)))
                 if n % 10 == 0:
                     await c.call("StatusNotification", {"connectorId": 1, "status": "Charging", "errorCode": "NoError"})
+                if state["down"] and second is None and c.cp not in second_done:
+                    frame = await c.call("StartTransaction", start_payload(2, "T2", 5000, stamp(n)))
+                    second = frame[2]["transactionId"]
+                if state["closing"] and second is not None:
+                    await c.call("StopTransaction", stop_payload(second, 5100, stamp(n + 1)))
+                    second, second_done[c.cp] = None, True
                 await sleep(interval)
             await c.call("StopTransaction", stop_payload(tx, readings[c.cp] + 1, stamp(3540)))
 
@@ -139,7 +151,11 @@ async def broker_outage(workdir: Path, chargers: int = 3, outage: float = 5.0, i
         figures["stop_app_seconds"] = round(reactor.seconds() - t0, 2)
         t1 = reactor.seconds()
         before = len(book.answered())
-        await sleep(outage)
+        state["down"] = True
+        await sleep(max(0.0, outage - 1.0))
+        state["closing"] = True
+        await wait_until(lambda: len(second_done) == chargers, 5 + 2 * interval, what="second sessions stopped")
+        await sleep(max(0.0, outage - (reactor.seconds() - t1)))
         figures["answered_during_outage"] = len(book.answered()) - before
         await deferToThread(rabbitmqctl, "start_app")
         assert await deferToThread(wait_for_broker, 60), "the broker did not come back"
