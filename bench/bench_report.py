@@ -36,6 +36,7 @@ def metrics(kind: str, r: dict, args: list[str]) -> dict[str, float | None]:
             "errors + timeouts ↓": unanswered,
             "server CPU % ↓": srv.get("cpu_percent_load"),
             "boot storm s ↓": c["boot_storm_seconds"],
+            "simulator CPU %": r["sim"]["cpu_percent_load"],
         }
     if kind == "idle":
         storm = c["boot_storm_seconds"] or None

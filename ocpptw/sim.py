@@ -35,6 +35,7 @@ from typing import Any
 from ocpptw.sim_charger import DEFAULT_MIX, parse_mix
 from ocpptw.sim_report import build_report, format_report
 from ocpptw.sim_stats import Stats, raise_fd_limit, read_process
+from ocpptw.sim_worker import ramp_deadline
 
 DEFAULT_URL = "ws://127.0.0.1:9000/ocpp/"
 
@@ -352,13 +353,10 @@ def _run_forked(options: SimOptions) -> dict[str, Any]:
     samples: dict[str, Any] = {"start": _sample(o)}
     parent = _Parent(o)
     parent.fork()
-    connect_bound = (o.chargers / o.connect_rate if o.connect_rate else 0) + o.connect_timeout
-    connect_bound += o.call_timeout + 30
+    connect_bound = ramp_deadline(o.chargers, o.connect_rate, o) + 30
     load_bound = o.duration + o.call_timeout + 30
     if o.mode == "storm":
-        load_bound += (
-            (o.chargers / o.storm_rate if o.storm_rate else 0) + o.connect_timeout + o.call_timeout
-        )
+        load_bound += ramp_deadline(o.chargers, o.storm_rate, o)
     try:
         parent.collect("ready", connect_bound)
         if o.mode == "idle" and o.settle > 0:

@@ -22,6 +22,25 @@ from ocpptw.sim_stats import Stats, own_cpu_seconds
 perf = time.perf_counter
 
 
+#: connections a second assumed when the rate is unlimited, to bound a ramp
+SLOWEST_RATE = 100.0
+
+
+def ramp_deadline(count: int, rate: float, options) -> float:
+    """
+    Seconds a ramp of C{count} connections at C{rate} a second (0:
+    unlimited) may take, with its handshakes, first calls and retries.
+    """
+    o = options
+    return (
+        count / (rate or SLOWEST_RATE)
+        + o.connect_timeout
+        + o.call_timeout
+        + 5
+        + 5 * o.connect_retries
+    )
+
+
 class SimWorker:
     """
     Chargers C{prefix}{n} for every n of this worker's share, on C{reactor}.
@@ -85,10 +104,7 @@ class SimWorker:
             c.first_action = first_action
         concurrency = max(1, self.o.connect_concurrency // self.share)
         self.ramp = Ramp(self, chargers, rate, concurrency)
-        deadline = (
-            (len(chargers) / rate if rate else 0) + self.o.connect_timeout + self.o.call_timeout + 5
-        )
-        d = self.ramp.start(deadline)
+        d = self.ramp.start(ramp_deadline(len(chargers), rate, self.o))
 
         def spans(_):
             ramp = self.ramp
