@@ -8,7 +8,12 @@ The schemas are compiled once per process with fastjsonschema (about twenty
 times faster than jsonschema) and shared by every L{Validator}.  One
 deviation from the schemas: C{format: date-time} also accepts timestamps
 without an offset (taken as UTC) and fractional seconds of any length,
-because real chargers send them; the date must still exist on the calendar.
+because real chargers send them; the date must still exist on the calendar,
+also once converted to UTC (C{9999-12-31T23:59:59-05:00} does not).  The
+schemas set no bounds on integers; every C{integer} is compiled with the
+bounds of a signed 64-bit integer (L{INT_MIN}, L{INT_MAX}), what SQLite and
+most backends store, so a larger value is refused as out of range instead of
+failing deep inside a store.
 
 A failure becomes an L{OcppError} with the CALLERROR code that CONTRACT
 section 1 names:
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,6 +74,9 @@ MAX_DESCRIPTION = 300
 
 _RESPONSE = "Response"
 
+#: The integers a payload may hold (signed 64 bits).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
 _DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:?\d\d)?")
 _fromisoformat = datetime.fromisoformat
 
@@ -84,8 +92,10 @@ def is_date_time(value: str) -> bool:
     if value[-1] in "Zz":
         value = value[:-1]
     try:
-        _fromisoformat(value)
-    except ValueError:
+        parsed = _fromisoformat(value)
+        if parsed.year in (1, 9999) and parsed.tzinfo is not None:
+            parsed.astimezone(timezone.utc)  # an offset may push it off the calendar
+    except (ValueError, OverflowError):
         return False
     return True
 
@@ -95,6 +105,21 @@ _FORMATS: dict[str, Callable[[Any], bool]] = {"date-time": is_date_time}
 # action name -> compiled validator, for requests and responses; filled once
 _requests: dict[str, Callable[[Any], Any]] = {}
 _responses: dict[str, Callable[[Any], Any]] = {}
+
+
+def _bound_integers(node: Any) -> None:
+    """
+    Give every C{integer} in a schema the 64-bit bounds, unless it has its own.
+    """
+    if type(node) is dict:
+        if node.get("type") == "integer":
+            node.setdefault("minimum", INT_MIN)
+            node.setdefault("maximum", INT_MAX)
+        for child in node.values():
+            _bound_integers(child)
+    elif type(node) is list:
+        for child in node:
+            _bound_integers(child)
 
 
 def _compile_all() -> None:
@@ -107,6 +132,7 @@ def _compile_all() -> None:
     responses: dict[str, Callable[[Any], Any]] = {}
     for path in sorted(SCHEMA_DIR.glob("*.json")):
         schema = json.loads(path.read_text(encoding="utf-8"))
+        _bound_integers(schema)
         compiled = fastjsonschema.compile(schema, formats=_FORMATS, use_default=False)
         name = path.stem
         if name.endswith(_RESPONSE):
