@@ -158,10 +158,12 @@ class LocalEventPublisher:
         messages, self._messages = self._messages, []
         events, self._events = self._events, []
         writes = []
+        # maybeDeferred: a write that raises fails its waiters instead of leaving them (and the
+        # chargers whose answers wait on this batch) hanging
         if messages:
-            writes.append(self._store_many(messages))
+            writes.append(maybeDeferred(self._store_many, messages))
         if events:
-            writes.append(self._record_many(events))
+            writes.append(maybeDeferred(self._record_many, events))
 
         def done(result: Any) -> None:
             for waiter in waiters:

@@ -23,8 +23,10 @@ Choices, for consumers to rely on:
     C{Celsius}, C{Percent}, C{Hertz} for the others).
   - Signed readings (C{format: SignedData}) keep the charger's raw value
     (a string), its unit unscaled, and carry C{format: "SignedData"}.  A
-    value that is not a number (bad data from a charger) is kept as the
-    charger's string, logged at warn, and its unit is not scaled.
+    value that is not a number (bad data from a charger), or whose
+    magnitude is L{MAX_READING} or more (no meter reads a petawatt-hour; such
+    a number could not even be encoded as JSON past 4,300 digits), is kept
+    as the charger's string, logged at warn, and its unit is not scaled.
   - C{phase}, C{context} (including C{Transaction.Begin}/C{Transaction.End})
     and C{location} are copied when the charger sent them, never invented.
   - Timestamps are ISO 8601 UTC with a C{Z} (a missing offset is read as
@@ -72,6 +74,9 @@ _NATURAL_UNIT: tuple[tuple[str, str | None], ...] = (
     ("RPM", "RPM"),
 )
 
+#: Readings this large or larger are bad data: kept as sent, not scaled.
+MAX_READING = Decimal("1e15")
+
 _LAST = datetime.max.replace(tzinfo=timezone.utc)
 
 
@@ -108,7 +113,7 @@ def normalise_sample(timestamp: str, sampled: dict, charge_point_id: str = "") -
     if not signed:
         try:
             amount = Decimal(str(raw).strip())
-            if not amount.is_finite():
+            if not amount.is_finite() or abs(amount) >= MAX_READING:
                 raise InvalidOperation
         except InvalidOperation:
             log.warn(
