@@ -8,7 +8,9 @@ section 3, "Billing on StopTransaction").
     refund   = max(0, prepaidAmount - cost)
 
 A meter that runs backwards (C{meterStop < meterStart}) is an anomaly:
-energy 0, cost 0, so the driver is never charged for it.  Money travels as
+energy 0, cost 0, so the driver is never charged for it.  So is a difference
+larger than L{MAX_ENERGY_WH} (the largest signed 64-bit integer): each
+reading fits, but together they are garbage no store can hold.  Money travels as
 decimal strings with two places (C{"6.29"}); numbers are accepted on input,
 and a float goes through C{str()} first so that C{0.1} stays C{0.1}.
 """
@@ -19,6 +21,9 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
+
+#: The largest energy a session can have, Wh; more is an anomaly (signed 64 bits).
+MAX_ENERGY_WH = 2**63 - 1
 
 
 def money(value: object) -> Decimal:
@@ -72,10 +77,11 @@ def session_cost(meter_start: int, meter_stop: int, price_per_kwh: Decimal) -> t
     @param meter_stop: the meter at StopTransaction, Wh.
     @param price_per_kwh: the tariff.
     @return: C{(energy_wh, cost, anomaly)}; C{anomaly} is true when the
-        meter ran backwards, and then energy and cost are zero.
+        meter ran backwards or the energy exceeds L{MAX_ENERGY_WH}, and then
+        energy and cost are zero.
     """
     energy_wh = int(meter_stop) - int(meter_start)
-    if energy_wh < 0:
+    if energy_wh < 0 or energy_wh > MAX_ENERGY_WH:
         return 0, ZERO, True
     cost = round_money(Decimal(energy_wh) / Decimal(1000) * money(price_per_kwh))
     return energy_wh, cost, False

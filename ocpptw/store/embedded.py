@@ -119,6 +119,10 @@ _SESSION = (
 )
 
 
+#: The largest integer SQLite stores; a larger energy is an anomaly (energy 0), as in billing.
+_MAX_INTEGER = 2**63 - 1
+
+
 def money(value: Any) -> str | None:
     """
     A money amount as the contract's decimal string with two places
@@ -386,6 +390,8 @@ class EmbeddedBackend:
             if row[0]:
                 return  # the first stop wins
             energy_wh = energy if energy is not None else max(0, meter_stop - row[1])
+            if energy_wh > _MAX_INTEGER:  # both readings fit in SQLite, their difference does not
+                energy_wh = 0
             conn.execute(
                 "UPDATE sessions SET stopped = 1, meter_stop = ?, energy_wh = ?, stopped_at = ?, reason = ?, cost = ?,"
                 " refund = ? WHERE session_id = ?",
