@@ -1,0 +1,100 @@
+# -*- test-case-name: tests.fuzz.test_regressions -*-
+"""
+The bugs the fuzzers found, each pinned by the smallest frame that showed
+it, over a real WebSocket to a running gateway (embedded store).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest_twisted
+
+from ocpptw.ocpp.errors import PROPERTY_CONSTRAINT_VIOLATION
+from tests.fuzz.support import WireCharger, fresh_id, start_gateway, stop_gateway
+from tests.helpers import until
+
+T = "2026-11-24T10:00:00Z"
+
+
+@pytest_twisted.async_yield_fixture
+async def wire(tmp_path):
+    service = await start_gateway(str(tmp_path / "data"))
+    charger = WireCharger(service.test_port, "REGRESS1")
+    await charger.connect(boot=True)
+    charger.service = service
+    yield charger
+    await stop_gateway(service)
+
+
+async def _call(wire, action, payload):
+    answers = await wire.exchange(json.dumps([2, fresh_id(), action, payload]))
+    assert len(answers) == 1, answers
+    return answers[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_integers_beyond_64_bits_are_out_of_range(wire):
+    """connectorId, meterStart or transactionId beyond 64 bits: PropertyConstraintViolation, not InternalError."""
+    cases = [
+        ("StartTransaction", {"connectorId": 2**64, "idTag": "A", "meterStart": 0, "timestamp": T}),
+        ("StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": 10**30, "timestamp": T}),
+        ("StopTransaction", {"transactionId": 2**64, "meterStop": 1, "timestamp": T}),
+        ("StopTransaction", {"transactionId": 1, "meterStop": -(2**63) - 1, "timestamp": T}),
+        ("StatusNotification", {"connectorId": 2**63, "errorCode": "NoError", "status": "Available"}),
+    ]
+    for action, payload in cases:
+        frame = await _call(wire, action, payload)
+        assert frame[0] == 4 and frame[2] == PROPERTY_CONSTRAINT_VIOLATION, (action, payload, frame)
+
+
+@pytest_twisted.ensureDeferred
+async def test_time_that_leaves_the_calendar_in_utc_is_refused(wire):
+    """9999-12-31T23:59:59-05:00 is year 10000 in UTC: PropertyConstraintViolation, not InternalError."""
+    for stamp in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+01:00"):
+        frame = await _call(wire, "StopTransaction", {"transactionId": 1, "meterStop": 1, "timestamp": stamp})
+        assert frame[0] == 4 and frame[2] == PROPERTY_CONSTRAINT_VIOLATION, frame
+    frame = await _call(wire, "StopTransaction", {"transactionId": 1, "meterStop": 1, "timestamp": "9999-12-31T23:59:59Z"})
+    assert frame[0] == 3, frame
+
+
+@pytest_twisted.ensureDeferred
+async def test_absurd_meter_reading_is_answered_and_kept_as_sent(wire):
+    """A 5,000-digit reading is answered (it used to leave MeterValues unanswered) and kept as the charger's string."""
+    sampled = [{"value": "9" * 5000, "unit": "kWh"}, {"value": "1e400"}, {"value": "12.5", "unit": "kWh"}]
+    payload = {"connectorId": 1, "meterValue": [{"timestamp": T, "sampledValue": sampled}]}
+    frame = await _call(wire, "MeterValues", payload)
+    assert frame[0] == 3 and frame[2] == {}, frame
+
+
+@pytest_twisted.ensureDeferred
+async def test_energy_beyond_64_bits_is_an_anomaly_and_the_outbox_drains(wire):
+    """meterStart -2**63, meterStop 2**63-1: answered, recorded as an anomaly; the charger's deliveries do not stall."""
+    started = await _call(wire, "StartTransaction", {"connectorId": 1, "idTag": "Q", "meterStart": -(2**63), "timestamp": T})
+    assert started[0] == 3, started
+    tx = started[2]["transactionId"]
+    stopped = await _call(wire, "StopTransaction", {"transactionId": tx, "meterStop": 2**63 - 1, "timestamp": T})
+    assert stopped[0] == 3, stopped
+    outbox = wire.service.outbox
+    await until(lambda: outbox.depth() == 0, 10)
+    assert outbox.dead_letters() == 0
+
+
+def test_a_batch_write_that_raises_fails_its_waiters(clock):
+    """When the embedded store's batch write raises, every publish of that turn fails instead of hanging."""
+    from ocpptw.events import LocalEventPublisher
+    from tests.helpers import failure_result_of
+
+    class Exploding:
+        def record_events(self, events):
+            raise ValueError("cannot encode")
+
+        def store_messages(self, messages):
+            raise ValueError("cannot encode")
+
+    publisher = LocalEventPublisher(outbox=None, backend=Exploding(), clock=clock)
+    first = publisher.publish({"type": "charging.meterValues", "deviceId": "CP", "data": {}})
+    second = publisher.publish({"type": "charger.lastSeen", "deviceId": "CP2", "data": {}})
+    clock.advance(0)
+    failure_result_of(first, ValueError)
+    failure_result_of(second, ValueError)
