@@ -10,7 +10,10 @@ instance that holds its socket; the bindings move with the charger.
 
 When a charger connects here, a claim C{{chargePointId, instance,
 connectedAt}} goes out on the claims exchange; an instance that holds an
-older connection for that charger closes it with 4001.
+older connection for that charger unbinds it at once, closes it with 4001
+(without a C{Disconnected} event: the charger is online elsewhere) and
+forwards commands still routed to it to the new holder
+(L{ocpptw.adapters.amqp_handover}).
 
 L{AmqpCommandBus} is the L{ICommandBus} for the REST API: a charger held
 here is called directly; any other goes by RPC over the broker (direct
@@ -30,6 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ocpptw.adapters.amqp import describe_failure
+from ocpptw.adapters.amqp_handover import FORWARDED_FOR, Handover, forwarded_properties
 from ocpptw.interfaces import CallErrorReceived, ChargerOffline, CommandTimeout, ICommandBus, InvalidPayload
 
 #: Close code and reason for a connection that a newer one on another
@@ -126,10 +130,12 @@ class AmqpCommandServer:
         self._prefetch = prefetch
         self._channel: Any = None
         self._connected_at: dict[str, str] = {}
+        self._handover = Handover()
         #: counters for metrics
         self.handled = 0
         self.malformed = 0
         self.claims_lost = 0
+        self.forwarded = 0
         registry.add_listener(self._attached, self._detached)
         connection.add_on_ready(self._open)
 
@@ -165,6 +171,7 @@ class AmqpCommandServer:
     def _attached(self, charge_point_id: str) -> None:
         described = self._registry.describe(charge_point_id) or {}
         self._connected_at[charge_point_id] = described.get("connectedAt", "")
+        self._handover.back(charge_point_id)
         channel = self._channel
         if channel is None:
             return  # bound on the next (re)connect
@@ -225,13 +232,25 @@ class AmqpCommandServer:
             chargePointId=charge_point_id,
             other=instance,
         )
+        # Hand over now: unbind (commands go to the new holder), and no
+        # Disconnected event after the other instance's Connected.
+        self._handover.moved(charge_point_id, instance)
+        self._registry.detach(charge_point_id, connection)
         connection.close(*CLAIMED_ELSEWHERE)
 
     # -- commands -----------------------------------------------------------------
 
     def _command(self, message: Any) -> None:
-        charge_point_id = message.method.routing_key
         properties = message.properties
+        forwarded = (properties.headers or {}).get(FORWARDED_FOR)
+        charge_point_id = forwarded if isinstance(forwarded, str) else message.method.routing_key
+        if not self._handover.first_copy(properties, forwarded is not None):
+            self._ack(message)  # the other copy of a command sent during a handover runs
+            return
+        holder = self._handover.holder(charge_point_id)
+        if holder is not None and forwarded is None and self._registry.get(charge_point_id) is None:
+            self._forward(message, charge_point_id, holder)
+            return
         try:
             action, payload, timeout = parse_command(message.body)
         except MalformedCommand as e:
@@ -243,6 +262,23 @@ class AmqpCommandServer:
         d.addCallbacks(lambda result: {"ok": True, "result": result}, self._error_reply)
         d.addCallback(lambda reply: self._answer(message, reply))
         d.addErrback(lambda f: self.log.failure("Answering a command failed", f))
+
+    def _forward(self, message: Any, charge_point_id: str, holder: str) -> None:
+        queue = f"{self._topology.command_exchange}.{holder}"
+        try:
+            properties = forwarded_properties(message.properties, charge_point_id)
+            message.channel.basic_publish("", queue, message.body, properties)
+        except Exception as e:
+            self.log.debug("Could not forward a command: {reason}", reason=describe_failure(e))
+            return  # not acked: delivered again after the reconnect
+        self.forwarded += 1
+        self._ack(message)
+
+    def _ack(self, message: Any) -> None:
+        try:
+            message.channel.basic_ack(delivery_tag=message.method.delivery_tag)
+        except Exception as e:
+            self.log.debug("Could not acknowledge a command: {reason}", reason=describe_failure(e))
 
     def _error_reply(self, failure: Any) -> dict:
         if failure.check(ChargerOffline):
