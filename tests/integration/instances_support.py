@@ -175,6 +175,20 @@ class CommandClient:
         assert message.properties.correlation_id == correlation_id, message.properties
         return json.loads(message.body)
 
+    async def replies_within(self, seconds: float) -> list[tuple[str, dict]]:
+        """
+        Every C{(correlation_id, reply)} that arrives within C{seconds}.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        await deferLater(reactor, seconds, lambda: None)
+        got = []
+        while self._replies.pending:
+            message = await bounded(self._replies.get())
+            got.append((message.properties.correlation_id, json.loads(message.body)))
+        return got
+
 
 async def clean_broker(names: Names, instances: tuple[str, ...]) -> None:
     """
@@ -186,7 +200,16 @@ async def clean_broker(names: Names, instances: tuple[str, ...]) -> None:
     try:
         await delete_topology(client, names, tuple(names.instance(i) for i in instances))
     finally:
-        await bounded(client.close())
+        await close_client(client)
+
+
+async def close_client(client: Any) -> None:
+    """
+    Close a plain pika client connection, unless the broker already did.
+    """
+    closing = client.close() if client.is_open else None
+    if closing is not None:
+        await bounded(closing)
 
 
 def free_port() -> int:

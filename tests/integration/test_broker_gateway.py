@@ -24,6 +24,7 @@ from tests.integration.instances_support import (
     boot,
     broker_gauge,
     clean_broker,
+    close_client,
     gateway_config,
     http,
     start_gateway,
@@ -136,7 +137,7 @@ async def test_a_charger_session_publishes_every_event_type(broker_gateway):
         (stop,) = of("charging.stopped")
         assert (stop["data"]["transactionId"], stop["data"]["meterStop"], stop["data"]["energyWh"]) == (tx, 2500, 1500)
     finally:
-        await bounded(client.close())
+        await close_client(client)
 
 
 @pytest_twisted.ensureDeferred
@@ -190,7 +191,7 @@ async def test_commands_for_chargers_nobody_holds(broker_gateway):
                 pass
         assert len(commands.returned) > returned
     finally:
-        await bounded(client.close())
+        await close_client(client)
 
 
 @pytest_twisted.ensureDeferred

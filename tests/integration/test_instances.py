@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 
@@ -25,6 +26,7 @@ from tests.integration.instances_support import (
     answer_next_call,
     boot,
     clean_broker,
+    close_client,
     gateway_config,
     gateway_env,
     http,
@@ -150,7 +152,7 @@ async def test_amqp_command_reaches_the_instance_holding_the_charger(pair):
             assert await commands.reply(correlation) == {"ok": True, "result": result}
         assert (a.command_server.handled, b.command_server.handled) == (1, 1)
     finally:
-        await bounded(client.close())
+        await close_client(client)
 
 
 @pytest_twisted.ensureDeferred
@@ -202,9 +204,95 @@ async def test_newest_connection_wins_across_two_processes(tmp_path, backend):
         await newer.wait_closed()
     finally:
         codes = [await p.stop() for p in processes]
-        await bounded(client.close())
+        await close_client(client)
         await clean_broker(names, ("a", "b"))
     assert codes == [0, 0], [p.text()[-3000:] for p in processes]
     for p in processes:
         assert "Traceback" not in p.text(), p.text()[-3000:]
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_during_a_handover_reach_the_new_connection_once(pair):
+    """Commands sent as a charger moves from a to b are answered once, by the new connection; a publishes no Disconnected for it."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    from tests.integration.amqp_support import collect
+
+    a, b = pair
+    client = await open_client(reactor)
+    try:
+        _, events = await collect(client, a.config.rabbitmq_exchange, "charger.statusUpdate")
+        commands = await CommandClient.open(client, a.config.rabbitmq_command_exchange)
+        outcomes = []
+        for n in range(6):
+            cp = f"MI-H{n}"
+            older = await connect_charger(a.test_port, f"/ocpp/{cp}")
+            await boot(older)
+            await _bound(a, cp)
+            await deferLater(reactor, 0.01, lambda: None)  # a later connectedAt
+            newer = await connect_charger(b.test_port, f"/ocpp/{cp}")
+            await _bound(b, cp)
+            sent = [await commands.publish(cp, "ClearCache", {}, mandatory=True) for _ in range(3)]
+            calls = {"older": 0, "newer": 0}
+
+            async def serve(charger, name):
+                while True:
+                    try:
+                        frame = await charger.next(0.5)
+                    except Exception:
+                        return
+                    if frame[0] == 2 and charger.close_code is None:
+                        calls[name] += 1
+                        charger.send_text(json.dumps([3, frame[1], {"status": "Accepted" if name == "newer" else "Rejected"}]))
+
+            serving = [ensureDeferred(serve(older, "older")), ensureDeferred(serve(newer, "newer"))]
+            replies = await commands.replies_within(0.6)
+            for d in serving:
+                await bounded(d)
+            await older.wait_closed()
+            outcomes.append((calls, sorted(replies, key=lambda reply: reply[0]), sent))
+            assert newer.close_code is None
+            newer.sendClose(1000)
+            await newer.wait_closed()
+        newest = {"ok": True, "result": {"status": "Accepted"}}
+        summary = [(calls, [(c, r.get("result") or r.get("error", {}).get("code")) for c, r in replies]) for calls, replies, _ in outcomes]
+        for calls, replies, sent in outcomes:
+            assert (calls, replies) == ({"older": 0, "newer": 3}, [(c, newest) for c in sent]), "\n".join(map(str, summary))
+        assert commands.returned == []
+        await until(lambda: sum(json.loads(m.body)["data"]["status"] == "Disconnected" for m in events) >= 6)
+        await deferLater(reactor, 0.2, lambda: None)
+        disconnected = [json.loads(m.body) for m in events if json.loads(m.body)["data"]["status"] == "Disconnected"]
+        assert [e["instance"] for e in disconnected] == [b.config.instance_id] * 6
+    finally:
+        await close_client(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_routed_to_the_old_instance_is_forwarded_and_runs_once(pair):
+    """A command that still reaches a after the handover (stale binding) is forwarded to b, which runs it once."""
+    from twisted.internet import reactor
+
+    a, b = pair
+    older = await connect_charger(a.test_port, "/ocpp/MI-F")
+    await boot(older)
+    await _bound(a, "MI-F")
+    newer = await connect_charger(b.test_port, "/ocpp/MI-F")
+    assert (await older.wait_closed())[0] == 4001
+    await _bound(b, "MI-F")
+    # the binding a had until it unbound: a copy of every command now reaches a and b
+    t = a.amqp.topology
+    await bounded(a.command_server._channel.queue_bind(queue=t.command_queue, exchange=t.command_exchange, routing_key="MI-F"))
+    client = await open_client(reactor)
+    try:
+        commands = await CommandClient.open(client, t.command_exchange)
+        correlation = await commands.publish("MI-F", "TriggerMessage", {"requestedMessage": "Heartbeat"})
+        frame = await answer_next_call(newer, {"status": "Accepted"})
+        assert frame[2] == "TriggerMessage"
+        assert await commands.replies_within(0.5) == [(correlation, {"ok": True, "result": {"status": "Accepted"}})]
+        with pytest.raises(Exception):
+            await newer.next(0.3)  # no second CALL
+        assert (a.command_server.forwarded, a.command_server.handled, b.command_server.handled) == (1, 0, 1)
+    finally:
+        await close_client(client)
