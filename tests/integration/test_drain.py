@@ -1,0 +1,310 @@
+# -*- test-case-name: tests.integration.test_drain -*-
+"""
+SIGTERM under load: C{twistd -n ocpp} is told to stop while twenty chargers
+run sessions (Boot, StartTransaction, MeterValues, StopTransaction, over and
+over) against a backend that fails or is slow.  The daemon exits 0 within
+C{DRAIN_GRACE} and a small margin, every charger's socket is closed with
+1001, and once the daemon is started again on the same C{DATA_DIR} with the
+backend healthy, every transaction message a charger was answered for
+reaches the backend (and, with RabbitMQ, the broker) exactly once.
+
+The chargers and the books are the chaos scenarios' (L{tests.chaos.ledger});
+every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from autobahn.exception import Disconnected
+
+from tests.chaos.backend_scenarios import as_deferred, stamp, tag_of
+from tests.chaos.ledger import (
+    Book,
+    LedgerCharger,
+    RecordingBackend,
+    check_backend,
+    check_events,
+    meter_payload,
+    start_payload,
+    stop_payload,
+)
+from tests.chaos.support import Daemon, sleep, wait_until
+
+CHARGERS = 20
+GRACE = 3.0
+#: What the drain may take beyond C{DRAIN_GRACE}: the close handshakes of
+#: twenty sockets, closing the stores, the interpreter's exit.
+MARGIN = 2.5
+BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def _http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+async def _charging(c: LedgerCharger, running: dict, interval: float) -> int:
+    """
+    One charger's sessions until its socket closes or C{running} says
+    stop; returns the sessions it began.  Every answer goes into the book.
+    """
+    sessions, wh, n = 0, 1000, 0
+    try:
+        while running["on"]:
+            n += 10
+            await c.call("BootNotification", {"chargePointVendor": "Drain", "chargePointModel": "D1"})
+            frame = await c.call("StartTransaction", start_payload(1, tag_of(c.cp), wh, stamp(n)))
+            sessions += 1
+            tx = frame[2]["transactionId"]
+            for k in range(2):
+                wh += 7
+                await c.call("MeterValues", meter_payload(1, tx, wh, stamp(n + 1 + k)))
+                await sleep(interval)
+            wh += 7
+            await c.call("StopTransaction", stop_payload(tx, wh, stamp(n + 5)))
+            await sleep(interval)
+    except (ConnectionError, Disconnected):
+        pass  # the drain closed the socket while a CALL waited: unanswered, not in the book
+    return sessions
+
+
+async def _sigterm_under_load(tmp_path: Path, backend: RecordingBackend, env: dict[str, str], fault: Any,
+                              before_traffic: Any = None) -> dict[str, Any]:
+    """
+    Start the daemon, run the chargers, apply C{fault} to the backend, send
+    SIGTERM mid-traffic; then restart with the backend healthy.  Returns
+    what the caller asserts on.  The daemon is always stopped.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.defer import gatherResults
+
+    daemon = Daemon(tmp_path, {
+        "DATA_DIR": str(tmp_path / "data"),
+        "BACKEND_API_URL": backend.url,
+        "BACKEND_START_DEADLINE": "1",
+        "DRAIN_GRACE": str(GRACE),
+        "OCPP_PING_INTERVAL": "0",
+        **env,
+    })
+    book = Book()
+    out: dict[str, Any] = {"book": book, "daemon": daemon}
+    try:
+        await daemon.start()
+        await wait_until(lambda: _http_status(f"http://127.0.0.1:{daemon.port}/ready") == 200, 20, what="/ready")
+        if before_traffic is not None:
+            await before_traffic()
+        cs = [LedgerCharger(f"DRAIN-{i:02d}", book, daemon.port) for i in range(CHARGERS)]
+        for c in cs:
+            backend.add_id_tag(tag_of(c.cp), user_id=f"user-{c.cp}", prepaid_amount="10.00", price_per_kwh="0.50", currency="EUR")
+            await c.connect()
+            await c.boot()
+        fault()
+        running = {"on": True}
+        flows = gatherResults([as_deferred(_charging(c, running, 0.15)) for c in cs])
+        await sleep(1.0)
+        answered_before = len(book.answered())
+        t0 = reactor.seconds()
+        daemon.proc.send_signal(signal.SIGTERM)
+        proc = daemon.proc
+        await wait_until(lambda: proc.poll() is not None, GRACE + MARGIN + 10, step=0.02, what="daemon exit")
+        out["exit_seconds"] = reactor.seconds() - t0
+        out["exit_code"] = proc.returncode
+        running["on"] = False
+        out["sessions"] = await flows.addTimeout(10, reactor)
+        out["answered_during_drain"] = len(book.answered()) - answered_before
+        out["close_codes"] = {c.cp: c.socket.closed.result if c.socket.closed.called else None for c in cs}
+        out["first_log"] = daemon.log_text()
+        backend.clear_faults()
+        await daemon.start()
+        return out
+    except BaseException:
+        await daemon.terminate()
+        raise
+
+
+async def _settle(book: Book, backend: RecordingBackend, check: Any, seconds: float = 30.0) -> Any:
+    """
+    Wait until C{check()} finds nothing lost, then a second more for late
+    duplicates; the final tally.
+    """
+    try:
+        await wait_until(lambda: not check().problems, seconds, step=0.2, what="everything delivered")
+    except AssertionError:
+        pass
+    await sleep(1.0)
+    return check()
+
+
+#: A handler still waiting on the backend when the drain closes the stores
+#: fails its durable write (known defect of the drain: it waits for busy
+#: sessions, but not for the handlers of connections it has just closed).
+CUT_OFF = re.compile(
+    r"handling (\w+) (\S+) from \S+ failed\n\tTraceback.*(?:\n\t.*)*?\n\tocpptw\.store\.sqlite\.DatabaseClosed: .*\n"
+)
+
+
+def _assert_drained(out: dict[str, Any]) -> None:
+    log = out["first_log"]
+    assert out["exit_code"] == 0, log[-3000:]
+    assert out["exit_seconds"] <= GRACE + MARGIN, (out["exit_seconds"], log[-3000:])
+    assert out["close_codes"] == {cp: 1001 for cp in out["close_codes"]}, out["close_codes"]
+    assert sum(out["sessions"]) >= CHARGERS, out["sessions"]
+    answered = {s.message_id for s in out["book"].answered()}
+    cut_off = [m.group(2) for m in CUT_OFF.finditer(log)]
+    assert not answered & set(cut_off), sorted(answered & set(cut_off))
+    out["cut_off"] = cut_off
+    rest = CUT_OFF.sub("", log)
+    assert "Traceback" not in rest, rest[-3000:]
+
+
+def _once(backend: RecordingBackend, book: Book) -> None:
+    """
+    Every answered stop is one stop PATCH (keyed by transactionId) and one
+    refund; none is delivered twice.  A stop the drain cut off before its
+    answer may or may not have been recorded: it counts, if at all, once.
+    """
+    delivered = backend.delivered()
+    stops = [r.body["transactionId"] for r in delivered if r.path.endswith("/stop")]
+    assert len(stops) == len(set(stops)), sorted(stops)
+    refunds = [r.body["idempotencyKey"] for r in delivered if r.path.endswith("/wallet/refund")]
+    assert len(refunds) == len(set(refunds)) == backend.refunds_succeeded
+    answered = {s.payload["transactionId"] for s in book.answered(action="StopTransaction")}
+    sent = {s.payload["transactionId"] for s in book.sent if s.action == "StopTransaction"}
+    assert answered <= set(stops) <= sent, (answered - set(stops), set(stops) - sent)
+    assert len(answered) <= len(refunds) <= len(sent)
+
+
+@pytest_twisted.async_yield_fixture
+async def backend():
+    """A recording fake operator backend on a loopback port (C{.url})."""
+    from twisted.internet import reactor
+
+    fake = RecordingBackend(price_per_kwh="0.50")
+    _, fake.url = fake.listen(reactor)
+    yield fake
+    await fake.stop()
+
+
+@pytest.mark.parametrize("fault", ["failing", "slow"])
+@pytest_twisted.ensureDeferred
+async def test_sigterm_under_load_keeps_every_answered_message(tmp_path, backend, fault):
+    """SIGTERM mid-traffic: exit 0 in the grace, 1001 to all, every answered message delivered once after restart."""
+    if fault == "failing":
+        apply = lambda: backend.fail_with(503)  # noqa: E731
+    else:
+        apply = lambda: backend.delay(0.3)  # noqa: E731
+    out = await _sigterm_under_load(tmp_path, backend, {}, apply)
+    daemon = out["daemon"]
+    try:
+        _assert_drained(out)
+        book = out["book"]
+        tally = await _settle(book, backend, lambda: check_backend(book, backend))
+        assert tally.problems == [], tally.problems[:20]
+        assert tally.call_errors == 0
+        if fault == "failing":
+            assert tally.duplicates == 0, tally.summary()
+            assert "outbox entries stay in" in out["first_log"]
+        _once(backend, book)
+        assert daemon.alive(), daemon.log_text()[-3000:]
+    finally:
+        assert await daemon.terminate() == 0
+
+
+async def _pika_client() -> Any:
+    import pika
+    from pika.adapters.twisted_connection import TwistedProtocolConnection
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    protocol = TwistedProtocolConnection(pika.ConnectionParameters(), custom_reactor=reactor)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", 5672, timeout=5), protocol).addTimeout(10, reactor)
+    return await protocol.ready.addTimeout(10, reactor)
+
+
+async def _drain_queue(queue: str, quiet: float = 1.0) -> list[dict]:
+    from twisted.internet import reactor
+    from twisted.internet.defer import TimeoutError
+
+    client = await _pika_client()
+    try:
+        channel = await client.channel().addTimeout(10, reactor)
+        messages, _ = await channel.basic_consume(queue=queue, auto_ack=True).addTimeout(10, reactor)
+        events = []
+        while len(events) < 100000:
+            try:
+                _, _, properties, body = await messages.get().addTimeout(quiet, reactor)
+            except TimeoutError:
+                break
+            events.append(json.loads(body))
+        return events
+    finally:
+        client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_under_load_with_the_broker(tmp_path, backend):
+    """With RabbitMQ: every answered message's events are in the broker once; backend calls once after restart."""
+    from twisted.internet import reactor
+
+    tag = uuid.uuid4().hex[:10]
+    events_exchange, commands, queue = f"drain.{tag}.events", f"drain.{tag}.commands", f"drain.{tag}.consumer"
+    env = {
+        "ENABLE_RABBITMQ": "true",
+        "RABBITMQ_URL": BROKER,
+        "RABBITMQ_EXCHANGE": events_exchange,
+        "RABBITMQ_COMMAND_EXCHANGE": commands,
+        "INSTANCE_ID": f"drain-{tag}",
+    }
+
+    async def bind_consumer() -> None:
+        client = await _pika_client()
+        channel = await client.channel().addTimeout(10, reactor)
+        await channel.queue_declare(queue=queue, durable=True).addTimeout(10, reactor)
+        await channel.queue_bind(queue=queue, exchange=events_exchange, routing_key="#").addTimeout(10, reactor)
+        client.close()
+
+    out: dict[str, Any] = {}
+    try:
+        out = await _sigterm_under_load(tmp_path, backend, env, lambda: backend.fail_with(503), bind_consumer)
+        daemon = out["daemon"]
+        _assert_drained(out)
+        book = out["book"]
+
+        def backend_problems() -> Any:
+            tally = check_backend(book, backend)
+            # Frames go to the broker here, not to POST .../ocpp-message.
+            tally.problems = [p for p in tally.problems if "ocpp-message" not in p]
+            return tally
+
+        tally = await _settle(book, backend, backend_problems)
+        assert tally.problems == [], tally.problems[:20]
+        _once(backend, book)
+        events = await _drain_queue(queue)
+        event_tally = check_events(book, events)
+        assert event_tally.problems == [], event_tally.problems[:20]
+        assert event_tally.call_errors == 0
+        assert daemon.alive(), daemon.log_text()[-3000:]
+    finally:
+        if "daemon" in out:
+            assert await out["daemon"].terminate() == 0
+        client = await _pika_client()
+        channel = await client.channel().addTimeout(10, reactor)
+        for name in (queue, f"{events_exchange}.unroutable"):
+            await channel.queue_delete(queue=name).addTimeout(10, reactor)
+        for name in (events_exchange, f"{events_exchange}.unroutable", commands, f"{commands}.claims"):
+            await channel.exchange_delete(exchange=name).addTimeout(10, reactor)
+        client.close()
