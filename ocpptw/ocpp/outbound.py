@@ -101,6 +101,9 @@ class OutboundCalls:
         message_id = self._id_prefix + str(self._counter)
         try:
             text = encode_call(message_id, action, payload)
+            text.encode("utf-8")  # a lone surrogate (from a "\ud800" escape) cannot go on the wire
+        except UnicodeEncodeError:
+            return fail(InvalidPayload("the payload holds a lone UTF-16 surrogate"))
         except (TypeError, ValueError) as error:
             return fail(InvalidPayload(f"the payload is not JSON: {error}"))
         if len(self._queue) >= session.max_outbound_queue:
