@@ -98,3 +98,18 @@ def test_a_batch_write_that_raises_fails_its_waiters(clock):
     clock.advance(0)
     failure_result_of(first, ValueError)
     failure_result_of(second, ValueError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_with_a_lone_surrogate_is_invalid_not_500(wire):
+    """A command body with a "\\ud800" escape is 400 InvalidPayload (it was a 500 page, or a silent 504)."""
+    import treq
+
+    from tests.helpers import bounded
+
+    for action, body in [("DataTransfer", b'{"vendorId":"\\ud800"}'), ("GetConfiguration", b'{"key":["\\udfff"]}')]:
+        url = f"http://127.0.0.1:{wire.port}/api/v1/chargers/REGRESS1/commands/{action}?timeout=2"
+        response = await bounded(treq.post(url, data=body, persistent=False))
+        content = json.loads(await bounded(response.content()))
+        assert response.code == 400 and content["error"]["code"] == "InvalidPayload", content
+    assert not wire.charger.received.pending
