@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--storm-chargers", type=int, default=2000, help="chargers reconnecting at once (%(default)s)")
     ap.add_argument("--storm-processes", type=int, default=1, help="simulator processes for the storm (%(default)s)")
     ap.add_argument("--interval", type=float, default=0.2, help="seconds between a charger's MeterValues (%(default)s)")
+    ap.add_argument("--kill-at-once", action="store_true",
+                    help="sigkill: kill right after the last answer (shows the known out-frame record gap)")
     ap.add_argument("--fast-retries", action="store_true", help="the CI retry timings instead of production's")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = ap.parse_args(argv)
@@ -84,7 +86,8 @@ async def run(reactor, args: argparse.Namespace) -> int:
             figures["start_answers"] = [t for _, t in figures["start_answers"]]
             figures["reconciled_starts"] = len(figures["reconciled"])
         elif name == "sigkill":
-            figures = await sigkill(work, args.chargers, meters=20, recovery=180)
+            figures = await sigkill(work, args.chargers, meters=20, recovery=60,
+                                    pause_before_kill=0.0 if args.kill_at_once else 0.5)
             figures["daemon_alive_after_restart"] = figures.pop("alive")
         elif name == "broker":
             figures = await broker_outage(work, args.chargers, args.broker_outage, args.interval)

