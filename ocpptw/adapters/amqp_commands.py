@@ -64,6 +64,8 @@ def parse_command(body: bytes) -> tuple[str, dict, float | None]:
         message = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise MalformedCommand("the command is not JSON") from None
+    except RecursionError:  # left unanswered and unacked, it came back after every reconnect
+        raise MalformedCommand("the command is nested too deeply") from None
     if not isinstance(message, dict):
         raise MalformedCommand("the command must be a JSON object {action, payload, timeoutSeconds?}")
     action = message.get("action")
