@@ -158,8 +158,36 @@ class OcppServerFactory(WebSocketServerFactory):
         reactor: Any = None,
     ) -> None:
         super().__init__(url, protocols=[SUBPROTOCOL], reactor=reactor)
+        skip_eager_debug_formatting()
         self.gate = gate
         self.setProtocolOptions(**websocket_options(max_frame_bytes, ping_interval))
+
+
+def skip_eager_debug_formatting() -> None:
+    """
+    Autobahn builds the arguments of its debug log lines even when debug
+    logging is off: C{pformat()} of every protocol option on every new
+    connection (about a quarter of the server's CPU per handshake in a
+    connection storm) and C{hltype()}/C{hlval()} on every frame.  Unless
+    Autobahn logs at debug (C{txaio}'s level), those names in its modules
+    become a function that returns an empty string; only the discarded
+    debug lines lose anything.
+    """
+    import txaio
+
+    if txaio.get_global_log_level() in ("debug", "trace"):
+        return
+    import autobahn.twisted.websocket as twisted_websocket
+    import autobahn.websocket.protocol as websocket_protocol
+
+    for module in (twisted_websocket, websocket_protocol):
+        for name in ("hltype", "hlval", "pformat"):
+            if hasattr(module, name):
+                setattr(module, name, _nothing)
+
+
+def _nothing(*args: Any, **kwargs: Any) -> str:
+    return ""
 
 
 def websocket_options(max_frame_bytes: int, ping_interval: float) -> dict[str, Any]:
