@@ -235,6 +235,11 @@ class Metrics:
         self._outbox_parked = Gauge(
             "ocpp_outbox_dead_letters", "Dead letters currently parked in DATA_DIR", registry=registry
         )
+        self._outbox_alarm = Gauge(
+            "ocpp_outbox_alarm",
+            "1 while the outbox holds more than OUTBOX_ALARM_DEPTH entries or its oldest is older than OUTBOX_ALARM_AGE",
+            registry=registry,
+        )
 
     # -- label hygiene ---------------------------------------------------------
 
@@ -371,6 +376,12 @@ class Metrics:
         self._outbox_depth.set_function(_safe(outbox.depth))
         self._outbox_age.set_function(_safe(outbox.oldest_age))
         self._outbox_parked.set_function(_safe(outbox.dead_letters))
+
+    def watch_outbox_alarm(self, alarm: Any) -> None:
+        """
+        Read the alarm's C{raised} at scrape time (L{ocpptw.store.outbox_alarm.OutboxAlarm}).
+        """
+        self._outbox_alarm.set_function(lambda: 1.0 if alarm.raised else 0.0)
 
     # -- exposition --------------------------------------------------------------
 

@@ -202,4 +202,9 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
     checks.append(publisher.ready)
     checks.append(lambda: (getattr(outbox, "writable", True), f"cannot write to {config.data_dir}"))
     metrics.watch_outbox(outbox)
+    from ocpptw.store.outbox_alarm import OutboxAlarm
+
+    alarm = gateway.outbox_alarm = OutboxAlarm(outbox, reactor, config.outbox_alarm_depth, config.outbox_alarm_age)
+    alarm.setServiceParent(gateway)
+    metrics.watch_outbox_alarm(alarm)
     _listeners(gateway, config, reactor, factory, checks, metrics, api)
