@@ -35,8 +35,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ocpptw.clock import iso_z, utcnow
-from ocpptw.interfaces import IChargerService, ISessionService
-from ocpptw.ocpp.errors import NOT_IMPLEMENTED, SECURITY_ERROR, OcppError
+from ocpptw.interfaces import IChargerService, ISessionService, StorageFull
+from ocpptw.ocpp.errors import INTERNAL_ERROR, NOT_IMPLEMENTED, SECURITY_ERROR, OcppError
+
+#: Actions whose answer proves a write went through (Authorize may answer from its cache).
+_WRITERS = frozenset({"BootNotification", "MeterValues", "StartTransaction", "StatusNotification", "StopTransaction"})
+
+#: The CALLERROR description while DATA_DIR refuses writes.
+DISK_FULL = "the gateway cannot record this message now (its disk refuses writes); retry later"
 
 
 def _empty(_: Any = None) -> dict:
@@ -60,6 +66,7 @@ class Router:
         self._chargers = chargers
         self._sessions = sessions
         self._clock = clock
+        self.refusing = False
         self._actions = {
             "Authorize": self.authorize,
             "BootNotification": self.boot_notification,
@@ -92,7 +99,36 @@ class Router:
         self._chargers.seen(cp, now)
         if action != "BootNotification" and not self._chargers.is_accepted(cp):
             raise OcppError(SECURITY_ERROR, "not accepted: send BootNotification first")
-        return handler(cp, payload, now)
+        answer = handler(cp, payload, now)
+        if isinstance(answer, Deferred):
+            if self.refusing and action in _WRITERS:
+                answer.addCallback(self._written)
+            answer.addErrback(self._disk_full)
+        return answer
+
+    # -- a full disk ---------------------------------------------------------------
+
+    def _disk_full(self, failure: Any) -> Any:
+        """
+        A message whose effects cannot be recorded because DATA_DIR refuses
+        writes is answered C{InternalError} (the charger keeps it and tries
+        again); one error line per outage, not one per message.
+        """
+        failure.trap(StorageFull)
+        if not self.refusing:
+            self.refusing = True
+            self.log.error(
+                "DATA_DIR refuses writes ({error}): messages that must be recorded are answered InternalError"
+                " until it accepts them again",
+                error=failure.getErrorMessage(),
+            )
+        raise OcppError(INTERNAL_ERROR, DISK_FULL)
+
+    def _written(self, answer: Any) -> Any:
+        if self.refusing:
+            self.refusing = False
+            self.log.info("DATA_DIR accepts writes again; every message is answered")
+        return answer
 
     # -- answered at once ------------------------------------------------------
 

@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ocpptw.events import make_event
-from ocpptw.interfaces import IEventPublisher
+from ocpptw.interfaces import IEventPublisher, StorageFull
 
 
 class FrameRecorder:
@@ -32,6 +32,7 @@ class FrameRecorder:
         self._clock = clock
         self._instance = instance
         self._metrics = metrics
+        self._refused = False
 
     def frame(
         self,
@@ -59,7 +60,10 @@ class FrameRecorder:
             data["errorCode"] = error_code
             data["errorDescription"] = error_description or ""
         event = make_event("ocpp.message", session.charge_point_id, data, self._clock, self._instance)
-        self._publisher.publish(event).addErrback(self._lost, session.charge_point_id)
+        d = self._publisher.publish(event)
+        if self._refused:
+            d.addCallback(self._recorded)
+        d.addErrback(self._lost, session.charge_point_id)
 
     def _time(self, session: Any, direction: str, message_type: str, message_id: str, action: str | None, metrics: Any) -> None:
         """
@@ -88,5 +92,16 @@ class FrameRecorder:
         if self._metrics is not None:
             self._metrics.violation(action)
 
+    def _recorded(self, result: Any) -> Any:
+        if self._refused:
+            self._refused = False
+            self.log.info("frames are recorded again")
+        return result
+
     def _lost(self, failure: Any, charge_point_id: str) -> None:
+        if failure.check(StorageFull):  # once per outage; /ready and the outbox report it too
+            if not self._refused:
+                self._refused = True
+                self.log.warn("frames are not recorded while DATA_DIR refuses writes: {error}", error=failure.getErrorMessage())
+            return
         self.log.failure("recording a frame of {chargePointId} failed", failure, chargePointId=charge_point_id)

@@ -19,6 +19,9 @@ def _database(gateway: Any, path: Path, reactor: Any, schema: str) -> Any:
 
     db = Database(path, reactor, schema)
     gateway.closers.append(db.close)
+    if getattr(gateway, "databases", None) is None:
+        gateway.databases = []
+    gateway.databases.append(db)  # for /ready: a database whose disk refuses writes
     return db
 
 
@@ -200,7 +203,12 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
     checks = [lambda: (gateway.port is not None and gate.accepting, "listener not accepting")]
     checks.append(backend.ready)
     checks.append(publisher.ready)
-    checks.append(lambda: (getattr(outbox, "writable", True), f"cannot write to {config.data_dir}"))
+    checks.append(
+        lambda: (
+            all([db.probe() for db in gateway.databases]),  # the outbox's own refusals land on its database
+            f"cannot write to {config.data_dir}",
+        )
+    )
     metrics.watch_outbox(outbox)
     from ocpptw.store.outbox_alarm import OutboxAlarm
 

@@ -57,6 +57,7 @@ from ocpptw.interfaces import (
     ISessionService,
     IWalletService,
     NotFound,
+    StorageFull,
 )
 from ocpptw.services import meter
 from ocpptw.services.billing import money_str
@@ -159,7 +160,7 @@ class SessionService:
             return {"status": "Invalid"}
         info = id_tag_info((answer or {}).get("idTagInfo"))
         self._ledger.auth_put(id_tag, info).addErrback(
-            lambda f: self.log.failure("caching an Authorize answer failed", f)
+            lambda f: None if f.check(StorageFull) else self.log.failure("caching an Authorize answer failed", f)
         )
         return info
 

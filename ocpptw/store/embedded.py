@@ -119,6 +119,13 @@ _SESSION = (
 )
 
 
+class DiskFull(BackendUnavailable, StorageFull):
+    """
+    The embedded store's disk refuses writes: unavailable to callers that
+    retry (outbox deliveries), a full disk to those that answer chargers.
+    """
+
+
 #: The largest integer SQLite stores; a larger energy is an anomaly (energy 0), as in billing.
 _MAX_INTEGER = 2**63 - 1
 
@@ -189,7 +196,9 @@ class EmbeddedBackend:
 
     @staticmethod
     def _unavailable(failure: Failure) -> Failure:
-        if failure.check(StorageFull, sqlite3.OperationalError):
+        if failure.check(StorageFull):
+            raise DiskFull(f"embedded store: {failure.getErrorMessage()}")
+        if failure.check(sqlite3.OperationalError):
             raise BackendUnavailable(f"embedded store: {failure.getErrorMessage()}")
         return failure
 

@@ -69,6 +69,9 @@ class Database:
     ) -> None:
         self._reactor = reactor
         self._path = str(path)
+        #: C{False} from a batch the disk refused until the next committed write.
+        self.writable = True
+        self._probing = False
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         self._queue: deque[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]] = deque()
@@ -87,6 +90,18 @@ class Database:
         self.writes = 0
 
     # -- reactor side ------------------------------------------------------
+
+    def probe(self) -> bool:
+        """
+        Whether the last batch was written; when the disk refused it, also
+        start a small real write, so that the next call tells whether the
+        disk accepts writes again even when no traffic comes (for C{/ready}).
+        """
+        if not self.writable and not self._probing:
+            self._probing = True
+            d = self.write(_probe_write)
+            d.addBoth(lambda _: setattr(self, "_probing", False))
+        return self.writable
 
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
         """
@@ -156,6 +171,9 @@ class Database:
         if writes:
             self.commits += 1
             self.writes += writes
+            self.writable = True
+        elif results and not results[0][1] and results[0][2].check(StorageFull):
+            self.writable = False  # the disk refused the whole batch (for /ready)
         _fire(results)
 
 
@@ -251,6 +269,11 @@ def open_connection(path: str, schema: str = "", synchronous: str = "FULL") -> s
         conn.close()
         raise
     return conn
+
+
+def _probe_write(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL)")
+    conn.execute("INSERT OR REPLACE INTO write_probe VALUES (1, julianday('now'))")
 
 
 def execute_batch(
