@@ -16,7 +16,7 @@ def metrics(kind: str, r: dict, args: list[str]) -> dict[str, float | None]:
     The figures a scenario is judged on, from one simulator report.
     """
     c, k, lat, srv = r["connections"], r["calls"], r["latency_ms"], r.get("server", {})
-    unanswered = k["timeouts"] + k["lost"] + sum(k["errors"].values())
+    unanswered = k["timeouts"] + k["lost"] + k.get("unsent", 0) + sum(k["errors"].values())
     if kind == "closed":
         return {
             "calls/s ↑": k["per_second"],

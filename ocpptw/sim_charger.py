@@ -169,6 +169,10 @@ class Charger:
     # -- connection ---------------------------------------------------------
 
     def opened(self, proto) -> None:
+        if not self.worker.expects_open(self):
+            # a late attempt the worker already gave up on
+            proto.transport.abortConnection()
+            return
         self.proto = proto
         self.worker.charger_opened(self)
 

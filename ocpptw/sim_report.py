@@ -75,6 +75,7 @@ def build_report(
             "load_seconds": stats.load_seconds,
             "errors": dict(stats.errors),
             "timeouts": stats.timeouts,
+            "unsent": stats.unsent,
             "lost": stats.lost,
             "disconnects": stats.disconnects,
             "by_action": dict(stats.by_action),
@@ -103,7 +104,7 @@ def build_report(
     server = _server(samples, stats, options.server_pid)
     if server is not None:
         report["server"] = server
-    unanswered = stats.timeouts + stats.lost
+    unanswered = stats.timeouts + stats.lost + stats.unsent
     connect_ok = stats.connect_failed == 0 and stats.boot_rejected == 0
     storm_ok = stats.reconnect_failed == 0
     report["ok"] = bool(connect_ok and storm_ok and unanswered == 0 and stats.disconnects == 0)
@@ -142,6 +143,7 @@ def format_report(r: dict[str, Any]) -> str:
         ]
     lines.append(
         f"CALLERRORs: {k['errors'] or 'none'}; timeouts {k['timeouts']}; lost {k['lost']}; "
+        f"unsent {k['unsent']}; "
         f"disconnects {k['disconnects']}; server calls {r['server_calls']['count']}"
     )
     if "storm" in r:

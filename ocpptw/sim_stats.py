@@ -126,6 +126,7 @@ class Stats:
         "reconnected",
         "reconnect_failed",
         "connect_retries",
+        "unsent",
     )
     #: durations in seconds, the largest wins on merge (workers run side by side)
     SPANS = ("connect_seconds", "boot_storm_seconds", "load_seconds", "storm_seconds")

@@ -88,6 +88,7 @@ class SimWorker:
         self.closed_d: Deferred[None] | None = None
         self._sweeper = None
         self._stop_call = None
+        self._drain_call = None
 
     # -- connecting ----------------------------------------------------------
 
@@ -181,6 +182,12 @@ class SimWorker:
             self._count_failure(reason)
         if self.ramp is not None:
             self.ramp.resolved()
+
+    def expects_open(self, charger: Charger) -> bool:
+        """
+        Whether a connection of C{charger} that just opened is still wanted.
+        """
+        return charger in self.awaiting and charger.proto is None
 
     def charger_opened(self, charger: Charger) -> None:
         self.open_count += 1
@@ -318,7 +325,27 @@ class SimWorker:
             self.running = False
 
     def _stop_issuing(self) -> None:
+        if self.running and self.load_done is not None:
+            # everything still queued or unanswered one call timeout from now is given up
+            self._drain_call = self.reactor.callLater(
+                self.o.call_timeout + 1, self._give_up_draining
+            )
         self.running = False
+        self._maybe_finish()
+
+    def _give_up_draining(self) -> None:
+        self._drain_call = None
+        if self.load_done is None:
+            return
+        for c in self.chargers:
+            if c.backlog:
+                self.stats.unsent += len(c.backlog)
+                self.backlogged -= len(c.backlog)
+                c.backlog.clear()
+        for c in self.chargers:
+            if c.pending_id is not None:
+                c.timed_out()
+        self.inflight = self.backlogged = 0
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
@@ -350,8 +377,9 @@ class SimWorker:
         self.reactor.callLater(0.01, reconnect)
 
     def _finish(self) -> None:
-        if self._stop_call is not None and self._stop_call.active():
-            self._stop_call.cancel()
+        for call in (self._stop_call, self._drain_call):
+            if call is not None and call.active():
+                call.cancel()
         self.running = False
         d, self.load_done = self.load_done, None
         if d is None:

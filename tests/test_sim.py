@@ -123,6 +123,23 @@ async def test_open_loop_sends_the_offered_rate(stand_in):
 
 
 @pytest_twisted.ensureDeferred
+async def test_open_loop_against_a_stalled_server_ends_in_time(stand_in):
+    """Calls queued behind unanswered ones are given up one call timeout after the load."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+
+    stand_in.silent.add("Heartbeat")
+    opts = options(stand_in.url, chargers=1, rate=20.0, duration=0.5, mode="open", call_timeout=0.3)
+    opts.mix = parse_mix("heartbeat=1")
+    report = await bounded(ensureDeferred(run_simulation(reactor, opts)), 10)
+    calls = report["calls"]
+    assert not report["ok"]
+    assert calls["load_answered"] == 0
+    assert calls["timeouts"] == stand_in.calls.count("Heartbeat") >= 1
+    assert calls["timeouts"] + calls["unsent"] == 10
+
+
+@pytest_twisted.ensureDeferred
 async def test_callerrors_and_timeouts_are_counted(stand_in):
     """A CALLERROR is counted by its code and an unanswered call as a timeout."""
     from twisted.internet import reactor
