@@ -29,8 +29,8 @@ def _server(samples: dict[str, Any], stats: Stats, pid: int | None) -> dict[str,
         out["rss_kb_end"] = end["rss_kb"]
         cpu = end["cpu_seconds"] - booted["cpu_seconds"]
         out["cpu_seconds_load"] = round(cpu, 3)
-        if stats.load_seconds:
-            out["cpu_percent_load"] = round(100 * cpu / stats.load_seconds, 1)
+        if stats.phase_seconds:
+            out["cpu_percent_load"] = round(100 * cpu / stats.phase_seconds, 1)
         if stats.latency.total:
             out["cpu_us_per_call"] = round(cpu * 1e6 / stats.latency.total, 1)
     elif not booted and not end:
@@ -86,8 +86,8 @@ def build_report(
         "sim": {
             "cpu_seconds": round(stats.cpu_seconds_total, 3),
             "cpu_seconds_load": round(stats.cpu_seconds_load, 3),
-            "cpu_percent_load": round(100 * stats.cpu_seconds_load / stats.load_seconds, 1)
-            if stats.load_seconds
+            "cpu_percent_load": round(100 * stats.cpu_seconds_load / stats.phase_seconds, 1)
+            if stats.phase_seconds
             else 0.0,
         },
         "wall_seconds": round(wall_seconds, 3),

@@ -129,7 +129,13 @@ class Stats:
         "unsent",
     )
     #: durations in seconds, the largest wins on merge (workers run side by side)
-    SPANS = ("connect_seconds", "boot_storm_seconds", "load_seconds", "storm_seconds")
+    SPANS = (
+        "connect_seconds",
+        "boot_storm_seconds",
+        "load_seconds",
+        "phase_seconds",
+        "storm_seconds",
+    )
     #: CPU seconds, summed on merge
     CPU = ("cpu_seconds_total", "cpu_seconds_load")
 

@@ -386,6 +386,7 @@ class SimWorker:
             return
         end = perf() if self.o.mode in ("idle", "storm") else self.last_answer
         self.stats.load_seconds = round(max(end - self.load_t0, 1e-9), 4)
+        self.stats.phase_seconds = round(perf() - self.load_t0, 4)
         self.stats.cpu_seconds_load = own_cpu_seconds() - self.load_cpu0
         self.phase = "done"
         d.callback(None)
