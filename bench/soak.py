@@ -68,6 +68,17 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_targets(pid: int) -> list[str]:
+    """What each open descriptor of C{pid} points at (sockets as C{socket:[inode]})."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return sorted(out)
+
+
 def scrape(port: int, timeout: float = 10.0) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
         return r.read().decode()
@@ -188,12 +199,14 @@ def stop_server(proc: subprocess.Popen, grace: float = 30.0) -> int:
 
 
 def sample(pid: int, port: int, started: float, previous: dict | None) -> dict:
+    # descriptors first: the scrape's own connection must not be counted
+    fds, rss = open_fds(pid), rss_mib(pid)
     metrics = parse_metrics(scrape(port))
     latency = percentiles(previous["buckets"] if previous else {}, metrics["buckets"])
     return {
         "t": round(time.monotonic() - started, 1),
-        "rss_mib": rss_mib(pid),
-        "fds": open_fds(pid),
+        "rss_mib": rss,
+        "fds": fds,
         "connected": int(metrics["connected"]),
         "outbox_depth": int(metrics["outbox_depth"]),
         "outbox_age_s": round(metrics["outbox_age"], 1),
@@ -237,6 +250,7 @@ def run_soak(
             started = time.monotonic()
             baseline = sample(proc.pid, port, started, None)
             report["baseline"] = {k: v for k, v in baseline.items() if k != "buckets"}
+            base_targets = fd_targets(proc.pid)
             sim_cmd = [
                 PY, "-m", "ocpptw.sim", "--url", f"ws://127.0.0.1:{port}/ocpp/", "--json",
                 "-n", str(chargers), "--prefix", "SOAK", "--rate", str(rate), "--duration", str(seconds),
@@ -275,6 +289,9 @@ def run_soak(
                 wait_for(lambda: open_fds(proc.pid) <= baseline["fds"], 30.0, 0.5)
                 after = sample(proc.pid, port, started, previous)
                 report["after"] = {k: v for k, v in after.items() if k != "buckets"}
+                now_targets = fd_targets(proc.pid)  # (after the scrape: may list its socket)
+                report["fds_gained"] = sorted(set(now_targets) - set(base_targets))
+                report["fds_released"] = sorted(set(base_targets) - set(now_targets))
         finally:
             report["server_exit"] = stop_server(proc)
     report["samples"] = [{k: v for k, v in row.items() if k != "buckets"} for row in samples]
