@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.ledger import Book, LedgerCharger
+from tests.chaos.charger import LedgerCharger
+from tests.chaos.ledger import Book
 from tests.chaos.support import SIM, Daemon, sleep
 
 

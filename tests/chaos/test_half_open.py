@@ -14,7 +14,8 @@ import json
 import pytest_twisted
 import treq
 
-from tests.chaos.ledger import Book, LedgerCharger
+from tests.chaos.charger import LedgerCharger
+from tests.chaos.ledger import Book
 from tests.chaos.support import sleep, start_gateway, stop_gateway, wait_until
 
 

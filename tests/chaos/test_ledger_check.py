@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 
 from ocpptw.testing.backend import RecordedRequest
-from tests.chaos.ledger import Book, Sent, check_backend, check_events, meter_payload
+from tests.chaos.charger import meter_payload
+from tests.chaos.ledger import Book, Sent, check_backend, check_events
 
 CP = "L-1"
 
