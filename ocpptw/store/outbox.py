@@ -81,6 +81,10 @@ class _Entry:
     last_error: str | None = None
 
 
+#: Seconds between two early retries after a destination recovered.
+RECOVERY_EVERY = 5.0
+
+
 @implementer(IOutbox)
 class Outbox:
     """
@@ -147,6 +151,7 @@ class Outbox:
         self._loaded = False
         self._running = False
         self._dead = 0
+        self._last_recovery = float("-inf")
         self.writable = True
         self.delivered_total = 0
         self.failed_total = 0
@@ -393,7 +398,33 @@ class Outbox:
         self.delivered_total += 1
         self._bookkeep(("done", entry.id))
         self._notify("delivered", entry.operation, self._clock.seconds() - started)
+        if entry.attempts:
+            self._recovered(entry)
         self._next(entry)
+
+    def _recovered(self, entry: _Entry) -> None:
+        """
+        An entry got through after failing: the destination is probably
+        back.  Entries of other chargers sleeping out a backoff try again
+        now rather than up to C{max_delay} later (at most once every
+        C{RECOVERY_EVERY} seconds, so a flapping backend is not stormed).
+        """
+        now = self._clock.seconds()
+        if now - self._last_recovery < RECOVERY_EVERY:
+            return
+        self._last_recovery = now
+        keys = []
+        for key, timer in list(self._timers.items()):
+            timer.cancel()
+            del self._timers[key]
+            self._queues[key][0].next_attempt_at = now
+            keys.append(key)
+        if keys:
+            self.log.info(
+                "outbox: {operation} got through again; retrying {count} waiting chargers now",
+                operation=entry.operation, count=len(keys),
+            )
+            self._schedule(*keys)
 
     def _failed(self, reason: Failure, entry: _Entry) -> None:
         del self._in_flight[entry.key]

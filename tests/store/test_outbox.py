@@ -647,3 +647,55 @@ def test_random_failures_never_reorder_or_duplicate(plan, cap):
     success_result_of(outbox.stop())
     assert [c for c in clock.getDelayedCalls() if c.active()] == []
     database.close()
+
+
+def test_recovery_retries_other_chargers_at_once(db, make, clock):
+    """When one charger's entry gets through after failing, the others stop sleeping out their backoff."""
+    outbox = make(db, max_delay=60.0)
+    deliver = Recorder(lambda: BackendUnavailable("down"))
+    outbox.register("op", deliver)
+    success_result_of(outbox.start())
+    for key in ("A", "B", "C"):
+        success_result_of(outbox.append(key, "op", {"key": key}))
+    for _ in range(6):  # backoffs grow towards the 60 s cap
+        clock.advance(60)
+    deliver.answer = "ok"
+    before = len(deliver.bodies)
+    clock.pump([0.0])
+    # the next retry of one key succeeds; the other two follow at once, not a backoff later
+    while len(deliver.bodies) == before:
+        clock.advance(1)
+    first_success = clock.seconds()
+    assert outbox.depth() == 0
+    assert clock.seconds() == first_success
+    assert sorted(b["key"] for b in deliver.bodies[before:]) == ["A", "B", "C"]
+
+
+def test_recovery_is_not_a_storm(db, make, clock):
+    """Early retries after a recovery happen at most once every RECOVERY_EVERY seconds."""
+    outbox = make(db, initial_delay=2.0, max_delay=60.0)
+    down = {"A", "B", "C"}
+    tries = []
+
+    def deliver(body):
+        tries.append(body["key"])
+        return fail(BackendUnavailable("down")) if body["key"] in down else succeed(None)
+
+    outbox.register("op", deliver)
+    success_result_of(outbox.start())
+    for key, at in (("A", 0.0), ("B", 0.5), ("C", 1.0)):
+        clock.advance(at - clock.seconds())
+        success_result_of(outbox.append(key, "op", {"key": key}))
+    down = {"B", "D"}
+    clock.advance(2.0 - clock.seconds())
+    # A got through (a recovery): B and C were retried at once.
+    assert tries == ["A", "B", "C", "A", "B", "C"]
+    clock.advance(0.5)
+    success_result_of(outbox.append("D", "op", {"key": "D"}))  # fails, retried at 4.5
+    down = {"B"}
+    clock.advance(2.0)
+    # D got through at 4.5, within RECOVERY_EVERY of the last recovery: B
+    # keeps sleeping out its backoff (until 6) instead of being retried again.
+    assert tries[6:] == ["D", "D"]
+    clock.advance(1.5)
+    assert tries[8:] == ["B"]
