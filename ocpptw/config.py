@@ -162,6 +162,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OUTBOX_MAX_AGE", "outbox_max_age", _positive_seconds, "86400", "seconds a failing outbox entry is retried before it is parked"),
     Setting("OUTBOX_ALARM_DEPTH", "outbox_alarm_depth", _int(1, None), "100000", "outbox entries waiting above which an alarm is logged and ocpp_outbox_alarm is 1"),
     Setting("OUTBOX_ALARM_AGE", "outbox_alarm_age", _positive_seconds, "3600", "seconds the oldest outbox entry may wait before the alarm"),
+    Setting("OUTBOX_RETRY_MAX", "outbox_retry_max", _positive_seconds, "60", "longest wait between two tries of a failing outbox entry"),
+    Setting("BACKEND_CIRCUIT_COOLDOWN", "circuit_cooldown", _positive_seconds, "10", "seconds the backend circuit stays open before a probe"),
     Setting("OCPP_MAX_FRAME_BYTES", "max_frame_bytes", _int(1024, 64 * 1024 * 1024), "1048576", "largest frame accepted; larger closes with 1009"),
     Setting("AUTH_CACHE_TTL", "auth_cache_ttl", _seconds, "3600", "seconds an Authorize answer may be reused while the backend is down"),
     Setting("LOG_FORMAT", "log_format", _choice("text", "json"), "text", "text or json"),
@@ -212,6 +214,8 @@ class Config:
     heartbeat_interval: int = 300
     start_deadline: float = 5.0
     outbox_max_age: float = 86400.0
+    outbox_retry_max: float = 60.0
+    circuit_cooldown: float = 10.0
     outbox_alarm_depth: int = 100000
     outbox_alarm_age: float = 3600.0
     max_frame_bytes: int = 1048576

@@ -35,6 +35,7 @@ def _backend(gateway: Any, config: Config, reactor: Any) -> Any:
             timeout=config.backend_timeout,
             token=config.backend_token,
             observer=gateway.metrics,
+            cooldown=config.circuit_cooldown,
         )
         gateway.closers.append(backend.close)
         return backend
@@ -124,7 +125,14 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
     data = Path(config.data_dir)
     state = _database(gateway, data / "gateway.sqlite", reactor, outbox_module.SCHEMA + ledger_module.SCHEMA)
     backend = gateway.backend = _backend(gateway, config, reactor)
-    outbox = gateway.outbox = outbox_module.Outbox(state, reactor, config.outbox_max_age, observer=metrics)
+    outbox = gateway.outbox = outbox_module.Outbox(
+        state,
+        reactor,
+        config.outbox_max_age,
+        initial_delay=min(0.5, config.outbox_retry_max),
+        max_delay=config.outbox_retry_max,
+        observer=metrics,
+    )
     ledger = gateway.ledger = ledger_module.Ledger(state, reactor)
     publisher = gateway.publisher = _publisher(gateway, config, reactor, outbox, backend)
     wallet = WalletService(backend)
