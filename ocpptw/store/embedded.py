@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from ocpptw.clock import now_z
 from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, NotFound, StorageFull
+from ocpptw.store.sqlite import UnstorableValue
 
 #: Tables of C{embedded.sqlite}.
 SCHEMA = """
@@ -198,6 +199,8 @@ class EmbeddedBackend:
     def _unavailable(failure: Failure) -> Failure:
         if failure.check(StorageFull):
             raise DiskFull(f"embedded store: {failure.getErrorMessage()}")
+        if failure.check(UnstorableValue):  # a REST backend would answer 400 to such a body
+            raise BackendRejected(400, f"embedded store: {failure.getErrorMessage()}")
         if failure.check(sqlite3.OperationalError):
             raise BackendUnavailable(f"embedded store: {failure.getErrorMessage()}")
         return failure

@@ -39,6 +39,14 @@ def _is_storage_full(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in _FULL_ERRNOS
 
 
+class UnstorableValue(TypeError):
+    """
+    A parameter of a type SQLite cannot bind (a list or an object where a
+    column wants a scalar), or C{None} for a C{NOT NULL} column: the data's
+    fault, as for any L{TypeError}.
+    """
+
+
 class DatabaseClosed(RuntimeError):
     """
     A call came after L{Database.close} (a shutdown ordering bug).
@@ -271,6 +279,13 @@ def open_connection(path: str, schema: str = "", synchronous: str = "FULL") -> s
     return conn
 
 
+def _unstorable(error: BaseException) -> bool:
+    """A value of the wrong type or a missing one, rather than our SQL: the data's fault."""
+    if isinstance(error, (sqlite3.InterfaceError, sqlite3.ProgrammingError)):
+        return "binding parameter" in str(error)
+    return isinstance(error, sqlite3.IntegrityError) and str(error).startswith("NOT NULL constraint failed")
+
+
 def _probe_write(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL)")
     conn.execute("INSERT OR REPLACE INTO write_probe VALUES (1, julianday('now'))")
@@ -305,6 +320,8 @@ def execute_batch(
                     conn.execute(f"RELEASE w{index}")
                 if _is_storage_full(e):
                     raise
+                if _unstorable(e):
+                    e = UnstorableValue(f"a value SQLite cannot store: {e}")
                 results.append((d, False, Failure(e)))
             else:
                 if is_write:
