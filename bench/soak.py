@@ -228,6 +228,7 @@ def run_soak(
     workdir: Path | None = None,
     env_extra: dict | None = None,
     progress=None,
+    mix: str | None = None,
 ) -> dict:
     """
     Run one soak and return its report: C{baseline}, C{samples}, C{after}
@@ -242,6 +243,7 @@ def run_soak(
         "rate": rate,
         "seconds": seconds,
         "interval": interval,
+        "mix": mix or "simulator default (heartbeat=1,status=1,meter=6,session=2)",
         "workdir": str(workdir),
     }
     with open(workdir / "server.log", "wb") as log:
@@ -255,7 +257,7 @@ def run_soak(
                 PY, "-m", "ocpptw.sim", "--url", f"ws://127.0.0.1:{port}/ocpp/", "--json",
                 "-n", str(chargers), "--prefix", "SOAK", "--rate", str(rate), "--duration", str(seconds),
                 "--connect-rate", str(connect_rate), "--processes", str(processes), "--call-timeout", "30",
-            ]  # fmt: skip
+            ] + (["--mix", mix] if mix else [])  # fmt: skip
             sim_out = open(workdir / "sim.json", "w+")
             sim_err = open(workdir / "sim.err", "w+")
             sim = subprocess.Popen(sim_cmd, cwd=ROOT, stdout=sim_out, stderr=sim_err, preexec_fn=_max_files)
@@ -361,6 +363,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=300.0, help="calls per second in all (%(default)s)")
     ap.add_argument("--processes", type=int, default=2, help="simulator processes (%(default)s)")
     ap.add_argument("--connect-rate", type=float, default=500.0, help="connections per second (%(default)s)")
+    ap.add_argument("--mix", default=None, help="the simulator's action weights (its default: heartbeat=1,status=1,meter=6,session=2)")
     ap.add_argument("--workdir", default=None, help="data, logs and the report go here (a new temp dir)")
     ap.add_argument("--json", default=None, help="also write the report to this file")
     a = ap.parse_args()
@@ -382,6 +385,7 @@ def main() -> int:
         connect_rate=a.connect_rate,
         workdir=Path(a.workdir) if a.workdir else None,
         progress=progress,
+        mix=a.mix,
     )
     text = table(report)
     print(text)

@@ -45,6 +45,7 @@ async def wire(tmp_path_factory):
     service = await start_gateway(str(tmp_path_factory.mktemp("fuzz-wire") / "data"))
     charger = WireCharger(service.test_port, "FUZZWIRE1")
     await charger.connect(boot=True)
+    charger.service = service
     yield charger
     await stop_gateway(service)
 
@@ -210,3 +211,31 @@ async def test_oversized_frame_closes_with_1009(wire):
     assert code == 1009, code
     answers = await wire.exchange(json.dumps([2, fresh_id(), "Heartbeat", {}]))
     assert len(answers) == 1 and answers[0][0] == 3, answers
+
+
+# -- whole sessions ---------------------------------------------------------------------------------
+
+
+@fuzz_settings(100)
+@given(data=st.data())
+async def test_sessions_with_any_valid_readings_start_and_stop(wire, data):
+    """Any valid StartTransaction, then any valid StopTransaction of its transactionId (twice): all answered."""
+    start = data.draw(valid_payload("StartTransaction"))
+    first = await _one(wire, json.dumps([2, fresh_id(), "StartTransaction", start]))
+    assert len(first) == 1 and first[0][0] == 3, (start, first)
+    stop = data.draw(valid_payload("StopTransaction"))
+    stop["transactionId"] = first[0][2]["transactionId"]
+    for _ in range(2):
+        answers = await _one(wire, json.dumps([2, fresh_id(), "StopTransaction", stop]))
+        assert len(answers) == 1 and answers[0][0] == 3, (start, stop, answers)
+        _VALIDATOR.check_response("StopTransaction", answers[0][2])
+
+
+@pytest_twisted.ensureDeferred
+async def test_everything_fuzzed_was_delivered(wire):
+    """After the fuzzing, the outbox drains: no delivery is stuck retrying, none is parked."""
+    from tests.helpers import until
+
+    outbox = wire.service.outbox
+    await until(lambda: outbox.depth() == 0, 30)
+    assert outbox.dead_letters() == 0
