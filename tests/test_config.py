@@ -105,3 +105,13 @@ def test_instance_slot_is_stable_and_overridable():
     a = load_config("", {"INSTANCE_ID": "gw-a"}, {})
     assert a.instance_slot == load_config("", {"INSTANCE_ID": "gw-a"}, {}).instance_slot
     assert load_config("", {"INSTANCE_ID": "gw-a", "INSTANCE_SLOT": "7"}, {}).instance_slot == 7
+
+
+def test_readme_documents_every_setting():
+    """The README's configuration table names every variable the gateway reads."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = [line for line in readme.splitlines() if line.startswith("| ")]
+    missing = [s.env for s in SETTINGS if not any(s.env in line for line in table)]
+    assert missing == []
