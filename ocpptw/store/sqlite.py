@@ -42,8 +42,8 @@ def _is_storage_full(error: BaseException) -> bool:
 class UnstorableValue(TypeError):
     """
     A parameter of a type SQLite cannot bind (a list or an object where a
-    column wants a scalar), or C{None} for a C{NOT NULL} column: the data's
-    fault, as for any L{TypeError}.
+    column wants a scalar), an integer beyond 64 bits, or C{None} for a
+    C{NOT NULL} column: the data's fault, as for any L{TypeError}.
     """
 
 
@@ -283,6 +283,8 @@ def _unstorable(error: BaseException) -> bool:
     """A value of the wrong type or a missing one, rather than our SQL: the data's fault."""
     if isinstance(error, (sqlite3.InterfaceError, sqlite3.ProgrammingError)):
         return "binding parameter" in str(error)
+    if isinstance(error, OverflowError):  # an integer beyond 64 bits (lenient validation lets it through)
+        return "SQLite INTEGER" in str(error)
     return isinstance(error, sqlite3.IntegrityError) and str(error).startswith("NOT NULL constraint failed")
 
 
