@@ -211,7 +211,7 @@ def _other_type(kind: str) -> st.SearchStrategy:
 
 
 _BAD_DATES = st.sampled_from(
-    ["yesterday", "", "2026-02-30T10:00:00Z", "2026-13-01T00:00:00Z", "2026-11-24", "10:00:00", "2026-11-24T25:00:00Z",
+    ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+01:00", "yesterday", "", "2026-02-30T10:00:00Z", "2026-13-01T00:00:00Z", "2026-11-24", "10:00:00", "2026-11-24T25:00:00Z",
      "2026-11-24T10:00:00+2", "1e10", "2026-11-24T10:00:00ZZ", "２０２６-11-24T10:00:00Z"]
 )  # fmt: skip
 
@@ -239,6 +239,8 @@ def mutated(draw, action: str, response: bool = False) -> tuple[dict, str, str]:
         kinds.append("empty-array")
     if any(n.get("type") == "number" and "multipleOf" in n for p, n, _ in sites):
         kinds.append("not-a-multiple")
+    if any(n.get("type") == "integer" and p for p, n, _ in sites):
+        kinds.append("beyond-64-bits")
     kind = draw(st.sampled_from(kinds))
     if kind == "unknown-property":
         objects = [(p, n, v) for p, n, v in sites if n.get("type") == "object"]
@@ -275,5 +277,9 @@ def mutated(draw, action: str, response: bool = False) -> tuple[dict, str, str]:
     if kind == "not-a-multiple":
         path = draw(st.sampled_from([p for p, n, _ in sites if n.get("type") == "number" and "multipleOf" in n]))
         return _set(payload, path, draw(st.integers(0, 999)) / 10 + 0.05), PROPERTY_CONSTRAINT_VIOLATION, f"{kind} {path}"
+    if kind == "beyond-64-bits":
+        path = draw(st.sampled_from([p for p, n, _ in sites if n.get("type") == "integer" and p]))
+        huge = draw(st.sampled_from([2**63, -(2**63) - 1, 2**64, 10**30, -(10**40)]))
+        return _set(payload, path, huge), PROPERTY_CONSTRAINT_VIOLATION, f"{kind} {path}"
     path = draw(st.sampled_from([p for p, n, _ in sites if n.get("type") == "array" and n.get("minItems", 0) > 0]))
     return _set(payload, path, []), OCCURENCE_CONSTRAINT_VIOLATION, f"{kind} {path}"

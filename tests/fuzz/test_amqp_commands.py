@@ -109,6 +109,7 @@ async def amqp(tmp_path_factory):
     reply = json.loads((await bounded(replies.get())).body)
     assert reply == {"ok": True, "result": {"status": "Accepted"}}, reply
     yield charger
+    print("\nfuzz tally amqp:", TALLY)
     await stop_gateway(service)
     await delete_topology(client, names)
     await bounded(client.close())

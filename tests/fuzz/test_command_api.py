@@ -49,6 +49,7 @@ async def api(tmp_path_factory):
     await charger.connect(boot=True)
     charger.service = service
     yield charger
+    print("\nfuzz tally api:", TALLY)
     await stop_gateway(service)
 
 

@@ -47,6 +47,7 @@ async def wire(tmp_path_factory):
     await charger.connect(boot=True)
     charger.service = service
     yield charger
+    print("\nfuzz tally wire:", TALLY)
     await stop_gateway(service)
 
 

@@ -37,6 +37,7 @@ async def lenient(tmp_path_factory):
     await charger.connect(boot=True)
     charger.service = service
     yield charger
+    print("\nfuzz tally lenient:", TALLY)
     await stop_gateway(service)
 
 

@@ -113,3 +113,16 @@ async def test_command_with_a_lone_surrogate_is_invalid_not_500(wire):
         content = json.loads(await bounded(response.content()))
         assert response.code == 400 and content["error"]["code"] == "InvalidPayload", content
     assert not wire.charger.received.pending
+
+
+@pytest_twisted.ensureDeferred
+async def test_lenient_integer_beyond_64_bits_is_its_violation(tmp_path):
+    """Lenient: meterStart 2**64 is tolerated by validation but cannot be stored: PropertyConstraintViolation, not InternalError."""
+    service = await start_gateway(str(tmp_path / "data"), OCPP_VALIDATION="lenient")
+    try:
+        charger = WireCharger(service.test_port, "REGRESS2")
+        await charger.connect(boot=True)
+        frame = await _call(charger, "StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": 2**64, "timestamp": T})
+        assert frame[0] == 4 and frame[2] == PROPERTY_CONSTRAINT_VIOLATION, frame
+    finally:
+        await stop_gateway(service)
