@@ -8,7 +8,8 @@ C{DRAIN_GRACE} and a small margin, every charger's socket is closed with
 backend healthy, every transaction message a charger was answered for
 reaches the backend (and, with RabbitMQ, the broker) exactly once.
 
-The chargers and the books are the chaos scenarios' (L{tests.chaos.ledger});
+The chargers and the books are the chaos scenarios' (L{tests.chaos.charger},
+L{tests.chaos.ledger});
 every wait is bounded.
 """
 
@@ -27,19 +28,12 @@ import pytest_twisted
 from autobahn.exception import Disconnected
 
 from tests.chaos.backend_scenarios import as_deferred, stamp, tag_of
-from tests.chaos.ledger import (
-    Book,
-    LedgerCharger,
-    RecordingBackend,
-    check_backend,
-    check_events,
-    meter_payload,
-    start_payload,
-    stop_payload,
-)
+from tests.chaos.charger import LedgerCharger, meter_payload, start_payload, stop_payload
+from tests.chaos.ledger import Book, RecordingBackend, check_backend, check_events
 from tests.chaos.support import Daemon, sleep, wait_until
 
 CHARGERS = 20
+BOOT = {"chargePointVendor": "Drain", "chargePointModel": "D1"}
 GRACE = 3.0
 #: What the drain may take beyond C{DRAIN_GRACE}: the close handshakes of
 #: twenty sockets, closing the stores, the interpreter's exit.
@@ -66,7 +60,7 @@ async def _charging(c: LedgerCharger, running: dict, interval: float) -> int:
     try:
         while running["on"]:
             n += 10
-            await c.call("BootNotification", {"chargePointVendor": "Drain", "chargePointModel": "D1"})
+            await c.call("BootNotification", BOOT)
             frame = await c.call("StartTransaction", start_payload(1, tag_of(c.cp), wh, stamp(n)))
             sessions += 1
             tx = frame[2]["transactionId"]
@@ -82,8 +76,13 @@ async def _charging(c: LedgerCharger, running: dict, interval: float) -> int:
     return sessions
 
 
-async def _sigterm_under_load(tmp_path: Path, backend: RecordingBackend, env: dict[str, str], fault: Any,
-                              before_traffic: Any = None) -> dict[str, Any]:
+async def _sigterm_under_load(
+    tmp_path: Path,
+    backend: RecordingBackend,
+    env: dict[str, str],
+    fault: Any,
+    before_traffic: Any = None,
+) -> dict[str, Any]:
     """
     Start the daemon, run the chargers, apply C{fault} to the backend, send
     SIGTERM mid-traffic; then restart with the backend healthy.  Returns
@@ -104,12 +103,15 @@ async def _sigterm_under_load(tmp_path: Path, backend: RecordingBackend, env: di
     out: dict[str, Any] = {"book": book, "daemon": daemon}
     try:
         await daemon.start()
-        await wait_until(lambda: _http_status(f"http://127.0.0.1:{daemon.port}/ready") == 200, 20, what="/ready")
+        ready = f"http://127.0.0.1:{daemon.port}/ready"
+        await wait_until(lambda: _http_status(ready) == 200, 20, what="/ready")
         if before_traffic is not None:
             await before_traffic()
         cs = [LedgerCharger(f"DRAIN-{i:02d}", book, daemon.port) for i in range(CHARGERS)]
         for c in cs:
-            backend.add_id_tag(tag_of(c.cp), user_id=f"user-{c.cp}", prepaid_amount="10.00", price_per_kwh="0.50", currency="EUR")
+            backend.add_id_tag(
+                tag_of(c.cp), user_id=f"user-{c.cp}", prepaid_amount="10.00", price_per_kwh="0.50"
+            )
             await c.connect()
             await c.boot()
         fault()
@@ -120,13 +122,14 @@ async def _sigterm_under_load(tmp_path: Path, backend: RecordingBackend, env: di
         t0 = reactor.seconds()
         daemon.proc.send_signal(signal.SIGTERM)
         proc = daemon.proc
-        await wait_until(lambda: proc.poll() is not None, GRACE + MARGIN + 10, step=0.02, what="daemon exit")
+        bound = GRACE + MARGIN + 10
+        await wait_until(lambda: proc.poll() is not None, bound, step=0.02, what="exit")
         out["exit_seconds"] = reactor.seconds() - t0
         out["exit_code"] = proc.returncode
         running["on"] = False
         out["sessions"] = await flows.addTimeout(10, reactor)
         out["answered_during_drain"] = len(book.answered()) - answered_before
-        out["close_codes"] = {c.cp: c.socket.closed.result if c.socket.closed.called else None for c in cs}
+        out["close_codes"] = {c.cp: _close_code(c) for c in cs}
         out["first_log"] = daemon.log_text()
         backend.clear_faults()
         await daemon.start()
@@ -136,13 +139,18 @@ async def _sigterm_under_load(tmp_path: Path, backend: RecordingBackend, env: di
         raise
 
 
+def _close_code(c: LedgerCharger) -> int | None:
+    closed = c.socket.closed
+    return closed.result if closed.called else None
+
+
 async def _settle(book: Book, backend: RecordingBackend, check: Any, seconds: float = 30.0) -> Any:
     """
     Wait until C{check()} finds nothing lost, then a second more for late
     duplicates; the final tally.
     """
     try:
-        await wait_until(lambda: not check().problems, seconds, step=0.2, what="everything delivered")
+        await wait_until(lambda: not check().problems, seconds, step=0.2, what="all delivered")
     except AssertionError:
         pass
     await sleep(1.0)
@@ -153,7 +161,8 @@ async def _settle(book: Book, backend: RecordingBackend, check: Any, seconds: fl
 #: fails its durable write (known defect of the drain: it waits for busy
 #: sessions, but not for the handlers of connections it has just closed).
 CUT_OFF = re.compile(
-    r"handling (\w+) (\S+) from \S+ failed\n\tTraceback.*(?:\n\t.*)*?\n\tocpptw\.store\.sqlite\.DatabaseClosed: .*\n"
+    r"handling (\w+) (\S+) from \S+ failed\n\tTraceback.*(?:\n\t.*)*?"
+    r"\n\tocpptw\.store\.sqlite\.DatabaseClosed: .*\n"
 )
 
 
@@ -202,7 +211,7 @@ async def backend():
 @pytest.mark.parametrize("fault", ["failing", "slow"])
 @pytest_twisted.ensureDeferred
 async def test_sigterm_under_load_keeps_every_answered_message(tmp_path, backend, fault):
-    """SIGTERM mid-traffic: exit 0 in the grace, 1001 to all, every answered message delivered once after restart."""
+    """SIGTERM mid-traffic: exit 0 in the grace, 1001 to all, answers delivered once later."""
     if fault == "failing":
         apply = lambda: backend.fail_with(503)  # noqa: E731
     else:
@@ -231,7 +240,8 @@ async def _pika_client() -> Any:
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
     protocol = TwistedProtocolConnection(pika.ConnectionParameters(), custom_reactor=reactor)
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", 5672, timeout=5), protocol).addTimeout(10, reactor)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", 5672, timeout=5)
+    await connectProtocol(endpoint, protocol).addTimeout(10, reactor)
     return await protocol.ready.addTimeout(10, reactor)
 
 
@@ -242,7 +252,8 @@ async def _drain_queue(queue: str, quiet: float = 1.0) -> list[dict]:
     client = await _pika_client()
     try:
         channel = await client.channel().addTimeout(10, reactor)
-        messages, _ = await channel.basic_consume(queue=queue, auto_ack=True).addTimeout(10, reactor)
+        consuming = channel.basic_consume(queue=queue, auto_ack=True)
+        messages, _ = await consuming.addTimeout(10, reactor)
         events = []
         while len(events) < 100000:
             try:
@@ -257,11 +268,12 @@ async def _drain_queue(queue: str, quiet: float = 1.0) -> list[dict]:
 
 @pytest_twisted.ensureDeferred
 async def test_sigterm_under_load_with_the_broker(tmp_path, backend):
-    """With RabbitMQ: every answered message's events are in the broker once; backend calls once after restart."""
+    """With RabbitMQ: answered messages' events in the broker once; backend calls once."""
     from twisted.internet import reactor
 
     tag = uuid.uuid4().hex[:10]
-    events_exchange, commands, queue = f"drain.{tag}.events", f"drain.{tag}.commands", f"drain.{tag}.consumer"
+    events_exchange, commands = f"drain.{tag}.events", f"drain.{tag}.commands"
+    queue = f"drain.{tag}.consumer"
     env = {
         "ENABLE_RABBITMQ": "true",
         "RABBITMQ_URL": BROKER,
@@ -274,12 +286,14 @@ async def test_sigterm_under_load_with_the_broker(tmp_path, backend):
         client = await _pika_client()
         channel = await client.channel().addTimeout(10, reactor)
         await channel.queue_declare(queue=queue, durable=True).addTimeout(10, reactor)
-        await channel.queue_bind(queue=queue, exchange=events_exchange, routing_key="#").addTimeout(10, reactor)
+        binding = channel.queue_bind(queue=queue, exchange=events_exchange, routing_key="#")
+        await binding.addTimeout(10, reactor)
         client.close()
 
     out: dict[str, Any] = {}
     try:
-        out = await _sigterm_under_load(tmp_path, backend, env, lambda: backend.fail_with(503), bind_consumer)
+        failing = lambda: backend.fail_with(503)  # noqa: E731
+        out = await _sigterm_under_load(tmp_path, backend, env, failing, bind_consumer)
         daemon = out["daemon"]
         _assert_drained(out)
         book = out["book"]
@@ -305,6 +319,7 @@ async def test_sigterm_under_load_with_the_broker(tmp_path, backend):
         channel = await client.channel().addTimeout(10, reactor)
         for name in (queue, f"{events_exchange}.unroutable"):
             await channel.queue_delete(queue=name).addTimeout(10, reactor)
-        for name in (events_exchange, f"{events_exchange}.unroutable", commands, f"{commands}.claims"):
+        unroutable = f"{events_exchange}.unroutable"
+        for name in (events_exchange, unroutable, commands, f"{commands}.claims"):
             await channel.exchange_delete(exchange=name).addTimeout(10, reactor)
         client.close()
