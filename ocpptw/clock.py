@@ -40,7 +40,8 @@ def parse_iso(text: str) -> datetime:
     Parse an ISO 8601 timestamp as chargers send it.  A missing offset is
     taken as UTC (many chargers omit it); a trailing C{Z} is accepted.
 
-    @raise ValueError: when C{text} is not a timestamp.
+    @raise ValueError: when C{text} is not a timestamp, or names one that
+        leaves the calendar in UTC (C{9999-12-31T23:59:59-05:00}).
     """
     value = text.strip()
     if value.endswith(("Z", "z")):
@@ -48,4 +49,7 @@ def parse_iso(text: str) -> datetime:
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_UTC)
-    return moment.astimezone(_UTC)
+    try:
+        return moment.astimezone(_UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is not a time in UTC's calendar") from None
