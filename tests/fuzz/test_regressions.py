@@ -126,3 +126,14 @@ async def test_lenient_integer_beyond_64_bits_is_its_violation(tmp_path):
         assert frame[0] == 4 and frame[2] == PROPERTY_CONSTRAINT_VIOLATION, frame
     finally:
         await stop_gateway(service)
+
+
+def test_a_time_beyond_the_utc_calendar_is_not_a_timestamp():
+    """parse_iso raises ValueError (which every caller handles), not OverflowError, for a time past year 9999 in UTC."""
+    import pytest
+
+    from ocpptw.clock import parse_iso
+
+    for text in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:30:00+01:00"):
+        with pytest.raises(ValueError):
+            parse_iso(text)
