@@ -84,6 +84,7 @@ class Database:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         self._queue: deque[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]] = deque()
         self._wake = threading.Condition()
+        self._wake_pending = False
         self._closing = False
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
@@ -130,12 +131,23 @@ class Database:
     def _submit(self, fn: Callable[[sqlite3.Connection], Any], is_write: bool) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         with self._wake:
-            if not self._closing:
+            closing = self._closing
+            if not closing:
                 self._queue.append((fn, d, is_write))
-                self._wake.notify()
-                return d
-        d.errback(Failure(DatabaseClosed(f"{self._path} is closed")))
+        if closing:
+            d.errback(Failure(DatabaseClosed(f"{self._path} is closed")))
+        elif not self._wake_pending:
+            # Wake the database thread once per reactor turn, not once per
+            # call: every wake-up is a hand-over of the GIL, and the calls of
+            # one turn make one batch anyway.
+            self._wake_pending = True
+            self._reactor.callLater(0, self._notify)
         return d
+
+    def _notify(self) -> None:
+        self._wake_pending = False
+        with self._wake:
+            self._wake.notify()
 
     def close(self) -> None:
         """

@@ -67,7 +67,11 @@ async def test_a_full_disk_fails_the_whole_batch_with_storage_full(db):
 
     # queue both from inside one database-thread call so they share a batch
     running, gate = threading.Event(), threading.Event()
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
     blocker = db.read(lambda c: running.set() or gate.wait(5))
+    await deferLater(reactor, 0, lambda: None)  # the thread is woken once per reactor turn
     assert running.wait(5)
     first = db.write(lambda c: c.execute("INSERT INTO t VALUES ('a', 1)"))
     second = db.write(full)
@@ -115,3 +119,13 @@ def test_unknown_synchronous_mode_is_refused(tmp_path):
     """A mistyped synchronous mode fails at open, not as SQL."""
     with pytest.raises(ValueError):
         open_connection(str(tmp_path / "z.sqlite"), "", "FUL; DROP")
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_wake_up_per_reactor_turn(db):
+    """Calls made in one reactor turn wake the database thread once and share one batch."""
+    results = [db.write(lambda c, i=i: c.execute("INSERT INTO t VALUES (?, ?)", (f"w{i}", i)).rowcount) for i in range(50)]
+    assert db._wake_pending
+    commits = db.commits
+    assert await bounded(gatherResults(results)) == [1] * 50
+    assert db.commits == commits + 1
