@@ -182,6 +182,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DRAIN_GRACE", "drain_grace", _seconds, "20", "seconds the SIGTERM drain may take"),
     Setting("EMBEDDED_PRICE_PER_KWH", "embedded_price", _decimal, "", "embedded store: tariff per kWh (unset: no billing)"),
     Setting("EMBEDDED_CURRENCY", "embedded_currency", _text, "EUR", "embedded store: currency of the tariff"),
+    Setting("EMBEDDED_LOG_RETENTION", "embedded_log_retention", _seconds, "604800", "embedded store: seconds the message log and events are kept, 0 forever"),
     Setting("EMBEDDED_AUTH_MODE", "embedded_auth_mode", _choice("open", "allowlist"), "open", "embedded store: accept every idTag but blocked ones, or only listed ones"),
 )
 
@@ -237,6 +238,7 @@ class Config:
     embedded_price: Decimal | None = None
     embedded_currency: str = "EUR"
     embedded_auth_mode: str = "open"
+    embedded_log_retention: float = 604800.0
 
     @property
     def tls(self) -> bool:

@@ -42,6 +42,10 @@ def _backend(gateway: Any, config: Config, reactor: Any) -> Any:
     from ocpptw.store import embedded
 
     db = _database(gateway, Path(config.data_dir) / "embedded.sqlite", reactor, embedded.SCHEMA)
+    if config.embedded_log_retention:
+        from ocpptw.store.retention import LogRetention
+
+        LogRetention(db, reactor, config.embedded_log_retention).setServiceParent(gateway)
     return embedded.EmbeddedBackend(
         db,
         reactor,

@@ -9,9 +9,11 @@ data beyond what the gateway needs while the backend is away.
 Everything is loaded into memory by L{Ledger.start}, so lookups on the hot
 path are dict lookups.  Writes go through L{Database.write} (grouped
 commits) and return Deferreds; callers wait for them before they answer a
-charger.  Memory is bounded: stopped transactions older than C{retention}
-(7 days) and open ones older than C{open_retention} (30 days) are pruned at
-start and every L{PRUNE_EVERY} stops.
+charger.  Memory is bounded (about 3 kB a transaction): stopped
+transactions older than C{retention} (2 days: chargers repeat a
+transaction message within minutes or hours) and open ones older than
+C{open_retention} (30 days) are pruned at start and every L{PRUNE_EVERY}
+stops.
 
 transactionIds the gateway assigns (see C{docs/architecture.md})::
 
@@ -221,7 +223,7 @@ class Ledger:
         self,
         db: Any,
         clock: IReactorTime,
-        retention: float = 7 * DAY,
+        retention: float = 2 * DAY,
         open_retention: float = 30 * DAY,
     ) -> None:
         self._db = db

@@ -1,0 +1,101 @@
+# -*- test-case-name: tests.store.test_retention -*-
+"""
+Retention of the embedded store's message log and events: rows older than
+C{EMBEDDED_LOG_RETENTION} are deleted, oldest first, a chunk per write, so
+the store does not grow until the disk is full and other writes are never
+held up for long.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ocpptw.clock import iso_z
+
+#: (table, key column, time column) pruned, oldest key first.
+TABLES = (("messages", "id", "timestamp"), ("events", "rowid", "received_at"))
+
+
+def _prune_chunk(table: str, key: str, column: str, before: str, chunk: int) -> Any:
+    def prune(conn: sqlite3.Connection) -> int:
+        oldest = conn.execute(f"SELECT {column} FROM {table} ORDER BY {key} LIMIT 1").fetchone()
+        if oldest is None or oldest[0] is None or oldest[0] >= before:
+            return 0
+        return conn.execute(
+            f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} ORDER BY {key} LIMIT ?) AND {column} < ?",
+            (chunk, before),
+        ).rowcount
+
+    return prune
+
+
+class LogRetention(Service):
+    """
+    Every C{every} seconds, delete message-log rows and events older than
+    C{retention} seconds.
+
+    @param db: the embedded store's L{ocpptw.store.sqlite.Database}.
+    """
+
+    log = Logger()
+
+    def __init__(self, db: Any, clock: IReactorTime, retention: float, every: float = 600.0, chunk: int = 5000) -> None:
+        self._db = db
+        self._clock = clock
+        self._retention = retention
+        self._chunk = chunk
+        self._loop = LoopingCall(self.prune)
+        self._loop.clock = clock
+        self._every = every
+        self._running_prune: Deferred[int] | None = None
+        self._stopping = False
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self._every, now=True).addErrback(
+            lambda f: self.log.failure("message-log retention stopped", f)
+        )
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        self._stopping = True
+        if self._loop.running:
+            self._loop.stop()
+        return self._running_prune.addBoth(lambda _: None) if self._running_prune is not None else None
+
+    def prune(self) -> Deferred[int] | None:
+        """
+        Delete what is older than the retention; fires with the rows deleted.
+        """
+        if self._running_prune is not None:
+            return None
+        moment = datetime.fromtimestamp(self._clock.seconds(), tz=timezone.utc) - timedelta(seconds=self._retention)
+        d = self._prune(iso_z(moment))
+        self._running_prune = d
+
+        def done(result: Any) -> Any:
+            self._running_prune = None
+            return result
+
+        return d.addBoth(done).addErrback(lambda f: self.log.failure("pruning the message log failed", f) and 0)
+
+    @inlineCallbacks
+    def _prune(self, before: str) -> Any:
+        deleted = 0
+        for table, key, column in TABLES:
+            while not self._stopping:
+                count = yield self._db.write(_prune_chunk(table, key, column, before, self._chunk))
+                deleted += count
+                if count < self._chunk:
+                    break
+        if deleted:
+            self.log.info("message log: deleted {count} rows older than {before}", count=deleted, before=before)
+        return deleted
