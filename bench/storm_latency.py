@@ -86,8 +86,28 @@ import os, sys
 from twisted.internet import tcp
 batch = int(os.environ.get("BENCH_ACCEPT_BATCH") or 0)
 backlog = int(os.environ.get("BENCH_LISTEN_BACKLOG") or 0)
+rate = float(os.environ.get("BENCH_ACCEPT_RATE") or 0)
+if os.environ.get("BENCH_GC_OFF"):  # no cyclic garbage collection (what-if: its pauses)
+    import gc
+    gc.disable()
+bucket = {"tokens": 1.0, "t": None}
 _read, _init = tcp.Port.doRead, tcp.Port.__init__
 def doRead(self):
+    if rate:  # a token bucket on accept(): the rest wait in the kernel's queue
+        from twisted.internet import reactor
+        now = reactor.seconds()
+        burst = max(1.0, rate / 100)
+        bucket["tokens"] = min(burst, bucket["tokens"] + (now - (bucket["t"] or now)) * rate)
+        bucket["t"] = now
+        if bucket["tokens"] < 1:
+            self.stopReading()
+            reactor.callLater((1 - bucket["tokens"]) / rate, self.startReading)
+            return None
+        self.numberAccepts = int(bucket["tokens"])
+        before = self.sessionno
+        result = _read(self)
+        bucket["tokens"] -= self.sessionno - before
+        return result
     if batch:
         self.numberAccepts = batch
     return _read(self)
@@ -116,6 +136,7 @@ def start_what_if(port: int, workdir: Path, env_extra: dict, log: Any, batch: in
         BENCH_ACCEPT_BATCH=str(batch),
         BENCH_LISTEN_BACKLOG=str(backlog),
     )
+    env.update({k: v for k, v in env_extra.items() if k.startswith("BENCH_")})
     env.update(env_extra)
     cmd = ["taskset", "-c", "0", PY, "-c", TWISTD_WHAT_IF, "-n", "--pidfile=", "ocpp"]
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_max_files)
@@ -190,7 +211,8 @@ async def one_round(
     loadavg = os.getloadavg()
     server_env = {k: v for k, v in env.items() if not k.startswith("BENCH_")}
     batch, backlog = int(env.get("BENCH_ACCEPT_BATCH", 0)), int(env.get("BENCH_LISTEN_BACKLOG", 0))
-    if batch or backlog:
+    if any(k.startswith("BENCH_") for k in env):
+        server_env.update({k: v for k, v in env.items() if k.startswith("BENCH_")})
         server = start_what_if(port, workdir, server_env, log, batch, backlog)
     else:
         server = start_server("ocpptw", port, workdir, server_env, log)
@@ -440,7 +462,8 @@ def main() -> int:
         action="append",
         default=[],
         help="NAME:VAR=VALUE,VAR=VALUE gateway settings to compare (default: the gateway's defaults); "
-        "BENCH_ACCEPT_BATCH=N and BENCH_LISTEN_BACKLOG=N change the listening socket (what-if runs)",
+        "BENCH_ACCEPT_BATCH=N, BENCH_LISTEN_BACKLOG=N and BENCH_ACCEPT_RATE=N (accepts per second) "
+        "change the listening socket, BENCH_GC_OFF=1 disables the cyclic garbage collector (what-if runs)",
     )
     ap.add_argument("--out", default=str(HERE / "results"), help="results directory (%(default)s)")
     ap.add_argument(
