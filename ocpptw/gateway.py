@@ -164,6 +164,16 @@ class GatewayService(MultiService):
                 yield deferLater(self.reactor, 0.02, lambda: None)
             self.log.info("drain: closed {count} charger connections", count=len(connections))
         if self.gate is not None:
+            # Handlers of connections that just closed may still be waiting
+            # for the backend; their writes must land before the stores close.
+            finish_by = max(deadline, self.reactor.seconds()) + 2.0
+            while self.gate.finishing() and self.reactor.seconds() < finish_by:
+                yield deferLater(self.reactor, 0.02, lambda: None)
+            if self.gate.finishing():
+                self.log.warn(
+                    "drain: {count} calls were still being handled at the end of the grace period",
+                    count=self.gate.finishing(),
+                )
             yield self.gate.settled()
 
 

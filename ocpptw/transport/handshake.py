@@ -109,6 +109,8 @@ class Gate:
         self._metrics = metrics
         self.accepting = True
         self._notifying: set[Deferred] = set()
+        #: Sessions whose socket closed while a CALL was still being handled.
+        self._finishing: set[Any] = set()
 
     # -- handshake -----------------------------------------------------------
 
@@ -191,6 +193,8 @@ class Gate:
         connection.lost()
         if connection.session is not None:
             connection.session.connection_lost()
+            if not connection.session.idle():
+                self._finishing.add(connection.session)
         current = self._registry.get(connection.charge_point_id) is connection
         self._registry.detach(connection.charge_point_id, connection)
         if self._metrics is not None:
@@ -220,3 +224,11 @@ class Gate:
         from twisted.internet.defer import DeferredList
 
         return DeferredList(list(self._notifying), consumeErrors=True)
+
+    def finishing(self) -> int:
+        """
+        How many closed connections still have a CALL being handled (its
+        durable writes under way; the drain waits for them too).
+        """
+        self._finishing = {session for session in self._finishing if not session.idle()}
+        return len(self._finishing)

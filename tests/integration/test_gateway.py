@@ -170,3 +170,36 @@ async def test_drain_closes_sockets_with_1001(gateway):
     code, _ = await charger.wait_closed()
     assert code == 1001
     await until(lambda: len(gateway.registry) == 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_drain_lets_a_slow_handler_finish_before_closing_the_stores(tmp_path):
+    """A CALL still waiting on the backend when the grace runs out finishes its writes before the stores close."""
+    from twisted.internet import reactor
+
+    from ocpptw.testing.backend import FakeBackend
+
+    backend = FakeBackend()
+    _, url = backend.listen(reactor)
+    env = {
+        "DATA_DIR": str(tmp_path / "data"),
+        "PORT": "0",
+        "WEBSOCKET_HOST": "127.0.0.1",
+        "OCPP_PING_INTERVAL": "0",
+        "DRAIN_GRACE": "0.5",
+        "BACKEND_API_URL": url,
+    }
+    service = make_gateway(load_config("", env, {}, hostname="it-2"), reactor)
+    service.startService()
+    await bounded(service.started)
+    try:
+        charger = await connect_charger(service.port.getHost().port, "/ocpp/SLOW")
+        backend.delay(1.5, endpoint="ensure_charger")
+        charger.send_text('[2, "b1", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]')
+        await until(lambda: any(r.path.endswith("/ensure") for r in backend.requests))
+        await bounded(service.stopService())
+        code, _ = await charger.wait_closed()
+        assert code == 1001
+        assert service.ledger.charger_accepted("SLOW")  # the boot's own write landed
+    finally:
+        await bounded(backend.stop())
