@@ -17,7 +17,6 @@ docs/operations.md lists every metric and what it means.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -34,6 +33,9 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from ocpptw.ocpp.actions import ALL_ACTIONS
+from ocpptw.ocpp.errors import CODES
+
 # The *_created series double the output and no dashboard uses them.
 disable_created_metrics()
 
@@ -43,32 +45,16 @@ HANDLE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 NETWORK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 #: The CALLERROR codes of OCPP-J 1.6.
-ERROR_CODES = frozenset(
-    {
-        "NotImplemented",
-        "NotSupported",
-        "InternalError",
-        "ProtocolError",
-        "SecurityError",
-        "FormationViolation",
-        "PropertyConstraintViolation",
-        "OccurenceConstraintViolation",
-        "TypeConstraintViolation",
-        "GenericError",
-    }
-)
+ERROR_CODES = CODES
 
 OTHER = "other"
 
 
 def known_actions() -> frozenset[str]:
     """
-    The OCPP 1.6 action names, from the schema files shipped with the
-    package (C{Foo.json} and C{FooResponse.json} for each action).
+    The OCPP 1.6 action names (both directions and the security extension).
     """
-    schemas = Path(__file__).parent / "ocpp" / "schemas"
-    names = {p.stem for p in schemas.glob("*.json")}
-    return frozenset(n for n in names if not (n.endswith("Response") and n[: -len("Response")] in names))
+    return ALL_ACTIONS
 
 
 def _safe(read: Callable[[], float]) -> Callable[[], float]:
