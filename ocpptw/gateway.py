@@ -23,6 +23,13 @@ from ocpptw.config import Config
 #: Close code and reason for sockets closed by the drain.
 GOING_AWAY = (1001, "gateway shutting down")
 
+#: Seconds the drain waits for close handshakes after DRAIN_GRACE.
+CLOSE_WAIT = 6.0
+#: Seconds a call cut off by a closed socket may take to finish its writes.
+FINISH_WAIT = 2.0
+#: The most the drain takes beyond DRAIN_GRACE (orchestrators must wait longer).
+DRAIN_EXTRA = CLOSE_WAIT + FINISH_WAIT
+
 
 def _or_global_reactor(reactor: Any | None) -> Any:
     """
@@ -159,14 +166,14 @@ class GatewayService(MultiService):
                     connection.close(*GOING_AWAY)
             # Wait for the close handshakes (bounded: Autobahn drops a peer
             # that does not answer within its close timeout).
-            closing_deadline = self.reactor.seconds() + 6.0
+            closing_deadline = self.reactor.seconds() + CLOSE_WAIT
             while len(self.registry) and self.reactor.seconds() < closing_deadline:
                 yield deferLater(self.reactor, 0.02, lambda: None)
             self.log.info("drain: closed {count} charger connections", count=len(connections))
         if self.gate is not None:
             # Handlers of connections that just closed may still be waiting
             # for the backend; their writes must land before the stores close.
-            finish_by = max(deadline, self.reactor.seconds()) + 2.0
+            finish_by = max(deadline, self.reactor.seconds()) + FINISH_WAIT
             while self.gate.finishing() and self.reactor.seconds() < finish_by:
                 yield deferLater(self.reactor, 0.02, lambda: None)
             if self.gate.finishing():

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from ocpptw.config import SETTINGS, load_config
+from ocpptw.gateway import DRAIN_EXTRA
 from ocpptw.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +125,7 @@ def test_compose_gateway_settings_volume_and_grace():
     mounts = [v.split(":")[1] for v in gateway["volumes"]]
     assert config.data_dir in mounts
     grace = int(gateway["stop_grace_period"].rstrip("s"))
-    assert grace > config.drain_grace
+    assert grace > config.drain_grace + DRAIN_EXTRA
     assert "rabbitmq" in gateway["depends_on"]
     assert "rabbitmq:5672" in env["RABBITMQ_URL"] and "guest:guest" not in env["RABBITMQ_URL"]
 
@@ -170,12 +171,12 @@ def test_k8s_runs_as_non_root():
 
 
 def test_k8s_grace_above_drain():
-    """terminationGracePeriodSeconds exceeds DRAIN_GRACE plus the preStop pause."""
+    """terminationGracePeriodSeconds exceeds DRAIN_GRACE, the drain's close and finish waits and the preStop pause."""
     pod = statefulset()["spec"]["template"]["spec"]
     drain = float(configmap().get("DRAIN_GRACE", DEFAULT_DRAIN))
     command = container()["lifecycle"]["preStop"]["exec"]["command"]
     pause = float(command[-1]) if command[0] == "sleep" else 0.0
-    assert pod["terminationGracePeriodSeconds"] > drain + pause
+    assert pod["terminationGracePeriodSeconds"] > drain + DRAIN_EXTRA + pause
 
 
 def test_k8s_data_volume_mounted_at_data_dir():
