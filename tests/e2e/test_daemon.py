@@ -114,3 +114,22 @@ def test_help_documents_every_option(tmp_path):
     text = result.stdout.decode()
     for s in SETTINGS:
         assert f"--{s.option}" in text and s.env in text, s.env
+
+
+def test_tac_file_runs_the_same_gateway(tmp_path):
+    """twistd -ny ocpp.tac serves chargers and /health, and SIGTERM exits 0."""
+    tac = Path(__file__).resolve().parents[2] / "ocpp.tac"
+    port = free_port()
+    env = dict(os.environ, DATA_DIR=str(tmp_path / "data"), PORT=str(port), WEBSOCKET_HOST="127.0.0.1")
+    proc = subprocess.Popen(
+        [str(TWISTD), "-ny", str(tac), "--pidfile="], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for(lambda: proc.poll() is not None or http_status(f"http://127.0.0.1:{port}/health") == 200)
+        assert proc.poll() is None, proc.stdout.read().decode()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(BOUND) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
