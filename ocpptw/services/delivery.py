@@ -18,7 +18,8 @@ decimal strings):
     userId, prepaidAmount, pricePerKwh, currency) goes into the ledger.
   - L{STOP_SESSION}: C{{deviceId, transactionId, meterStop, stoppedAt,
     reason}}.  The session is resolved at delivery time: from the ledger
-    (reconciled by an earlier L{START_SESSION} of the same charger), else
+    (reconciled by an earlier L{START_SESSION} of the same charger; read
+    from disk when the ledger no longer holds it in memory), else
     by reconciling a gateway-assigned start now, else from the backend's
     C{active-sessions} (a transaction this gateway does not know).  Cost and
     refund are computed with L{ocpptw.services.billing}; the stop PATCH
@@ -121,7 +122,7 @@ class _Deliveries:
                 chargePointId=cp,
                 backendId=answer.get("transactionId"),
             )
-        tx = self.ledger.get(cp, transaction_id)
+        tx = await self.ledger.lookup(cp, transaction_id)
         if tx is None:
             log.warn(
                 "transaction {transactionId} of {chargePointId} reconciled as session {sessionId} "
@@ -143,8 +144,7 @@ class _Deliveries:
     def stop_session(self, body: dict) -> Deferred:
         return Deferred.fromCoroutine(self._stop_session(body))
 
-    async def _resolve(self, cp: str, transaction_id: int) -> Any:
-        tx = self.ledger.get(cp, transaction_id)
+    async def _resolve(self, cp: str, transaction_id: int, tx: Transaction | None) -> Any:
         if tx is not None and tx.session_id is not None:
             return tx
         if tx is not None and tx.assigned and tx.timestamp is not None:
@@ -167,7 +167,7 @@ class _Deliveries:
 
     async def _stop_session(self, body: dict) -> None:
         cp, transaction_id = body["deviceId"], body["transactionId"]
-        known = self.ledger.get(cp, transaction_id)
+        known = await self.ledger.lookup(cp, transaction_id)
         if known is not None and known.rejected:
             log.info(
                 "transaction {transactionId} of {chargePointId} was refused by the backend; nothing to stop",
@@ -175,7 +175,7 @@ class _Deliveries:
                 chargePointId=cp,
             )
             return
-        tx = await self._resolve(cp, transaction_id)
+        tx = await self._resolve(cp, transaction_id, known)
         if tx is None:
             log.warn(
                 "StopTransaction {transactionId} from {chargePointId}: the backend has no such session",

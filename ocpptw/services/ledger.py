@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.services.test_ledger -*-
+# -*- test-case-name: tests.services.test_ledger,tests.services.test_ledger_memory -*-
 """
 The gateway's own durable state, in C{DATA_DIR/gateway.sqlite} next to the
 outbox: which transactionId belongs to which StartTransaction, which were
@@ -6,14 +6,31 @@ stopped, the counter for transactionIds the gateway assigns, the Authorize
 cache and the last known charger records.  It never holds the backend's
 data beyond what the gateway needs while the backend is away.
 
-Everything is loaded into memory by L{Ledger.start}, so lookups on the hot
-path are dict lookups.  Writes go through L{Database.write} (grouped
-commits) and return Deferreds; callers wait for them before they answer a
-charger.  Memory is bounded (about 3 kB a transaction): stopped
-transactions older than C{retention} (2 days: chargers repeat a
-transaction message within minutes or hours) and open ones older than
-C{open_retention} (30 days) are pruned at start and every L{PRUNE_EVERY}
-stops.
+Every transaction is on disk (table C{ledger_transactions}) for its
+retention: stopped ones for C{retention} (2 days: chargers repeat a
+transaction message within minutes or hours), ones that never stopped for
+C{open_retention} (30 days).  Older ones are pruned at start and every
+L{PRUNE_EVERY} stops.
+
+Memory holds only what the hot path needs, so it stays flat however many
+sessions run (a transaction costs about 1.4 kB of Python heap, 3 kB of
+RSS):
+
+  - open transactions started less than L{OPEN_IN_MEMORY} ago (a day);
+  - stopped ones: those of the last L{RECENT_AGE} (15 minutes), at most
+    L{RECENT_MAX} (5,000), oldest out first.  Repeated StopTransactions and
+    the outbox's deliveries normally come within seconds or minutes.
+
+L{Ledger.lookup} and L{Ledger.lookup_start} answer from memory, else read
+the disk on the database thread (indexed: the primary key, and
+C{(cp, started_at)} for the StartTransaction dedupe key) and keep what
+they found in memory like a recent transaction, so every caller shares one
+object per transaction.  L{Ledger.start} loads the same set.  Writes go
+through L{Database.write} (grouped commits) and return Deferreds; callers
+wait for them before they answer a charger.  A start writes the whole row;
+a session and a stop write only their own columns (upserts), so an object
+that left memory while a caller still held it cannot undo what another
+copy wrote.
 
 transactionIds the gateway assigns (see C{docs/architecture.md})::
 
@@ -21,194 +38,119 @@ transactionIds the gateway assigns (see C{docs/architecture.md})::
 
 C{counter} (20 bits, from 1) is persisted per slot with the transaction
 that used it, so a restart never reuses an id; after 2**20 - 1 ids it
-wraps, skipping ids still in the ledger.
+wraps, skipping ids still in the ledger.  Which ids of that range some row
+holds is a bitmap (128 kB per slot seen), built at start from an index of
+those rows and cleared as pruning frees ids.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from ocpptw.services.billing import money
+from ocpptw.interfaces import StorageFull
+from ocpptw.services.ledger_rows import (
+    BY_ID,
+    BY_START,
+    COUNTER_BITS,
+    GATEWAY_ID_BASE,
+    GATEWAY_RANGE,
+    INSERT,
+    SCHEMA,
+    SELECT,
+    UPSERT_SESSION,
+    UPSERT_STOP,
+    DedupeKey,
+    Transaction,
+    fetch_one,
+    prune_rows,
+    statement,
+    unheld,
+)
 
-GATEWAY_ID_BASE = 0x40000000
-COUNTER_BITS = 20
+__all__ = [
+    "COUNTER_BITS", "COUNTER_MAX", "DAY", "GATEWAY_ID_BASE", "SCHEMA", "DedupeKey", "IdsInUse", "Ledger", "Transaction",
+]
+
 COUNTER_MAX = (1 << COUNTER_BITS) - 1
 DAY = 86400.0
 
 #: Prune the transactions in memory and on disk after this many stops.
 PRUNE_EVERY = 1000
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger_transactions (
-    cp TEXT NOT NULL,
-    transaction_id INTEGER NOT NULL,
-    connector_id INTEGER,
-    id_tag TEXT,
-    meter_start INTEGER,
-    started_at TEXT,
-    reservation_id INTEGER,
-    assigned INTEGER NOT NULL DEFAULT 0,
-    rejected INTEGER NOT NULL DEFAULT 0,
-    session_id TEXT,
-    user_id TEXT,
-    prepaid TEXT,
-    price TEXT,
-    currency TEXT,
-    id_tag_info TEXT,
-    created REAL NOT NULL,
-    stopped INTEGER NOT NULL DEFAULT 0,
-    meter_stop INTEGER,
-    stopped_at TEXT,
-    reason TEXT,
-    stopped_on REAL,
-    PRIMARY KEY (cp, transaction_id)
-);
-CREATE TABLE IF NOT EXISTS ledger_counters (
-    slot INTEGER PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ledger_auth (
-    id_tag TEXT PRIMARY KEY,
-    info TEXT NOT NULL,
-    stored_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ledger_chargers (
-    cp TEXT PRIMARY KEY,
-    record TEXT,
-    accepted INTEGER NOT NULL DEFAULT 0,
-    updated REAL NOT NULL
-);
-"""
+#: Stopped transactions kept in memory: at most this many (about 7 MB of
+#: heap)...  At 15 minutes this binds only above 5.5 stops a second; below
+#: it L{RECENT_AGE} does.
+RECENT_MAX = 5000
 
-_COLUMNS = (
-    "cp", "transaction_id", "connector_id", "id_tag", "meter_start", "started_at", "reservation_id",
-    "assigned", "rejected", "session_id", "user_id", "prepaid", "price", "currency", "id_tag_info",
-    "created", "stopped", "meter_stop", "stopped_at", "reason", "stopped_on",
-)
-_INSERT = (
-    f"INSERT OR REPLACE INTO ledger_transactions ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
-)
+#: ... stopped at most this many seconds ago.  Older ones are read from
+#: disk when a charger repeats their stop or the outbox delivers it late.
+RECENT_AGE = 15 * 60.0
 
-DedupeKey = tuple[str, Any, Any, Any, Any]
+#: Open transactions started longer ago than this leave memory at the next
+#: prune (chargers that never send their stop would otherwise pile up for
+#: C{open_retention}); their stop reads them from disk.
+OPEN_IN_MEMORY = DAY
+
+_COUNTER_MASK = (1 << COUNTER_BITS) - 1
+_SLOT_MASK = (GATEWAY_ID_BASE >> COUNTER_BITS) - 1
 
 
-def _decimal(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
-
-
-def _text(amount: Decimal | None) -> str | None:
-    return None if amount is None else str(amount)
-
-
-@dataclass
-class Transaction:
+class IdsInUse:
     """
-    One transaction as the gateway knows it.
-
-    @ivar assigned: the gateway assigned the id (the backend was away);
-        the session is reconciled later.
-    @ivar rejected: the backend refused the start (4xx); there is nothing
-        to reconcile or stop at the backend.
-    @ivar session_id: the backend's session, C{None} until reconciled.
-    @ivar timestamp: StartTransaction's C{timestamp} exactly as sent (part
-        of the dedupe key).
+    Which transactionIds of the gateway's range (C{0x40000000} to
+    C{0x7fffffff}) some row of the ledger holds: one bit per counter value,
+    a C{bytearray} of 128 kB per slot seen.  Flat, where a set of ints would
+    cost about 60 bytes an id.  Ids outside the range are never assigned,
+    so they are not tracked.
     """
 
-    cp: str
-    transaction_id: int
-    connector_id: int | None = None
-    id_tag: str | None = None
-    meter_start: int | None = None
-    timestamp: str | None = None
-    reservation_id: int | None = None
-    assigned: bool = False
-    rejected: bool = False
-    session_id: str | None = None
-    user_id: str | None = None
-    prepaid: Decimal | None = None
-    price: Decimal | None = None
-    currency: str | None = None
-    id_tag_info: dict = field(default_factory=lambda: {"status": "Accepted"})
-    created: float = 0.0
-    stopped: bool = False
-    meter_stop: int | None = None
-    stopped_at: str | None = None
-    reason: str | None = None
-    stopped_on: float | None = None
+    def __init__(self) -> None:
+        self._slots: dict[int, bytearray] = {}
 
-    @property
-    def dedupe_key(self) -> DedupeKey | None:
-        if self.timestamp is None:
+    @staticmethod
+    def _place(transaction_id: Any) -> tuple[int, int] | None:
+        if type(transaction_id) is not int or not GATEWAY_ID_BASE <= transaction_id < 2 * GATEWAY_ID_BASE:
             return None
-        return (self.cp, self.connector_id, self.id_tag, self.timestamp, self.meter_start)
+        return (transaction_id >> COUNTER_BITS) & _SLOT_MASK, transaction_id & _COUNTER_MASK
 
-    def start_body(self) -> dict:
-        """
-        The C{POST /api/charging-session/start} body that reconciles a
-        gateway-assigned transaction (with C{transactionId}).
-        """
-        body: dict[str, Any] = {
-            "deviceId": self.cp,
-            "connectorId": self.connector_id,
-            "idTag": self.id_tag,
-            "meterStart": self.meter_start,
-            "timestamp": self.timestamp,
-        }
-        if self.reservation_id is not None:
-            body["reservationId"] = self.reservation_id
-        body["transactionId"] = self.transaction_id
-        return body
+    def add(self, transaction_id: Any) -> None:
+        place = self._place(transaction_id)
+        if place is None:
+            return
+        slot, counter = place
+        bits = self._slots.get(slot)
+        if bits is None:
+            bits = self._slots[slot] = bytearray(1 << (COUNTER_BITS - 3))
+        bits[counter >> 3] |= 1 << (counter & 7)
 
-    def apply_session(self, answer: dict) -> None:
-        """
-        Take the backend's session data (C{POST /api/charging-session/start}
-        answer, or an C{active-sessions} entry).
-        """
-        if answer.get("sessionId") is not None:
-            self.session_id = str(answer["sessionId"])
-        if answer.get("userId") is not None:
-            self.user_id = str(answer["userId"])
-        if answer.get("prepaidAmount") is not None:
-            self.prepaid = money(answer["prepaidAmount"])
-        if answer.get("pricePerKwh") is not None:
-            self.price = money(answer["pricePerKwh"])
-        if answer.get("currency") is not None:
-            self.currency = str(answer["currency"])
+    def discard(self, transaction_id: Any) -> None:
+        place = self._place(transaction_id)
+        bits = None if place is None else self._slots.get(place[0])
+        if bits is not None:
+            bits[place[1] >> 3] &= ~(1 << (place[1] & 7)) & 0xFF
 
-    def _row(self) -> tuple:
-        return (
-            self.cp, self.transaction_id, self.connector_id, self.id_tag, self.meter_start, self.timestamp,
-            self.reservation_id, int(self.assigned), int(self.rejected), self.session_id, self.user_id,
-            _text(self.prepaid), _text(self.price), self.currency, json.dumps(self.id_tag_info), self.created,
-            int(self.stopped), self.meter_stop, self.stopped_at, self.reason, self.stopped_on,
-        )
+    def __contains__(self, transaction_id: Any) -> bool:
+        place = self._place(transaction_id)
+        bits = None if place is None else self._slots.get(place[0])
+        return bits is not None and bool(bits[place[1] >> 3] & (1 << (place[1] & 7)))
 
-    @classmethod
-    def _from_row(cls, row: sqlite3.Row | tuple) -> Transaction:
-        v = dict(zip(_COLUMNS, row))
-        return cls(
-            cp=v["cp"], transaction_id=v["transaction_id"], connector_id=v["connector_id"], id_tag=v["id_tag"],
-            meter_start=v["meter_start"], timestamp=v["started_at"], reservation_id=v["reservation_id"],
-            assigned=bool(v["assigned"]), rejected=bool(v["rejected"]), session_id=v["session_id"],
-            user_id=v["user_id"], prepaid=_decimal(v["prepaid"]), price=_decimal(v["price"]),
-            currency=v["currency"], id_tag_info=json.loads(v["id_tag_info"] or '{"status": "Accepted"}'),
-            created=v["created"], stopped=bool(v["stopped"]), meter_stop=v["meter_stop"],
-            stopped_at=v["stopped_at"], reason=v["reason"], stopped_on=v["stopped_on"],
-        )
+    def __len__(self) -> int:
+        return sum(int.from_bytes(bits, "little").bit_count() for bits in self._slots.values())
 
 
 class Ledger:
     """
-    The gateway's durable state, served from memory.
+    The gateway's durable state: on disk, with the open and the recently
+    stopped transactions in memory (see the module's docstring).
 
     @param db: an L{ocpptw.store.sqlite.Database} whose schema includes
         L{SCHEMA} (it may be shared with the outbox).
@@ -232,7 +174,12 @@ class Ledger:
         self._open_retention = open_retention
         self._transactions: dict[tuple[str, int], Transaction] = {}
         self._by_key: dict[DedupeKey, Transaction] = {}
-        self._ids: dict[int, int] = {}
+        #: The stopped ones of C{_transactions}, oldest first, with the time
+        #: each came into memory.
+        self._recent: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self.ids_in_use = IdsInUse()
+        self._freeing = 0
+        self._marked_while_freeing: set[Any] = set()
         self._counters: dict[int, int] = {}
         self._auth: dict[str, tuple[dict, float]] = {}
         self._chargers: dict[str, tuple[dict | None, bool]] = {}
@@ -243,16 +190,26 @@ class Ledger:
 
     def start(self) -> Deferred[None]:
         """
-        Prune, then load everything into memory.
+        Prune, then load the open and the recently stopped transactions,
+        the ids in use, the counters, the Authorize cache and the charger
+        records.
         """
         now = self._clock.seconds()
         stopped_before, open_before = now - self._retention, now - self._open_retention
+        recent_since = max(now - RECENT_AGE, stopped_before)
+        open_since = max(now - OPEN_IN_MEMORY, open_before)
+        recent_max = RECENT_MAX
 
         def load(conn: sqlite3.Connection) -> tuple:
-            _prune(conn, stopped_before, open_before)
+            prune_rows(conn, stopped_before, open_before)
             conn.execute("DELETE FROM ledger_auth WHERE stored_at < ?", (stopped_before,))
             return (
-                conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM ledger_transactions").fetchall(),
+                conn.execute(f"{SELECT} WHERE stopped = 0 AND created >= ?", (open_since,)).fetchall(),
+                conn.execute(
+                    f"{SELECT} WHERE stopped = 1 AND stopped_on >= ? ORDER BY stopped_on DESC LIMIT ?",
+                    (recent_since, recent_max),
+                ).fetchall(),
+                conn.execute(f"SELECT transaction_id FROM ledger_transactions WHERE {GATEWAY_RANGE}").fetchall(),
                 conn.execute("SELECT slot, value FROM ledger_counters").fetchall(),
                 conn.execute("SELECT id_tag, info, stored_at FROM ledger_auth").fetchall(),
                 conn.execute("SELECT cp, record, accepted FROM ledger_chargers").fetchall(),
@@ -261,9 +218,14 @@ class Ledger:
         return self._db.write(load).addCallback(self._loaded)
 
     def _loaded(self, rows: tuple) -> None:
-        transactions, counters, auth, chargers = rows
-        for row in transactions:
-            self._index(Transaction._from_row(row))
+        open_rows, stopped_rows, ids, counters, auth, chargers = rows
+        for row in open_rows:
+            self._remember(Transaction._from_row(row))
+        for row in reversed(stopped_rows):
+            tx = Transaction._from_row(row)
+            self._remember(tx, since=tx.stopped_on)
+        for (transaction_id,) in ids:
+            self.ids_in_use.add(transaction_id)
         self._counters = {slot: value for slot, value in counters}
         self._auth = {tag: (json.loads(info), stored_at) for tag, info, stored_at in auth}
         self._chargers = {
@@ -271,44 +233,177 @@ class Ledger:
         }
         self.started = True
 
-    def _index(self, tx: Transaction) -> None:
-        self._transactions[(tx.cp, tx.transaction_id)] = tx
-        self._ids[tx.transaction_id] = self._ids.get(tx.transaction_id, 0) + 1
-        key = tx.dedupe_key
-        if key is not None:
-            self._by_key[key] = tx
+    # -- memory ------------------------------------------------------------------
 
-    def forget(self, tx: Transaction) -> None:
+    def _remember(self, tx: Transaction, since: float | None = None) -> None:
         """
-        Drop C{tx} from memory (its start was not made durable).
+        Hold C{tx} in memory: open, or among the recently stopped ones
+        (since C{since}, by default now), which are trimmed.
         """
-        if self._transactions.pop((tx.cp, tx.transaction_id), None) is None:
-            return
-        left = self._ids.get(tx.transaction_id, 1) - 1
-        if left:
-            self._ids[tx.transaction_id] = left
+        key = (tx.cp, tx.transaction_id)
+        self._transactions[key] = tx
+        if tx.stopped:
+            self._recent[key] = self._clock.seconds() if since is None else since
+            self._recent.move_to_end(key)
         else:
-            self._ids.pop(tx.transaction_id, None)
-        key = tx.dedupe_key
-        if key is not None and self._by_key.get(key) is tx:
-            del self._by_key[key]
+            self._recent.pop(key, None)
+        dedupe = tx.dedupe_key
+        if dedupe is not None:
+            self._by_key[dedupe] = tx
+        if tx.stopped:
+            self._trim()
+
+    def _evict(self, key: tuple[str, int]) -> None:
+        """
+        Drop a transaction from memory only (it stays on disk).
+        """
+        self._recent.pop(key, None)
+        tx = self._transactions.pop(key, None)
+        if tx is not None:
+            dedupe = tx.dedupe_key
+            if dedupe is not None and self._by_key.get(dedupe) is tx:
+                del self._by_key[dedupe]
+
+    def _trim(self) -> None:
+        horizon = self._clock.seconds() - RECENT_AGE
+        recent = self._recent
+        while recent:
+            key, since = next(iter(recent.items()))
+            if len(recent) <= RECENT_MAX and since >= horizon:
+                break
+            self._evict(key)
 
     def __len__(self) -> int:
+        """
+        How many transactions are in memory: the open ones started within
+        L{OPEN_IN_MEMORY} and the recently stopped ones, not all those on
+        disk.
+        """
         return len(self._transactions)
+
+    @property
+    def recently_stopped(self) -> int:
+        """
+        How many stopped transactions are in memory (at most L{RECENT_MAX}).
+        """
+        return len(self._recent)
 
     # -- transactions ------------------------------------------------------------
 
-    def get(self, cp: str, transaction_id: int) -> Transaction | None:
+    def cached(self, cp: str, transaction_id: int) -> Transaction | None:
         """
-        The transaction C{transaction_id} of charger C{cp}, or C{None}.
+        The transaction C{transaction_id} of charger C{cp} when it is in
+        memory, else C{None} (it may still be on disk: see L{lookup}).
         """
         return self._transactions.get((cp, transaction_id))
 
-    def find_start(self, cp: str, connector_id: Any, id_tag: Any, timestamp: Any, meter_start: Any) -> Transaction | None:
+    def cached_start(self, key: DedupeKey) -> Transaction | None:
         """
-        The transaction an earlier, identical StartTransaction created.
+        The transaction an earlier, identical StartTransaction created, when
+        it is in memory, else C{None} (see L{lookup_start}).
+
+        @param key: C{(cp, connector_id, id_tag, timestamp, meter_start)}.
         """
-        return self._by_key.get((cp, connector_id, id_tag, timestamp, meter_start))
+        return self._by_key.get(key)
+
+    def lookup(self, cp: str, transaction_id: int) -> Deferred[Transaction | None]:
+        """
+        The transaction C{transaction_id} of charger C{cp}, from memory or
+        else from disk, or C{None}.
+        """
+        tx = self._transactions.get((cp, transaction_id))
+        if tx is not None:
+            return succeed(tx)
+        return self._db.read(fetch_one(BY_ID, (cp, transaction_id))).addCallback(self._found)
+
+    def lookup_start(self, key: DedupeKey) -> Deferred[Transaction | None]:
+        """
+        The transaction an earlier, identical StartTransaction created, from
+        memory or else from disk, or C{None}.
+
+        @param key: C{(cp, connector_id, id_tag, timestamp, meter_start)}.
+        """
+        tx = self._by_key.get(key)
+        if tx is not None:
+            return succeed(tx)
+        cp, connector_id, id_tag, timestamp, meter_start = key
+        if timestamp is None:
+            return succeed(None)
+        params = (cp, timestamp, connector_id, id_tag, meter_start)
+        return self._db.read(fetch_one(BY_START, params)).addCallback(self._found)
+
+    def _found(self, row: tuple | None) -> Transaction | None:
+        if row is None:
+            return None
+        tx = Transaction._from_row(row)
+        # While the read ran, the same transaction may have come into memory:
+        # keep one object per transaction.
+        held = self._transactions.get((tx.cp, tx.transaction_id))
+        if held is not None:
+            return held
+        self._remember(tx)
+        return tx
+
+    def _mark(self, transaction_id: Any) -> None:
+        self.ids_in_use.add(transaction_id)
+        if self._freeing:
+            self._marked_while_freeing.add(transaction_id)
+
+    def _write_freeing(self, fn: Callable[[sqlite3.Connection], list[int]]) -> Deferred[None]:
+        """
+        Run C{fn}, a delete that returns the gateway-range ids no row holds
+        any more, and clear them in L{ids_in_use}, except those taken again
+        while it ran.
+        """
+        self._freeing += 1
+
+        def done(result: list[int] | Failure) -> Failure | None:
+            self._freeing -= 1
+            if not isinstance(result, Failure):
+                for transaction_id in result:
+                    if transaction_id not in self._marked_while_freeing:
+                        self.ids_in_use.discard(transaction_id)
+            if not self._freeing:
+                self._marked_while_freeing.clear()
+            return result if isinstance(result, Failure) else None
+
+        return self._db.write(fn).addBoth(done)
+
+    def forget(self, tx: Transaction) -> Deferred[None]:
+        """
+        Drop C{tx} from memory and from disk: its start (or, for a stub,
+        its stop) was not made durable, so a repeat must not find it.
+        Failures are logged; the Deferred fires once it is done.
+        """
+        key = (tx.cp, tx.transaction_id)
+        if self._transactions.get(key) is tx:
+            self._evict(key)
+
+        def delete(conn: sqlite3.Connection) -> list[int]:
+            conn.execute("DELETE FROM ledger_transactions WHERE cp = ? AND transaction_id = ?", key)
+            return unheld(conn, [key[1]])
+
+        return self._write_freeing(delete).addErrback(self._failed, "forgetting a transaction")
+
+    def reopen(self, tx: Transaction) -> Deferred[None]:
+        """
+        The stop of C{tx} was not made durable: it is open again, in memory
+        and on disk, so the charger's retry stops it for real.  Failures
+        are logged; the Deferred fires once it is done.
+        """
+        tx.stopped = False
+        self._remember(tx)
+        return self._db.write(
+            statement(
+                "UPDATE ledger_transactions SET stopped = 0 WHERE cp = ? AND transaction_id = ?",
+                (tx.cp, tx.transaction_id),
+            )
+        ).addErrback(self._failed, "reopening a transaction")
+
+    def _failed(self, failure: Failure, what: str) -> None:
+        # A full disk is reported where it refused the charger's message.
+        if not failure.check(StorageFull):
+            self.log.failure("{what} failed", failure, what=what)
 
     def assign_transaction_id(self, slot: int) -> int:
         """
@@ -319,7 +414,7 @@ class Ledger:
         for _ in range(COUNTER_MAX):
             counter = counter % COUNTER_MAX + 1
             candidate = GATEWAY_ID_BASE | (slot << COUNTER_BITS) | counter
-            if candidate not in self._ids:
+            if candidate not in self.ids_in_use:
                 self._counters[slot] = counter
                 return candidate
         raise RuntimeError(f"every transactionId of slot {slot} is in use")
@@ -330,12 +425,13 @@ class Ledger:
         counter of C{slot}).  In memory at once; fires once committed.
         """
         tx.created = tx.created or self._clock.seconds()
-        self._index(tx)
+        self._remember(tx)
+        self._mark(tx.transaction_id)
         row = tx._row()
         counter = None if slot is None else self._counters.get(slot)
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(_INSERT, row)
+            conn.execute(INSERT, row)
             if counter is not None:
                 conn.execute(
                     "INSERT INTO ledger_counters (slot, value) VALUES (?, ?) "
@@ -348,50 +444,62 @@ class Ledger:
     def record_session(self, tx: Transaction, answer: dict) -> Deferred[None]:
         """
         The backend's session for C{tx} is known now (reconciliation).
+        Writes the session's columns (and C{meter_start}) only.
         """
         tx.apply_session(answer)
-        return self._save(tx)
+        return self._db.write(statement(UPSERT_SESSION, tx._row()))
 
     def record_stop(
-        self, cp: str, transaction_id: int, meter_stop: int, stopped_at: str, reason: str
+        self,
+        cp: str,
+        transaction_id: int,
+        meter_stop: int,
+        stopped_at: str,
+        reason: str,
+        tx: Transaction | None = None,
     ) -> tuple[Transaction, Deferred[None]]:
         """
         Mark a transaction stopped; an unknown one is remembered as a
-        stopped stub, so its repeats are recognised too.
+        stopped stub, so its repeats are recognised too.  Writes the stop's
+        columns only.
 
+        @param tx: the transaction, as L{lookup} found it; by default the
+            one in memory, else a stub.
         @return: the transaction and a Deferred that fires once committed.
         """
-        tx = self.get(cp, transaction_id)
+        if tx is None:
+            tx = self._transactions.get((cp, transaction_id))
         if tx is None:
             tx = Transaction(cp=cp, transaction_id=transaction_id, id_tag_info={}, created=self._clock.seconds())
-            self._index(tx)
+            self._mark(transaction_id)
         tx.stopped = True
         tx.meter_stop = meter_stop
         tx.stopped_at = stopped_at
         tx.reason = reason
         tx.stopped_on = self._clock.seconds()
-        d = self._save(tx)
+        self._remember(tx)
+        d = self._db.write(statement(UPSERT_STOP, tx._row()))
         self._stops_since_prune += 1
         if self._stops_since_prune >= PRUNE_EVERY:
             self._stops_since_prune = 0
             self.prune().addErrback(lambda f: self.log.failure("pruning the ledger failed", f))
         return tx, d
 
-    def _save(self, tx: Transaction) -> Deferred[None]:
-        row = tx._row()
-        return self._db.write(_statement(_INSERT, row))
-
     def prune(self) -> Deferred[None]:
         """
         Forget stopped transactions older than C{retention} and open ones
-        older than C{open_retention}, in memory and on disk.
+        older than C{open_retention}, in memory and on disk; let open ones
+        older than L{OPEN_IN_MEMORY} and stopped ones beyond the recent set
+        leave memory.
         """
         now = self._clock.seconds()
         stopped_before, open_before = now - self._retention, now - self._open_retention
-        for tx in list(self._transactions.values()):
-            if (tx.stopped and (tx.stopped_on or 0) < stopped_before) or (not tx.stopped and tx.created < open_before):
-                self.forget(tx)
-        return self._db.write(lambda conn: _prune(conn, stopped_before, open_before))
+        open_since = max(now - OPEN_IN_MEMORY, open_before)
+        for key, tx in list(self._transactions.items()):
+            if (tx.stopped and (tx.stopped_on or 0) < stopped_before) or (not tx.stopped and tx.created < open_since):
+                self._evict(key)
+        self._trim()
+        return self._write_freeing(lambda conn: prune_rows(conn, stopped_before, open_before))
 
     # -- Authorize cache -------------------------------------------------------
 
@@ -409,7 +517,7 @@ class Ledger:
         self._auth[id_tag] = (info, stored_at)
         text = json.dumps(info)
         return self._db.write(
-            _statement("INSERT OR REPLACE INTO ledger_auth (id_tag, info, stored_at) VALUES (?, ?, ?)", (id_tag, text, stored_at))
+            statement("INSERT OR REPLACE INTO ledger_auth (id_tag, info, stored_at) VALUES (?, ?, ?)", (id_tag, text, stored_at))
         )
 
     # -- charger records -------------------------------------------------------
@@ -442,7 +550,7 @@ class Ledger:
         text = None if new_record is None else json.dumps(new_record)
         now = self._clock.seconds()
         return self._db.write(
-            _statement(
+            statement(
                 "INSERT OR REPLACE INTO ledger_chargers (cp, record, accepted, updated) VALUES (?, ?, ?, ?)",
                 (cp, text, int(new_accepted), now),
             )
@@ -454,16 +562,4 @@ class Ledger:
         """
         if self._chargers.pop(cp, None) is None:
             return succeed(None)
-        return self._db.write(_statement("DELETE FROM ledger_chargers WHERE cp = ?", (cp,)))
-
-
-def _statement(sql: str, params: tuple) -> Any:
-    def run(conn: sqlite3.Connection) -> None:
-        conn.execute(sql, params)
-
-    return run
-
-
-def _prune(conn: sqlite3.Connection, stopped_before: float, open_before: float) -> None:
-    conn.execute("DELETE FROM ledger_transactions WHERE stopped = 1 AND stopped_on < ?", (stopped_before,))
-    conn.execute("DELETE FROM ledger_transactions WHERE stopped = 0 AND created < ?", (open_before,))
+        return self._db.write(statement("DELETE FROM ledger_chargers WHERE cp = ?", (cp,)))

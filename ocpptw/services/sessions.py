@@ -22,11 +22,15 @@ StopTransaction, with CONTRACT section 5's guarantees.
     at the backend for it.
   - A StartTransaction sent again (same connector, idTag, timestamp and
     meterStart) gets the same transactionId, also while the first is still
-    waiting for the backend.
+    waiting for the backend, and also once the ledger keeps it only on disk
+    (a start the ledger's memory does not hold is looked up on disk before
+    the backend is asked; identical starts arriving meanwhile wait for it).
   - StopTransaction is always answered: for C{-1}, an unknown id and a
-    repeat too; a repeat stops and refunds nothing twice.  The stop is
-    written to the outbox (C{backend.stop_session}), which resolves the
-    session, bills it and posts the refund (L{ocpptw.services.delivery}).
+    repeat too; a repeat (found in the ledger's memory or on disk) stops
+    and refunds nothing twice; identical stops are handled one at a time.
+    The stop is written to the outbox (C{backend.stop_session}), which
+    resolves the session, bills it and posts the refund
+    (L{ocpptw.services.delivery}).
     C{charging.stopped} is published for transactions the gateway started;
     for an unknown id the outbox still finds and stops the backend's
     session through C{active-sessions}.
@@ -181,21 +185,25 @@ class SessionService:
 
     def start(self, charge_point_id: str, payload: dict, now: datetime) -> Deferred[dict]:
         key = (charge_point_id, payload["connectorId"], payload["idTag"], payload["timestamp"], payload["meterStart"])
-        known = self._ledger.find_start(*key)
-        if known is not None:
-            self.log.info(
-                "StartTransaction from {chargePointId} repeated: transaction {transactionId} again",
-                chargePointId=charge_point_id,
-                transactionId=known.transaction_id,
-            )
-            return succeed(_start_answer(known))
         waiting = self._starting.get(key)
         if waiting is not None:
+            # The first is still being looked up or made durable.
             d: Deferred[dict] = Deferred()
             waiting.append(d)
             return d
+        known = self._ledger.cached_start(key)
+        if known is not None:
+            return succeed(self._repeated_start(known))
         self._starting[key] = []
-        return Deferred.fromCoroutine(self._start(charge_point_id, payload)).addBoth(self._started, key)
+        return Deferred.fromCoroutine(self._start(charge_point_id, payload, key)).addBoth(self._started, key)
+
+    def _repeated_start(self, known: Transaction) -> dict:
+        self.log.info(
+            "StartTransaction from {chargePointId} repeated: transaction {transactionId} again",
+            chargePointId=known.cp,
+            transactionId=known.transaction_id,
+        )
+        return _start_answer(known)
 
     def _started(self, result: Any, key: tuple) -> Any:
         for waiter in self._starting.pop(key, []):
@@ -205,7 +213,12 @@ class SessionService:
                 waiter.errback(result)
         return result
 
-    async def _start(self, charge_point_id: str, payload: dict) -> dict:
+    async def _start(self, charge_point_id: str, payload: dict, key: tuple) -> dict:
+        # Not in memory; it may still be on disk.  Identical starts wait in
+        # _starting meanwhile.
+        known = await self._ledger.lookup_start(key)
+        if known is not None:
+            return self._repeated_start(known)
         tx = Transaction(
             cp=charge_point_id,
             transaction_id=0,
@@ -310,17 +323,25 @@ class SessionService:
         return Deferred.fromCoroutine(self._stop(charge_point_id, payload, now))
 
     async def _stop(self, charge_point_id: str, payload: dict, now: datetime) -> dict:
-        transaction_id = payload["transactionId"]
-        meter_stop = payload["meterStop"]
-        id_tag = payload.get("idTag")
-        key = (charge_point_id, transaction_id)
-        earlier = self._stopping.get(key)
-        if earlier is not None:
-            # The same stop is being made durable: answer once it is.
+        key = (charge_point_id, payload["transactionId"])
+        while (earlier := self._stopping.get(key)) is not None:
+            # The same stop is being looked up or made durable: go on once
+            # it is (then it is a repeat, unless it failed).
             waiter: Deferred[None] = Deferred()
-            earlier.addBoth(lambda result: (waiter.callback(None), result)[1])
+            earlier.addBoth(lambda result, waiter=waiter: (waiter.callback(None), result)[1])
             await waiter
-        tx = self._ledger.get(charge_point_id, transaction_id)
+        done: Deferred[None] = Deferred()
+        self._stopping[key] = done
+        try:
+            return await self._stop_once(charge_point_id, payload, now)
+        finally:
+            del self._stopping[key]
+            done.callback(None)
+
+    async def _stop_once(self, charge_point_id: str, payload: dict, now: datetime) -> dict:
+        transaction_id = payload["transactionId"]
+        id_tag = payload.get("idTag")
+        tx = None if transaction_id == -1 else await self._ledger.lookup(charge_point_id, transaction_id)
         answer: dict[str, Any] = {}
         if id_tag is not None:
             answer["idTagInfo"] = self._stop_tag(id_tag, tx, now)
@@ -331,13 +352,7 @@ class SessionService:
                 chargePointId=charge_point_id,
             )
             return answer
-        done: Deferred[None] = Deferred()
-        self._stopping[key] = done
-        try:
-            await self._record_stop(charge_point_id, payload, tx, now)
-        finally:
-            del self._stopping[key]
-            done.callback(None)
+        await self._record_stop(charge_point_id, payload, tx, now)
         return answer
 
     async def _record_stop(self, charge_point_id: str, payload: dict, tx: Transaction | None, now: datetime) -> None:
@@ -378,7 +393,7 @@ class SessionService:
         # there; charging.stopped follows charging.started.
         sessionless = tx is not None and (tx.rejected or (not tx.assigned and tx.session_id is None))
         started = known and not sessionless and tx.id_tag_info.get("status") == ACCEPTED
-        tx, written = self._ledger.record_stop(charge_point_id, transaction_id, meter_stop, stopped_at, reason)
+        tx, written = self._ledger.record_stop(charge_point_id, transaction_id, meter_stop, stopped_at, reason, tx)
         writes.append(written)
         if not sessionless:
             body = {
@@ -407,7 +422,7 @@ class SessionService:
         except BaseException:
             # Not durable: the charger's retry must stop it for real.
             if known:
-                tx.stopped = False
+                self._ledger.reopen(tx)
             else:
                 self._ledger.forget(tx)
             raise

@@ -86,7 +86,7 @@ def test_stop_reconciles_a_start_that_never_reached_the_outbox(rig):
     success_result_of(rig.outbox.append(CP, delivery.STOP_SESSION, stop_entry(t)))
     assert rig.backend.called("start_session")[0][0]["transactionId"] == t.transaction_id
     assert rig.sql("SELECT transaction_id, stopped, cost FROM sessions") == [(t.transaction_id, 1, "6.29")]
-    assert rig.ledger.get(CP, t.transaction_id).session_id is not None
+    assert success_result_of(rig.ledger.lookup(CP, t.transaction_id)).session_id is not None
 
 
 def test_start_delivery_keeps_the_charger_id(rig):
@@ -96,7 +96,7 @@ def test_start_delivery_keeps_the_charger_id(rig):
                     timestamp="2026-09-22T08:00:00Z", assigned=True)
     success_result_of(rig.ledger.record_start(t))
     success_result_of(rig.outbox.append(CP, delivery.START_SESSION, t.start_body()))
-    stored = rig.ledger.get(CP, t.transaction_id)
+    stored = success_result_of(rig.ledger.lookup(CP, t.transaction_id))
     assert stored.session_id and stored.user_id == "u-1"
     assert (stored.prepaid, stored.price, stored.currency) == (Decimal("10.00"), Decimal("0.50"), "EUR")
 

@@ -21,7 +21,7 @@ from ocpptw.services.wallet import WalletService
 from ocpptw.store import embedded
 from ocpptw.store import outbox as outbox_module
 from ocpptw.store.sqlite import Database
-from tests.helpers import bounded
+from tests.helpers import bounded, until
 from tests.services.support import EPOCH, RecordingPublisher, SwitchableBackend
 
 CP = "CP-1"
@@ -90,6 +90,7 @@ async def test_outage_at_start_reconciled_and_restart_safe(tmp_path, clock):
         gw.backend.mode = "hang"
         start = {"connectorId": 1, "idTag": "TAG1", "meterStart": 1000, "timestamp": "2026-09-22T08:00:00Z"}
         d = gw.sessions.start(CP, start, gw.now())
+        await until(lambda: gw.backend.called("start_session"))  # after the ledger's disk lookup
         clock.advance(5)
         answer = await bounded(d)
         tx = answer["transactionId"]

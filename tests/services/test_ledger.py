@@ -1,6 +1,7 @@
 """
-Tests for L{ocpptw.services.ledger}: the gateway's durable state, served
-from memory, bounded, and surviving restarts.
+Tests for L{ocpptw.services.ledger}: the gateway's durable state, on disk,
+bounded, and surviving restarts (what memory holds:
+L{tests.services.test_ledger_memory}).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ def started(db, clock, **kw):
     return ledger
 
 
+#: The dedupe key of L{tx}'s defaults.
+KEY = ("CP-1", 1, "TAG", "2026-09-22T08:00:00Z", 1000)
+
+
 def tx(cp="CP-1", transaction_id=7, **kw):
     fields = dict(connector_id=1, id_tag="TAG", meter_start=1000, timestamp="2026-09-22T08:00:00Z")
     fields.update(kw)
@@ -43,11 +48,11 @@ def test_transactions_survive_a_restart(db, clock):
     _, d = ledger.record_stop("CP-1", 7, 13580, "2026-09-22T09:00:00.000Z", "Local")
     success_result_of(d)
     again = started(db, clock)
-    loaded = again.get("CP-1", 7)
+    loaded = again.cached("CP-1", 7)
     assert loaded == t
     assert loaded.prepaid == Decimal("10.00") and loaded.stopped and loaded.meter_stop == 13580
-    assert again.find_start("CP-1", 1, "TAG", "2026-09-22T08:00:00Z", 1000) is loaded
-    assert again.get("CP-2", 7) is None
+    assert again.cached_start(KEY) is loaded
+    assert success_result_of(again.lookup("CP-2", 7)) is None
 
 
 def test_gateway_ids_follow_the_scheme_and_persist(db, clock):
@@ -71,7 +76,7 @@ def test_counter_wraps_and_skips_ids_in_use(db, clock, monkeypatch):
         ids.append(ledger.assign_transaction_id(0))
         success_result_of(ledger.record_start(tx(transaction_id=ids[-1], meter_start=n), slot=0))
     assert [i & 0xFFFFF for i in ids] == [1, 2, 3]
-    ledger.forget(ledger.get("CP-1", ids[1]))
+    success_result_of(ledger.forget(ledger.cached("CP-1", ids[1])))
     assert ledger.assign_transaction_id(0) == ids[1]
 
 
@@ -83,9 +88,9 @@ def test_old_stopped_transactions_pruned(db, clock):
     success_result_of(ledger.record_stop("CP-1", 1, 5, "t", "Local")[1])
     clock.advance(8 * DAY)
     again = started(db, clock)
-    assert again.get("CP-1", 1) is None
-    assert again.get("CP-1", 2) is not None
-    assert again.find_start("CP-1", 1, "TAG", "2026-09-22T08:00:00Z", 1000) is None
+    assert success_result_of(again.lookup("CP-1", 1)) is None
+    assert success_result_of(again.lookup("CP-1", 2)) is not None
+    assert success_result_of(again.lookup_start(KEY)) is None
     clock.advance(30 * DAY)
     assert len(started(db, clock)) == 0
 
@@ -96,7 +101,7 @@ def test_unknown_stop_is_remembered(db, clock):
     stub, d = ledger.record_stop("CP-1", 99, 10, "t", "Local")
     success_result_of(d)
     assert stub.stopped and stub.meter_start is None
-    assert started(db, clock).get("CP-1", 99).stopped
+    assert success_result_of(started(db, clock).lookup("CP-1", 99)).stopped
 
 
 def test_auth_cache_and_charger_records(db, clock):
@@ -135,14 +140,14 @@ async def test_real_database_on_disk(tmp_path):
         await bounded(ledger.start())
         assigned = ledger.assign_transaction_id(1)
         await bounded(ledger.record_start(tx(transaction_id=assigned, assigned=True), slot=1))
-        await bounded(ledger.record_session(ledger.get("CP-1", assigned), {"sessionId": "s-9", "pricePerKwh": 0.3}))
+        await bounded(ledger.record_session(ledger.cached("CP-1", assigned), {"sessionId": "s-9", "pricePerKwh": 0.3}))
     finally:
         db.close()
     db = Database(path, reactor, SCHEMA)
     try:
         again = Ledger(db, reactor)
         await bounded(again.start())
-        loaded = again.get("CP-1", assigned)
+        loaded = await bounded(again.lookup("CP-1", assigned))
         assert (loaded.session_id, loaded.price, loaded.assigned) == ("s-9", Decimal("0.3"), True)
         assert again.assign_transaction_id(1) == assigned + 1
     finally:

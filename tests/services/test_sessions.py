@@ -129,7 +129,7 @@ def test_stop_minus_one_unknown_and_transaction_data(rig):
 def test_unknown_transaction_found_at_the_backend(rig):
     """A stop for a session this gateway never saw start is found through active-sessions and billed."""
     tx = success_result_of(start(rig))["transactionId"]
-    rig.ledger.forget(rig.ledger.get(CP, tx))  # as if started through another gateway
+    success_result_of(rig.ledger.forget(rig.ledger.cached(CP, tx)))  # as if started through another gateway
     success_result_of(stop(rig, tx))
     assert rig.sql("SELECT stopped, cost, refund FROM sessions WHERE transaction_id = ?", tx) == [(1, "6.29", "3.71")]
     assert rig.sql("SELECT amount FROM wallet_ledger") == [("3.71",)]
@@ -173,7 +173,7 @@ def test_backend_down_at_start_then_reconciled_in_order(rig):
     rows = rig.sql("SELECT transaction_id, stopped, energy_wh, cost, refund FROM sessions")
     assert rows == [(tx, 1, 12580, "6.29", "3.71")]
     assert rig.sql("SELECT amount FROM wallet_ledger") == [("3.71",)]
-    assert rig.ledger.get(CP, tx).session_id is not None
+    assert success_result_of(rig.ledger.lookup(CP, tx)).session_id is not None
 
     # the charger repeats its stop after a reconnect: nothing happens twice
     success_result_of(stop(rig, tx))
@@ -193,7 +193,7 @@ def test_gateway_ids_never_reused_after_restart(rig):
     reopened = Ledger(rig.state, rig.clock)
     success_result_of(reopened.start())
     assert reopened.assign_transaction_id(3) == second + 1
-    assert reopened.find_start(CP, 1, "TAG1", T0, 1000).transaction_id == first
+    assert reopened.cached_start((CP, 1, "TAG1", T0, 1000)).transaction_id == first
     rig.backend.mode = "up"
     rig.retry(10)
 
