@@ -13,11 +13,12 @@ injected clock's time in ISO 8601 UTC with a C{Z}.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -94,16 +95,37 @@ def message_body(event: dict) -> dict:
     return body
 
 
+def _none(_: Any) -> None:
+    return None
+
+
+def _fire(result: Any, waiters: list[Deferred[None]]) -> None:
+    """
+    Fire every waiter of a write with its outcome.
+    """
+    if isinstance(result, Failure):
+        for waiter in waiters:
+            waiter.errback(result)
+    else:
+        for waiter in waiters:
+            waiter.callback(None)
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 @implementer(IEventPublisher)
 class LocalEventPublisher:
     """
     Events when RabbitMQ is off.
 
       - C{ocpp.message} goes to the message log: with the embedded store,
-        straight into it, the frames of one reactor turn in one write; with
-        a REST backend, as outbox entries C{backend.store_message} (C{POST
-        /api/charger/{deviceId}/ocpp-message}) keyed on the charger so frames
-        keep their order.
+        straight into it (L{log_frame}: no envelope, and the payload's text
+        as the session has it), the frames of one reactor turn in one
+        write; with a REST backend, as outbox entries
+        C{backend.store_message} (C{POST
+        /api/charger/{deviceId}/ocpp-message}) keyed on the charger so
+        frames keep their order.
       - Every other event is handed to the embedded store
         (C{record_event}), grouped the same way; with a REST backend it is
         dropped here: what it reports already reaches the backend through
@@ -123,56 +145,138 @@ class LocalEventPublisher:
         self._clock = clock
         self._record: Any = getattr(backend, "record_event", None) if backend is not None else None
         self._record_many: Any = getattr(backend, "record_events", None) if clock is not None else None
-        self._store_many: Any = getattr(backend, "store_messages", None) if clock is not None else None
-        self._messages: list[tuple[str, dict]] = []
+        self._log_frames: Any = getattr(backend, "log_frames", None) if clock is not None else None
+        self._frames: list[tuple[Any, ...]] = []
+        self._frame_waiters: list[Deferred[None]] = []
+        self._frames_written: Deferred[None] | None = None
         self._events: list[dict] = []
         self._waiters: list[Deferred[None]] = []
+        self._flush_due = False
 
     def publish(self, event: dict) -> Deferred[None]:
         if event["type"] == OCPP_MESSAGE:
-            if self._store_many is not None:
-                self._messages.append((event["deviceId"], message_body(event)))
-                return self._batched()
-            body = {"deviceId": event["deviceId"], "body": message_body(event)}
-            return self._outbox.append(event["deviceId"], STORE_MESSAGE, body).addCallback(lambda _: None)
+            data = event["data"]
+            frame = (event["deviceId"], data["direction"], data["messageType"], data["messageId"], data.get("action"),
+                     data.get("payload"), None, data.get("errorCode"), event["occurredAt"])
+            if self._log_frames is None:
+                return self._frame_to_outbox(*frame)
+            self._add_frame(*frame)
+            waiter: Deferred[None] = Deferred()
+            self._frame_waiters.append(waiter)
+            return waiter
         if self._record_many is not None:
             self._events.append(event)
-            return self._batched()
+            waiter = Deferred()
+            self._waiters.append(waiter)
+            self._flush_soon()
+            return waiter
         if self._record is not None:
-            return maybeDeferred(self._record, event).addCallback(lambda _: None)
+            return maybeDeferred(self._record, event).addCallback(_none)
         return succeed(None)
 
-    def _batched(self) -> Deferred[None]:
+    def log_frame(
+        self,
+        device_id: str,
+        direction: str,
+        message_type: str,
+        message_id: str,
+        action: str | None,
+        payload: Any,
+        payload_text: str | None,
+        error_code: str | None,
+        error_description: str | None,
+    ) -> Deferred[None]:
         """
-        A Deferred that fires when the current turn's batch is written.
+        Log one frame: an C{ocpp.message} without its envelope, stamped
+        with the clock's time.
+
+        @param payload: the payload (the details of a CALLERROR), or C{None}.
+        @param payload_text: C{payload} as JSON text when the caller has it
+            (then it is kept as it is), else C{None}.
+        @param error_description: a CALLERROR's description; the message
+            log has no place for it (neither has the contract's
+            C{ocpp-message} body).
+        @return: fires once the frame is durable.  With the embedded store
+            every frame of one write shares that Deferred: add callbacks to
+            it once (L{ocpptw.recorder.FrameRecorder} does).
         """
-        if not self._waiters:
+        stamp = now_z(self._clock)
+        if self._log_frames is None:
+            return self._frame_to_outbox(device_id, direction, message_type, message_id, action, payload, payload_text,
+                                         error_code, stamp)
+        self._add_frame(device_id, direction, message_type, message_id, action, payload, payload_text, error_code, stamp)
+        shared = self._frames_written
+        if shared is None:
+            shared = self._frames_written = Deferred()
+        return shared
+
+    def _add_frame(
+        self,
+        device_id: str,
+        direction: str,
+        message_type: str,
+        message_id: str,
+        action: str | None,
+        payload: Any,
+        payload_text: str | None,
+        error_code: str | None,
+        stamp: str,
+    ) -> None:
+        if payload_text is None and payload is not None:
+            payload_text = _encode(payload)
+        self._frames.append((device_id, direction, message_type, message_id, action, payload_text, error_code, stamp))
+        self._flush_soon()
+
+    def _frame_to_outbox(
+        self,
+        device_id: str,
+        direction: str,
+        message_type: str,
+        message_id: str,
+        action: str | None,
+        payload: Any,
+        payload_text: str | None,
+        error_code: str | None,
+        stamp: str,
+    ) -> Deferred[None]:
+        """
+        A frame as a C{backend.store_message} outbox entry, its body that of
+        C{POST /api/charger/{deviceId}/ocpp-message} (see L{message_body}).
+        """
+        body: dict[str, Any] = {"direction": direction, "messageType": message_type, "messageId": message_id}
+        if action is not None:
+            body["action"] = action
+        if payload is not None:
+            body["payload"] = payload
+        if error_code is not None:
+            body["errorCode"] = error_code
+        body["timestamp"] = stamp
+        return self._outbox.append(device_id, STORE_MESSAGE, {"deviceId": device_id, "body": body}).addCallback(_none)
+
+    def _flush_soon(self) -> None:
+        """
+        Write what this reactor turn gathered once it is over.
+        """
+        if not self._flush_due:
+            self._flush_due = True
             assert self._clock is not None
             self._clock.callLater(0, self._flush)
-        waiter: Deferred[None] = Deferred()
-        self._waiters.append(waiter)
-        return waiter
 
     def _flush(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        messages, self._messages = self._messages, []
-        events, self._events = self._events, []
-        writes = []
+        self._flush_due = False
         # maybeDeferred: a write that raises fails its waiters instead of leaving them (and the
         # chargers whose answers wait on this batch) hanging
-        if messages:
-            writes.append(maybeDeferred(self._store_many, messages))
-        if events:
-            writes.append(maybeDeferred(self._record_many, events))
-
-        def done(result: Any) -> None:
-            for waiter in waiters:
-                if isinstance(result, Failure):
-                    waiter.errback(result)
-                else:
-                    waiter.callback(None)
-
-        gatherResults(writes, consumeErrors=True).addErrback(lambda f: f.value.subFailure).addBoth(done)
+        if self._frames:
+            frames, self._frames = self._frames, []
+            waiters, self._frame_waiters = self._frame_waiters, []
+            if self._frames_written is not None:
+                waiters.append(self._frames_written)
+                self._frames_written = None
+            maybeDeferred(self._log_frames, frames).addBoth(_fire, waiters)
+        if self._events:
+            events, self._events = self._events, []
+            waiters, self._waiters = self._waiters, []
+            maybeDeferred(self._record_many, events).addBoth(_fire, waiters)
 
     def ready(self) -> tuple[bool, str]:
         return True, ""

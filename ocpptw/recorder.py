@@ -4,6 +4,10 @@ Every frame in and out becomes an C{ocpp.message} event (CONTRACT section 5)
 and a metric.  Called by each L{ocpptw.ocpp.session.OcppSession} as its
 observer; never waits: the event is durable on its own (broker confirm or
 outbox), and the charger's answer does not wait for it.
+
+A publisher that keeps the message log itself (L{ocpptw.events.LocalEventPublisher}:
+C{log_frame}) is handed the frame without an envelope, with the payload's
+text when the session has it, so nothing is encoded twice.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ocpptw.events import make_event
+from ocpptw.events import OCPP_MESSAGE, make_event
 from ocpptw.interfaces import IEventPublisher, StorageFull
 
 
@@ -33,6 +37,8 @@ class FrameRecorder:
         self._instance = instance
         self._metrics = metrics
         self._refused = False
+        self._log_frame: Any = getattr(publisher, "log_frame", None)
+        self._watched: Any = None
 
     def frame(
         self,
@@ -44,6 +50,7 @@ class FrameRecorder:
         payload: dict | None,
         error_code: str | None,
         error_description: str | None,
+        payload_text: str | None = None,
     ) -> None:
         metrics = self._metrics
         if metrics is not None:
@@ -51,19 +58,28 @@ class FrameRecorder:
             if error_code is not None:
                 metrics.call_error(error_code)
             self._time(session, direction, message_type, message_id, action, metrics)
-        data: dict[str, Any] = {"direction": direction, "messageType": message_type, "messageId": message_id}
-        if action is not None:
-            data["action"] = action
-        if payload is not None:
-            data["payload"] = payload
-        if error_code is not None:
-            data["errorCode"] = error_code
-            data["errorDescription"] = error_description or ""
-        event = make_event("ocpp.message", session.charge_point_id, data, self._clock, self._instance)
-        d = self._publisher.publish(event)
+        charge_point_id = session.charge_point_id
+        if self._log_frame is not None:
+            d = self._log_frame(
+                charge_point_id, direction, message_type, message_id, action, payload, payload_text, error_code,
+                None if error_code is None else error_description or "",
+            )
+            if d is self._watched:  # one write for the frames of a reactor turn: one callback
+                return
+            self._watched = d
+        else:
+            data: dict[str, Any] = {"direction": direction, "messageType": message_type, "messageId": message_id}
+            if action is not None:
+                data["action"] = action
+            if payload is not None:
+                data["payload"] = payload
+            if error_code is not None:
+                data["errorCode"] = error_code
+                data["errorDescription"] = error_description or ""
+            d = self._publisher.publish(make_event(OCPP_MESSAGE, charge_point_id, data, self._clock, self._instance))
         if self._refused:
             d.addCallback(self._recorded)
-        d.addErrback(self._lost, session.charge_point_id)
+        d.addErrback(self._lost, charge_point_id)
 
     def _time(self, session: Any, direction: str, message_type: str, message_id: str, action: str | None, metrics: Any) -> None:
         """

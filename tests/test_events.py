@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from twisted.internet.defer import succeed
 from zope.interface.verify import verifyObject
 
 from ocpptw import events
@@ -17,7 +18,7 @@ from ocpptw.services.delivery import STORE_MESSAGE
 from ocpptw.store import embedded
 from ocpptw.store import outbox as outbox_module
 from ocpptw.store.sqlite import InlineDatabase
-from tests.helpers import no_result, success_result_of
+from tests.helpers import failure_result_of, no_result, success_result_of
 
 
 def message_event(clock, **data):
@@ -127,3 +128,61 @@ def test_embedded_writes_are_grouped_per_turn(clock, parts):
     logged = success_result_of(store_db.read(lambda c: c.execute("SELECT message_id FROM messages ORDER BY rowid").fetchall()))
     assert logged == [("a",), ("b",)]
     assert success_result_of(store_db.read(lambda c: c.execute("SELECT count(*) FROM events").fetchone())) == (1,)
+
+
+def test_frames_go_to_the_embedded_log_as_they_are(clock, parts):
+    """log_frame keeps the payload text it is given, encodes a payload given without one, and shares one Deferred per write."""
+    state, store_db, backend, outbox = parts
+    clock.advance(1_790_035_200.25)
+    publisher = LocalEventPublisher(outbox, backend, clock)
+    first = publisher.log_frame("CP-1", "in", "CALL", "a", "DataTransfer", {"vendorId": "Grüße"},
+                                '{ "vendorId" : "Gr\\u00fc\\u00dfe" }', None, None)
+    second = publisher.log_frame("CP-1", "out", "CALLERROR", "a", "DataTransfer", {"why": "Grüße"}, None,
+                                 "GenericError", "no")
+    assert second is first
+    no_result(first)
+    clock.advance(0)
+    assert success_result_of(first) is None
+    rows = success_result_of(store_db.read(lambda c: c.execute(
+        "SELECT device_id, direction, message_type, message_id, action, payload, error_code, timestamp FROM messages"
+        " ORDER BY id").fetchall()))
+    assert rows == [
+        ("CP-1", "in", "CALL", "a", "DataTransfer", '{ "vendorId" : "Gr\\u00fc\\u00dfe" }', None, "2026-09-22T00:00:00.250Z"),
+        ("CP-1", "out", "CALLERROR", "a", "DataTransfer", '{"why":"Grüße"}', "GenericError", "2026-09-22T00:00:00.250Z"),
+    ]
+    third = publisher.log_frame("CP-1", "in", "CALL", "b", "Heartbeat", {}, "{}", None, None)
+    assert third is not first
+    clock.advance(0)
+    success_result_of(third)
+    assert outbox.depth() == 0
+
+
+def test_frames_go_through_the_outbox_without_the_embedded_store(clock, parts):
+    """With a REST backend a frame is a backend.store_message outbox entry, its body the ocpp-message body."""
+    state, store_db, backend, outbox = parts
+
+    class HttpLike:
+        pass
+
+    clock.advance(1_790_035_200.5)
+    publisher = LocalEventPublisher(outbox, HttpLike(), clock)
+    bodies = []
+    outbox.register(STORE_MESSAGE, lambda body: bodies.append(body) or succeed(None))
+    event = message_event(clock, messageType="CALLERROR", errorCode="FormationViolation", errorDescription="bad",
+                          action=None, payload={})
+    success_result_of(publisher.log_frame("CP-1", "in", "CALLERROR", "m1", None, {}, "{}", "FormationViolation", "bad"))
+    clock.advance(1)
+    assert bodies == [{"deviceId": "CP-1", "body": message_body(event)}]
+
+
+def test_a_frame_write_that_fails_fails_its_deferred(clock):
+    """A batch of frames the store refuses fails the shared Deferred."""
+
+    class Refusing:
+        def log_frames(self, rows):
+            raise ValueError("refused")
+
+    publisher = LocalEventPublisher(outbox=None, backend=Refusing(), clock=clock)
+    d = publisher.log_frame("CP", "in", "CALL", "1", "Heartbeat", {}, "{}", None, None)
+    clock.advance(0)
+    failure_result_of(d, ValueError)

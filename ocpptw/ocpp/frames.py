@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import re
+from json.decoder import scanstring
+from json.encoder import encode_basestring
 from math import isinf
 from typing import Any
 
@@ -259,6 +261,36 @@ def encode_result(message_id: str, payload: dict) -> str:
     @raise ValueError: when C{payload} holds NaN or infinity.
     """
     return _encode([CALLRESULT, message_id, payload])
+
+
+def encode_result_parts(message_id: str, payload: dict) -> tuple[str, str]:
+    """
+    L{encode_result}'s frame and, encoded once, the payload's own text in it
+    (what the message log keeps).
+
+    @return: C{(frame, payload_text)}.
+    @raise ValueError: when C{payload} holds NaN or infinity.
+    """
+    payload_text = _encode(payload)
+    return "[3," + encode_basestring(message_id) + "," + payload_text + "]", payload_text
+
+
+def call_payload_text(text: str) -> str:
+    """
+    The payload object of a CALL frame as the charger wrote it (a slice of
+    C{text}, no re-encoding), for a C{text} that L{parse} accepted as a
+    L{Call}.
+
+    The frame is C{[2, "id", "action", {...}]} with JSON whitespace between
+    the tokens: the first quote opens the message id, the next after it the
+    action, the first brace after the action opens the payload and the last
+    brace closes it.
+    """
+    start = text.index('"')
+    end = scanstring(text, start + 1)[1]
+    start = text.index('"', end)
+    end = scanstring(text, start + 1)[1]
+    return text[text.index("{", end) : text.rindex("}") + 1]
 
 
 def encode_error(message_id: str, code: str, description: str = "", details: dict | None = None) -> str:

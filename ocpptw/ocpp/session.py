@@ -29,7 +29,7 @@ The session never touches a socket: it writes through an L{IFrameSink}.
 Observer calls, for metrics and C{ocpp.message} events::
 
     observer.frame(session, direction, message_type, message_id, action,
-                   payload, error_code, error_description)
+                   payload, error_code, error_description, payload_text)
     observer.violation(session, action, error)
 
 C{frame} is called for every well-formed frame in (an unknown MessageTypeId
@@ -37,7 +37,10 @@ or a frame that does not parse is only logged) and every frame out.
 C{direction} is C{"in"} or C{"out"}, C{message_type} is C{"CALL"},
 C{"CALLRESULT"} or C{"CALLERROR"}; C{action} is resolved for
 CALLRESULT/CALLERROR from the matching CALL (C{None} when nothing matches);
-C{payload} is the CALLERROR's details for a CALLERROR.  C{violation} is
+C{payload} is the CALLERROR's details for a CALLERROR; C{payload_text} is
+that payload as JSON text when the session has it at hand without encoding
+it again (the charger's own text of an inbound CALL, the text of an answer
+the session sent), else C{None}.  C{violation} is
 called for each schema violation tolerated in lenient mode, with the
 L{OcppError} it would have been answered with.
 """
@@ -68,8 +71,9 @@ from ocpptw.ocpp.frames import (
     Call,
     CallResult,
     FrameError,
+    call_payload_text,
     encode_error,
-    encode_result,
+    encode_result_parts,
     parse,
 )
 from ocpptw.ocpp.outbound import CallQueueFull, OutboundCalls
@@ -157,7 +161,7 @@ class OcppSession:
             return
         message_type = message.message_type
         if message_type == CALL:
-            self._call_received(message)
+            self._call_received(message, text)
         elif type(message) is CallResult:
             self._calls.result_received(message)
         else:
@@ -216,9 +220,10 @@ class OcppSession:
             return
         self._calls.malformed_answer(error)
 
-    def _call_received(self, call: Call) -> None:
+    def _call_received(self, call: Call, text: str) -> None:
         message_id, action = call.message_id, call.action
-        self._observe(_IN, _CALL, message_id, action, call.payload, None, None)
+        if self._observer is not None:
+            self._observe(_IN, _CALL, message_id, action, call.payload, None, None, call_payload_text(text))
         if message_id in self._seen:
             self._refuse(call, PROTOCOL_ERROR, "message id already used on this connection")
             return
@@ -316,7 +321,7 @@ class OcppSession:
             if type(result) is not dict:
                 raise TypeError(f"handler answered {type(result).__name__}, not dict")
             self._validator.check_response(action, result)
-            text = encode_result(call.message_id, result)
+            text, payload_text = encode_result_parts(call.message_id, result)
         except Exception:
             self.log.failure(
                 "invalid answer to {action} {messageId} from {chargePointId}",
@@ -330,7 +335,7 @@ class OcppSession:
             self.log.debug("answer to {messageId} dropped: connection lost", messageId=call.message_id)
             return
         self._send(text)
-        self._observe(_OUT, _RESULT, call.message_id, action, result, None, None)
+        self._observe(_OUT, _RESULT, call.message_id, action, result, None, None, payload_text)
 
     def _answer_failure(self, failure: Failure, call: Call, violation: OcppError | None) -> None:
         error = failure.value
@@ -376,7 +381,7 @@ class OcppSession:
             details = {}
             text = encode_error(message_id, code, description, details)
         self._send(text)
-        self._observe(_OUT, _ERROR, message_id, action, details, code, description)
+        self._observe(_OUT, _ERROR, message_id, action, details, code, description, "{}" if not details else None)
 
     def _observe(
         self,
@@ -387,11 +392,12 @@ class OcppSession:
         payload: Any,
         code: str | None,
         description: str | None,
+        payload_text: str | None = None,
     ) -> None:
         observer = self._observer
         if observer is None:
             return
         try:
-            observer.frame(self, direction, message_type, message_id, action, payload, code, description)
+            observer.frame(self, direction, message_type, message_id, action, payload, code, description, payload_text)
         except Exception:
             self.log.failure("observer failed on a frame of {chargePointId}", chargePointId=self.charge_point_id)

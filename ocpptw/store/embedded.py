@@ -25,12 +25,25 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocpptw.clock import now_z
 from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, NotFound, StorageFull
 from ocpptw.store.sqlite import UnstorableValue
+
+log = Logger()
+
+#: The message log (CONTRACT section 5: C{ocpp.message} with the embedded
+#: store); C{redelivered} marks the bodies an outbox delivered.
+_MESSAGES_TABLE = """CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT NOT NULL,
+    direction TEXT, message_type TEXT, message_id TEXT, action TEXT,
+    payload TEXT, error_code TEXT, timestamp TEXT,
+    redelivered INTEGER
+);"""
 
 #: Tables of C{embedded.sqlite}.
 SCHEMA = """
@@ -80,13 +93,7 @@ CREATE TABLE IF NOT EXISTS wallet_ledger (
     session_id TEXT, user_id TEXT, amount TEXT NOT NULL, currency TEXT,
     created_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    device_id TEXT NOT NULL,
-    direction TEXT, message_type TEXT, message_id TEXT, action TEXT,
-    payload TEXT, error_code TEXT, timestamp TEXT,
-    UNIQUE (device_id, direction, message_type, message_id, timestamp)
-);
+""" + _MESSAGES_TABLE + """
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY,
     type TEXT NOT NULL,
@@ -96,6 +103,15 @@ CREATE TABLE IF NOT EXISTS events (
     received_at TEXT NOT NULL
 );
 """
+
+#: Run once per open by L{EmbeddedBackend} (after L{SCHEMA}, see L{migrate}).
+_MESSAGES_REDELIVERED = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS messages_redelivered"
+    " ON messages (device_id, direction, message_type, message_id, timestamp) WHERE redelivered = 1"
+)
+
+#: The message log's columns, in the order of L{EmbeddedBackend.log_frames} rows.
+MESSAGE_COLUMNS = "device_id, direction, message_type, message_id, action, payload, error_code, timestamp"
 
 #: The gateway assigns transactionIds from here up; ours stay below.
 GATEWAY_IDS = 0x40000000
@@ -160,6 +176,32 @@ def _compact(record: dict) -> dict:
     return {k: v for k, v in record.items() if v is not None}
 
 
+def migrate(conn: sqlite3.Connection) -> int:
+    """
+    Bring a store opened with L{SCHEMA} up to date; run by every
+    L{EmbeddedBackend} before its other calls.
+
+    A message log made before it was written straight from the frames
+    carries a unique index on five columns that every frame paid for; it is
+    rebuilt without it (rows and ids kept).  Since then only the bodies an
+    outbox delivers (L{EmbeddedBackend.store_message}), which may come
+    twice, are kept once, through a partial index on them alone.
+
+    @return: the message-log rows carried over (0 when nothing was to do).
+    """
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(messages)")]
+    moved = 0
+    if "redelivered" not in columns:
+        conn.execute("ALTER TABLE messages RENAME TO messages_before_redelivered")
+        conn.execute(_MESSAGES_TABLE)
+        moved = conn.execute(
+            f"INSERT INTO messages (id, {MESSAGE_COLUMNS}) SELECT id, {MESSAGE_COLUMNS} FROM messages_before_redelivered"
+        ).rowcount
+        conn.execute("DROP TABLE messages_before_redelivered")
+    conn.execute(_MESSAGES_REDELIVERED)
+    return moved
+
+
 @implementer(IBackend)
 class EmbeddedBackend:
     """
@@ -190,6 +232,13 @@ class EmbeddedBackend:
         self._price = None if price_per_kwh is None else str(price_per_kwh)
         self._currency = currency
         self._auth_mode = auth_mode
+        # queued first: every later call runs after it
+        self._db.write(migrate).addCallbacks(self._migrated, lambda f: log.failure("updating the embedded store failed", f))
+
+    @staticmethod
+    def _migrated(moved: int) -> None:
+        if moved:
+            log.info("embedded store: message log of {count} rows rebuilt without its five-column unique index", count=moved)
 
     def _call(self, fn: Any, write: bool = True) -> Deferred[Any]:
         d = self._db.write(fn) if write else self._db.read(fn)
@@ -426,12 +475,15 @@ class EmbeddedBackend:
     # -- message log and events ------------------------------------------------
 
     def store_message(self, device_id: str, body: dict) -> Deferred[None]:
+        """
+        Keep one C{POST /api/charger/{deviceId}/ocpp-message} body, once: an
+        outbox delivers at least once, so the same body may come again.
+        """
         return self.store_messages([(device_id, body)])
 
     def store_messages(self, items: list[tuple[str, dict]]) -> Deferred[None]:
         """
-        Keep many message-log bodies in one write (the local publisher
-        groups the frames of a reactor turn).
+        L{store_message} for many bodies in one write.
         """
         now = now_z(self._clock)
         rows = []
@@ -442,11 +494,20 @@ class EmbeddedBackend:
                          body.get("errorCode"), body.get("timestamp") or now))
         return self._call(
             _execute_many(
-                "INSERT OR IGNORE INTO messages (device_id, direction, message_type, message_id, action, payload,"
-                " error_code, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}, redelivered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)", rows
             )
         )
+
+    def log_frames(self, rows: list[tuple[Any, ...]]) -> Deferred[None]:
+        """
+        Append frames to the message log in one write, as they are: the
+        local publisher's direct path, which hands over each frame once.
+
+        @param rows: C{(device_id, direction, message_type, message_id,
+            action, payload, error_code, timestamp)}, C{payload} being the
+            payload's JSON text (or C{None}).
+        """
+        return self._call(_execute_many(_LOG_FRAMES, rows))
 
     def record_event(self, event: dict) -> Deferred[None]:
         """
@@ -470,6 +531,9 @@ class EmbeddedBackend:
         except BackendRejected as e:
             return fail(e)
         return self._call(_execute_many("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)", rows))
+
+
+_LOG_FRAMES = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _execute_many(sql: str, rows: list[tuple[Any, ...]]) -> Any:

@@ -72,10 +72,13 @@ class RecordingObserver:
 
     def __init__(self) -> None:
         self.frames: list[tuple] = []
+        self.payload_texts: list[str | None] = []
         self.violations: list[tuple] = []
 
-    def frame(self, session, direction, message_type, message_id, action, payload, error_code, error_description):
+    def frame(self, session, direction, message_type, message_id, action, payload, error_code, error_description,
+              payload_text):
         self.frames.append((direction, message_type, message_id, action, payload, error_code, error_description))
+        self.payload_texts.append(payload_text)
 
     def violation(self, session, action, error):
         self.violations.append((action, error.code, error.description))

@@ -178,3 +178,30 @@ def test_lone_surrogates_are_refused_pairs_are_fine():
     assert info.value.message_id == "-1"
     assert parse('[2,"s2","Authorize",{"idTag":"\\ud83d\\ude00"}]').payload == {"idTag": "\U0001f600"}
     assert parse('[2,"s3","Authorize",{"idTag":"\\\\ud800"}]').payload == {"idTag": "\\ud800"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[2,"1","Heartbeat",{}]',
+        ' \n[ 2 ,\t"1" , "Heartbeat" , {} ] \r\n',
+        '[2,"{\\"","A\\u0022{}",{"a":"}]","b":[{"c":"\\"{"}]}]',
+        '[2,"x","DataTransfer",{"vendorId":"V","data":"Grüße \\ud83d\\ude00"}]',
+    ],
+)
+def test_call_payload_text_is_the_payload_as_sent(text):
+    """The payload's text is a slice of the frame: it decodes to the parsed payload."""
+    call = parse(text)
+    payload_text = frames.call_payload_text(text)
+    assert payload_text in text and payload_text.startswith("{") and payload_text.endswith("}")
+    assert json.loads(payload_text) == call.payload
+
+
+def test_encode_result_parts():
+    """The frame is encode_result's; the payload text is the payload's part of it."""
+    for message_id, payload in [("1", {}), ('a"b', {"data": "Grüße", "n": [1, 2.5]})]:
+        text, payload_text = frames.encode_result_parts(message_id, payload)
+        assert text == encode_result(message_id, payload)
+        assert json.loads(payload_text) == payload and payload_text in text
+    with pytest.raises(ValueError):
+        frames.encode_result_parts("1", {"x": float("nan")})

@@ -351,3 +351,16 @@ def test_answer_after_connection_lost_is_dropped(clock):
     held.callback({"currentTime": NOW})
     session.frame_received(call_frame("2", "Heartbeat", {}))
     assert sink.sent == [] and [f[1] for f in observer.frames] == ["CALL"]
+
+
+def test_observer_gets_the_payload_text_without_encoding_again(clock):
+    """A CALL's payload text is the charger's own (spacing and escapes kept); an answer's is what was sent."""
+    session, sink, observer = make_session(clock)
+    text = '[ 2 , "a\\"1" ,\n "BootNotification" , { "chargePointVendor" : "Gr\\u00fc\\u00dfe", "chargePointModel": "M{]" } ]'
+    session.frame_received(text)
+    session.frame_received(call_frame("2", "Foo", {}))
+    assert observer.payload_texts[0] == '{ "chargePointVendor" : "Gr\\u00fc\\u00dfe", "chargePointModel": "M{]" }'
+    assert json.loads(observer.payload_texts[0]) == observer.frames[0][4]
+    assert observer.payload_texts[1] == json.dumps(sink.frames[0][2], separators=(",", ":"))
+    assert sink.sent[0] == '[3,"a\\"1",' + observer.payload_texts[1] + "]"
+    assert observer.payload_texts[3] == "{}"  # the CALLERROR's details

@@ -240,7 +240,7 @@ def test_refund_is_idempotent_on_its_key(backend, db):
 
 
 def test_message_log_and_events(backend, db):
-    """OCPP messages and events are kept, each once."""
+    """OCPP messages (as an outbox delivers them, maybe twice) and events are kept, each once."""
     message = {"direction": "in", "messageType": "CALL", "messageId": "m1", "action": "Heartbeat", "payload": {},
                "timestamp": "2026-11-24T10:00:00.000Z"}
     success_result_of(backend.store_message("CP1", message))
@@ -252,6 +252,54 @@ def test_message_log_and_events(backend, db):
     success_result_of(backend.record_event(event))
     rows = sql(db, "SELECT id, type, data FROM events")
     assert len(rows) == 1 and rows[0][1] == "charging.meterValues" and '"value":1.5' in rows[0][2]
+
+
+def test_frames_are_logged_as_given(backend, db):
+    """log_frames appends each row as it is, the payload text verbatim, with no unique index to pay for."""
+    row = ("CP1", "in", "CALL", "m1", "MeterValues", '{ "connectorId" : 1 }', None, "2026-11-24T10:00:00.000Z")
+    success_result_of(backend.log_frames([row, row[:3] + ("m2",) + row[4:]]))
+    assert sql(db, "SELECT device_id, message_id, payload, redelivered FROM messages ORDER BY id") == [
+        ("CP1", "m1", '{ "connectorId" : 1 }', None),
+        ("CP1", "m2", '{ "connectorId" : 1 }', None),
+    ]
+    indexes = sql(db, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")
+    assert [name for name, _ in indexes] == ["messages_redelivered"]
+    assert "WHERE redelivered = 1" in indexes[0][1]
+
+
+OLD_MESSAGES = """
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT NOT NULL,
+    direction TEXT, message_type TEXT, message_id TEXT, action TEXT,
+    payload TEXT, error_code TEXT, timestamp TEXT,
+    UNIQUE (device_id, direction, message_type, message_id, timestamp)
+);
+INSERT INTO messages VALUES (7, 'CP1', 'in', 'CALL', 'm1', 'Heartbeat', '{}', NULL, '2026-11-24T10:00:00.000Z');
+INSERT INTO messages VALUES (9, 'CP1', 'out', 'CALLRESULT', 'm1', 'Heartbeat', '{"currentTime":"x"}', NULL, '2026-11-24T10:00:00.001Z');
+"""
+
+
+def test_a_message_log_with_the_old_unique_index_is_rebuilt(path, clock):
+    """A store made before frames were logged directly keeps its rows and ids, without the five-column index."""
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_MESSAGES)
+    conn.close()
+    db = InlineDatabase(path, SCHEMA)
+    backend = EmbeddedBackend(db, clock)
+    assert sql(db, "SELECT id, message_id, payload FROM messages ORDER BY id") == [
+        (7, "m1", "{}"), (9, "m1", '{"currentTime":"x"}')
+    ]
+    assert [r[0] for r in sql(db, "SELECT name FROM sqlite_master WHERE tbl_name = 'messages' AND type = 'index'")] == [
+        "messages_redelivered"
+    ]
+    success_result_of(backend.log_frames([("CP1", "in", "CALL", "m2", "Heartbeat", "{}", None, "2026-11-24T10:00:01.000Z")]))
+    assert sql(db, "SELECT max(id) FROM messages") == [(10,)]
+    db.close()
+    again = InlineDatabase(path, SCHEMA)  # a second open has nothing to do
+    EmbeddedBackend(again, clock)
+    assert sql(again, "SELECT count(*) FROM messages") == [(3,)]
+    again.close()
 
 
 def test_everything_survives_a_restart(path, clock):
