@@ -223,18 +223,19 @@ def test_memory_stays_bounded(db, clock):
     db.commit()
     total = 3 * ledger_module.RECENT_MAX
     for n in range(total):
-        success_d = ledger.record_start(tx(n + 1))
-        ledger.record_stop(CP, n + 1, n + 100, "t", "Local")
+        ledger.record_start(tx(n + 1))
+        _, stopped = ledger.record_stop(CP, n + 1, n + 100, "t", "Local")
         clock.advance(0.01)
         if n % 1000 == 999:
             db.commit()
-            success_result_of(success_d)
+            success_result_of(stopped)
         assert len(ledger) <= ledger_module.RECENT_MAX + 1
     db.commit()
     assert len(ledger) == ledger.recently_stopped == ledger_module.RECENT_MAX
     assert len(ledger._by_key) == ledger_module.RECENT_MAX
     assert len(ledger.ids_in_use) == 0  # backend ids are not tracked
     db.auto = True
+    assert success_result_of(db.read(lambda c: c.execute("SELECT count(*) FROM ledger_transactions").fetchone())) == (total,)
     assert success_result_of(ledger.lookup(CP, 1)).meter_stop == 100  # the first, from disk
 
     success_result_of(ledger.record_start(tx(total + 1)))  # open: stays
