@@ -347,10 +347,17 @@ class ReloadingTlsEndpoint:
     C{stopListening}.
     """
 
-    def __init__(self, reactor: Any, context_factory: ReloadingContextFactory, port: int, interface: str = "") -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        context_factory: ReloadingContextFactory,
+        port: int,
+        interface: str = "",
+        pacing: tuple[Any, int] | None = None,
+    ) -> None:
         self.context_factory = context_factory
         self._reactor = reactor
-        self._endpoint = SSL4ServerEndpoint(reactor, port, context_factory, interface=interface)
+        self._endpoint = _endpoint(reactor, port, context_factory, interface, pacing)
 
     def listen(self, protocol_factory: Any) -> Deferred[IListeningPort]:
         def listening(port: IListeningPort) -> IListeningPort:
@@ -361,12 +368,24 @@ class ReloadingTlsEndpoint:
         return self._endpoint.listen(protocol_factory).addCallback(listening)
 
 
+def _endpoint(
+    reactor: Any, port: int, context_factory: Any, interface: str, pacing: tuple[Any, int] | None
+) -> IStreamServerEndpoint:
+    if pacing is None:
+        return SSL4ServerEndpoint(reactor, port, context_factory, interface=interface)
+    from ocpptw.transport.pacing import PacedServerEndpoint
+
+    pacer, backlog = pacing
+    return PacedServerEndpoint(reactor, port, pacer, backlog, interface, tls=context_factory)
+
+
 def tls_server_endpoint(
     reactor: Any,
     config: Any,
     port: int,
     interface: str = "",
     context_factory: ReloadingContextFactory | None = None,
+    pacing: tuple[Any, int] | None = None,
 ) -> IStreamServerEndpoint:
     """
     A TLS listening endpoint for the configured certificates (with client
@@ -376,11 +395,13 @@ def tls_server_endpoint(
     certificates itself while it listens (L{ReloadingTlsEndpoint}).  With
     one, the caller drives its reloads (L{CertificateReloadService}).
 
+    @param pacing: C{(AcceptPacer, backlog)} for a paced accept loop
+        (L{ocpptw.transport.pacing}), or C{None} for Twisted's own.
     @raise TlsError: the certificate files cannot be used.
     """
     if context_factory is None:
-        return ReloadingTlsEndpoint(reactor, context_factory_for(config, reactor), port, interface)
-    return SSL4ServerEndpoint(reactor, port, context_factory, interface=interface)
+        return ReloadingTlsEndpoint(reactor, context_factory_for(config, reactor), port, interface, pacing)
+    return _endpoint(reactor, port, context_factory, interface, pacing)
 
 
 def tls_service(reactor: Any, config: Any, site: Any, port: int, interface: str = "") -> MultiService:

@@ -1,0 +1,172 @@
+# -*- test-case-name: tests.transport.test_pacing -*-
+"""
+Admission at the listening socket: connections are accepted at a bounded
+pace, and the ones not yet accepted wait in the kernel's listen queue, where
+they cost the gateway nothing.
+
+After an outage thousands of chargers reconnect within a second.  Accepting
+them all in one reactor turn (Twisted accepts up to 100 and more per
+readiness of the listening socket) puts every handshake, every HTTP parse and
+every BootNotification of the storm in front of the Heartbeats of the
+chargers already connected; answering 503 to the excess costs nearly as much
+as admitting them, since the request has been read and parsed by then, and
+the refused chargers come back.  Here each readiness of the socket accepts at
+most C{per_turn} connections (so the reactor serves every connection already
+open between two accepts), optionally also within a token bucket of C{rate}
+accepts a second; a deep backlog holds the rest instead of dropping their
+SYNs into the clients' retransmission waves (1, 3, 7, 15 s...).
+
+The pace only applies to the accept loop: a charger already accepted is
+served at full speed, and the listen queue is first come, first served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from zope.interface import implementer
+
+
+class AcceptPacer:
+    """
+    How many connections the listening socket may accept now.  Pure: time
+    comes from the injected clock.
+
+    @param clock: the time source.
+    @param per_turn: connections accepted at most per readiness of the
+        listening socket (per reactor turn).
+    @param rate: accepts a second in the long run; 0 for no limit but
+        C{per_turn}.
+    @param burst: accepts at once after a quiet spell when C{rate} is set
+        (default: C{per_turn}).
+    """
+
+    def __init__(self, clock: IReactorTime, per_turn: int = 1, rate: float = 0.0, burst: float | None = None) -> None:
+        if per_turn < 1:
+            raise ValueError("per_turn must be at least 1")
+        if rate < 0:
+            raise ValueError("rate must be zero or more")
+        self._clock = clock
+        self.per_turn = per_turn
+        self.rate = rate
+        self.burst = float(burst if burst is not None else per_turn)
+        self._tokens = self.burst
+        self._then = clock.seconds()
+        #: Connections accepted in all.
+        self.accepted = 0
+        #: Times the accept loop paused for the rate.
+        self.pauses = 0
+
+    def allowance(self) -> int:
+        """
+        Connections that may be accepted now (0: wait L{wait} seconds).
+        """
+        if not self.rate:
+            return self.per_turn
+        now = self._clock.seconds()
+        self._tokens = min(self.burst, self._tokens + (now - self._then) * self.rate)
+        self._then = now
+        return min(self.per_turn, int(self._tokens))
+
+    def took(self, count: int) -> None:
+        """
+        C{count} connections were accepted.
+        """
+        self.accepted += count
+        if self.rate:
+            self._tokens -= count
+
+    def wait(self) -> float:
+        """
+        Seconds until the next accept is allowed.
+        """
+        self.pauses += 1
+        return max(0.0, (1.0 - self._tokens) / self.rate) if self.rate else 0.0
+
+
+class PacedPort(tcp.Port):
+    """
+    A TCP listening port whose accept loop follows an L{AcceptPacer}.
+    """
+
+    _resume: Any = None
+
+    def __init__(self, port: int, factory: Any, backlog: int, interface: str, reactor: Any, pacer: AcceptPacer) -> None:
+        super().__init__(port, factory, backlog, interface, reactor)
+        self._pacer = pacer
+
+    def doRead(self) -> None:
+        allowed = self._pacer.allowance()
+        if allowed < 1:
+            # Not now: stop watching the socket until a token is due; the
+            # kernel keeps the waiting connections in the listen queue.
+            self.stopReading()
+            self._resume = self.reactor.callLater(self._pacer.wait(), self._resume_reading)
+            return None
+        self.numberAccepts = allowed
+        before = self.sessionno
+        super().doRead()
+        self._pacer.took(self.sessionno - before)
+        return None
+
+    def _resume_reading(self) -> None:
+        self._resume = None
+        if self.connected:
+            self.startReading()
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._resume is not None and self._resume.active():
+            self._resume.cancel()
+        self._resume = None
+        super().connectionLost(reason)
+
+
+@implementer(IStreamServerEndpoint)
+class PacedServerEndpoint:
+    """
+    A TCP (IPv4 or IPv6, by the interface's address) server endpoint with a
+    paced accept loop and a deep listen backlog; with C{tls}, a TLS one as
+    C{SSL4ServerEndpoint} builds it (TLS in memory over the TCP port).
+
+    @param pacer: the accept pace.
+    @param backlog: the listen queue's length (the kernel caps it at
+        C{net.core.somaxconn}).
+    @param tls: an C{IOpenSSLServerConnectionCreator} (a context factory),
+        or C{None} for plain TCP.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        port: int,
+        pacer: AcceptPacer,
+        backlog: int = 4096,
+        interface: str = "",
+        tls: Any = None,
+    ) -> None:
+        self._reactor = reactor
+        self._port = port
+        self._interface = interface
+        self._backlog = backlog
+        self._tls = tls
+        self.pacer = pacer
+
+    def listen(self, protocol_factory: Any) -> Deferred[IListeningPort]:
+        factory = protocol_factory
+        if self._tls is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            factory = TLSMemoryBIOFactory(self._tls, False, protocol_factory)
+        try:
+            port = PacedPort(self._port, factory, self._backlog, self._interface, self._reactor, self.pacer)
+            port.startListening()
+        except Exception as e:
+            from twisted.internet.defer import fail
+
+            return fail(e)
+        if self._tls is not None:
+            port._type = "TLS"
+        return succeed(port)
