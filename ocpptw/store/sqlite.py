@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import sqlite3
 import threading
+from time import perf_counter
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,11 @@ def _is_storage_full(error: BaseException) -> bool:
         text = str(error).lower()
         return "full" in text or "readonly" in text or "disk i/o" in text
     return isinstance(error, OSError) and error.errno in _FULL_ERRNOS
+
+
+#: Seconds the reactor spends at most firing database results before it
+#: serves the network again (see L{Database._fire_some}).
+DELIVER_BUDGET = 0.002
 
 
 class UnstorableValue(TypeError):
@@ -85,6 +91,8 @@ class Database:
         self._queue: deque[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]] = deque()
         self._wake = threading.Condition()
         self._wake_pending = False
+        self._results: deque[tuple[Deferred[Any], bool, Any]] = deque()
+        self._firing = False
         self._closing = False
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
@@ -194,7 +202,31 @@ class Database:
             self.writable = True
         elif results and not results[0][1] and results[0][2].check(StorageFull):
             self.writable = False  # the disk refused the whole batch (for /ready)
-        _fire(results)
+        self._results.extend(results)
+        if not self._firing:
+            self._fire_some()
+
+    def _fire_some(self) -> None:
+        """
+        Fire the waiting results in order, for at most L{DELIVER_BUDGET}
+        seconds; the rest go on in the next reactor turn, after the network.
+        A batch holds every write of one commit (hundreds in a reconnect
+        storm), and each result resumes a handler that may answer a charger:
+        fired in one go they would hold up every connected charger.
+        """
+        results = self._results
+        deadline = perf_counter() + DELIVER_BUDGET
+        while results:
+            d, ok, value = results.popleft()
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)
+            if results and perf_counter() >= deadline:
+                self._firing = True
+                self._reactor.callLater(0, self._fire_some)
+                return
+        self._firing = False
 
 
 class InlineDatabase:

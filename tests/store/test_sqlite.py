@@ -129,3 +129,32 @@ async def test_one_wake_up_per_reactor_turn(db):
     commits = db.commits
     assert await bounded(gatherResults(results)) == [1] * 50
     assert db.commits == commits + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_results_of_one_batch_leave_room_for_the_network(db, monkeypatch):
+    """
+    The results of one big batch fire in order, over several reactor turns
+    when they take longer than the budget: work scheduled by the first
+    result runs before the last result fires.
+    """
+    from twisted.internet import reactor
+
+    from ocpptw.store import sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "DELIVER_BUDGET", 0.0)
+    seen = []
+
+    def fired(value, i):
+        seen.append(i)
+        if i == 0:
+            reactor.callLater(0, seen.append, "other work")
+        return value
+
+    results = [
+        db.write(lambda c, i=i: c.execute("INSERT INTO t VALUES (?, ?)", (f"b{i}", i)).rowcount).addCallback(fired, i)
+        for i in range(5)
+    ]
+    await bounded(gatherResults(results))
+    assert [x for x in seen if x != "other work"] == [0, 1, 2, 3, 4]
+    assert seen.index("other work") < seen.index(4)
