@@ -11,7 +11,7 @@ from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ocpptw.transport.api import write_json
 
@@ -108,6 +108,42 @@ class RequireTls(Resource):
         )
 
 
+class ChargerSocketResource(WebSocketResource):
+    """
+    Autobahn's upgrade resource, which then lets go of twisted.web's objects
+    for the connection.
+
+    Autobahn takes the transport over from the L{twisted.web.http.HTTPChannel}
+    but leaves the channel registered as the transport's producer, and the
+    channel keeps the upgrade's L{Request} (headers, content, addresses): about
+    3 kB per connected charger for as long as it stays connected, none of it
+    used again.  Here the channel is unregistered and forgets the request,
+    which drops both (by reference counting: the channel and the request no
+    longer refer to each other).  The transport then has no producer, as the
+    Autobahn protocol registers none; the channel's own producer methods did
+    nothing while a request was being handled anyway.
+    """
+
+    def render(self, request: Request) -> Any:
+        channel = request.channel
+        result = super().render(request)
+        if result is NOT_DONE_YET and channel is not None and channel.transport is None:
+            release_channel(channel)
+        return result
+
+
+def release_channel(channel: Any) -> None:
+    """
+    Detach a twisted.web channel whose transport a WebSocket protocol took.
+    """
+    producer = getattr(channel, "_networkProducer", None)
+    if producer is not None and getattr(producer, "producer", None) is channel:
+        producer.unregisterProducer()
+    requests = getattr(channel, "requests", None)
+    if requests:
+        requests.clear()
+
+
 class QuietSite(Site):
     """
     A site that does not write an access log line per request (charger
@@ -140,7 +176,7 @@ def build_site(
         parent.putChild(segment, child)
         parent = child
     if ws_factory is not None:
-        parent.putChild(segments[-1], WebSocketResource(ws_factory))
+        parent.putChild(segments[-1], ChargerSocketResource(ws_factory))
     elif require_tls is not None:
         parent.putChild(segments[-1], RequireTls(require_tls))
     root.putChild(b"health", Health())

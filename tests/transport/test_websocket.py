@@ -397,3 +397,42 @@ async def test_charger_missing_pongs_is_dropped(server):
     await until(lambda: server.registry.get("SILENT") is None)
     assert answering.close_code is None, (answering.close_code, answering.close_reason)
     assert (await answering.call("Heartbeat", {}))[0] == 3  # a charger that answers pings stays
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_releases_the_http_request(server, monkeypatch):
+    """
+    Once a charger's socket is upgraded, twisted.web's channel and request
+    for it are freed (by reference counting, not left to the collector), and
+    the charger is served as before.
+    """
+    import gc
+    import weakref
+
+    from autobahn.twisted.resource import WebSocketResource
+
+    seen = []
+    render = WebSocketResource.render
+
+    def spy(self, request):
+        seen.append((weakref.ref(request), weakref.ref(request.channel)))
+        return render(self, request)
+
+    monkeypatch.setattr(WebSocketResource, "render", spy)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        charger = await connect_charger(server.port, "/ocpp/RELEASED")
+        assert charger.subprotocol == "ocpp1.6"
+        assert (await charger.call("Heartbeat", {}))[0] == 3
+        assert len(seen) == 1
+        request, channel = seen[0]
+        assert request() is None and channel() is None
+        connection = server.registry.get("RELEASED")
+        assert connection._protocol.transport.producer is None
+    finally:
+        if was_enabled:
+            gc.enable()
+    connection.close(1000, "bye")
+    assert (await charger.wait_closed())[0] == 1000
+    await until(lambda: server.registry.get("RELEASED") is None)
