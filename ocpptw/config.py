@@ -179,6 +179,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("INSTANCE_SLOT", "instance_slot", _int(0, 1023), "", "0-1023, part of transactionIds the gateway assigns (default: from INSTANCE_ID)"),
     Setting("HANDSHAKE_CONCURRENCY", "handshake_concurrency", _int(1, 100000), "256", "WebSocket handshakes in progress at once; more get 503"),
     Setting("HANDSHAKE_RATE_PER_IP", "handshake_rate_per_ip", _int(0, 1000000), "0", "handshakes per second from one address, 0 no limit"),
+    Setting("ACCEPT_PER_TURN", "accept_per_turn", _int(1, 10000), "1", "connections accepted per reactor turn; the rest wait in the listen queue"),
+    Setting("ACCEPT_RATE", "accept_rate", _int(0, 1000000), "400", "connections accepted per second, 0 no limit but ACCEPT_PER_TURN"),
+    Setting("LISTEN_BACKLOG", "listen_backlog", _int(1, 65535), "4096", "connections the kernel queues before they are accepted"),
+    Setting("GC_YOUNG_INTERVAL", "gc_young_interval", _seconds, "0.5", "seconds between collections of young objects, which then are frozen; 0 leaves Python's collector as it is"),
+    Setting("GC_FULL_INTERVAL", "gc_full_interval", _seconds, "900", "seconds between full garbage collections (with GC_YOUNG_INTERVAL), 0 none"),
     Setting("DRAIN_GRACE", "drain_grace", _seconds, "20", "seconds the SIGTERM drain may take"),
     Setting("EMBEDDED_PRICE_PER_KWH", "embedded_price", _decimal, "", "embedded store: tariff per kWh (unset: no billing)"),
     Setting("EMBEDDED_CURRENCY", "embedded_currency", _text, "EUR", "embedded store: currency of the tariff"),
@@ -234,6 +239,11 @@ class Config:
     instance_slot: int = 0
     handshake_concurrency: int = 256
     handshake_rate_per_ip: int = 0
+    accept_per_turn: int = 1
+    accept_rate: int = 400
+    listen_backlog: int = 4096
+    gc_young_interval: float = 0.5
+    gc_full_interval: float = 900.0
     drain_grace: float = 20.0
     embedded_price: Decimal | None = None
     embedded_currency: str = "EUR"

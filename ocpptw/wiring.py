@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import endpoints
 
 from ocpptw.config import Config
 
@@ -76,10 +75,17 @@ def _publisher(gateway: Any, config: Config, reactor: Any, outbox: Any, backend:
     return AmqpEventPublisher(connection, outbox, reactor, config.rabbitmq_exchange, metrics=gateway.metrics)
 
 
+def _pacing(config: Config, reactor: Any) -> tuple[Any, int]:
+    from ocpptw.transport.pacing import AcceptPacer
+
+    return AcceptPacer(reactor, config.accept_per_turn, config.accept_rate), config.listen_backlog
+
+
 def _plain_endpoint(config: Config, reactor: Any) -> Any:
-    if ":" in config.host:
-        return endpoints.TCP6ServerEndpoint(reactor, config.port, interface=config.host)
-    return endpoints.TCP4ServerEndpoint(reactor, config.port, interface=config.host)
+    from ocpptw.transport.pacing import PacedServerEndpoint
+
+    pacer, backlog = _pacing(config, reactor)
+    return PacedServerEndpoint(reactor, config.port, pacer, backlog, interface=config.host)
 
 
 def _listeners(gateway: Any, config: Config, reactor: Any, factory: Any, checks: list, metrics: Any, api: Any) -> None:
@@ -97,7 +103,7 @@ def _listeners(gateway: Any, config: Config, reactor: Any, factory: Any, checks:
     from ocpptw.transport.tls import tls_server_endpoint
 
     tls_port = config.tls_port if config.tls_port is not None else config.port
-    gateway.listener = tls_server_endpoint(reactor, config, tls_port, config.host)
+    gateway.listener = tls_server_endpoint(reactor, config, tls_port, config.host, pacing=_pacing(config, reactor))
     if tls_port != config.port:
         plain_factory = factory if config.security_profile < 2 else None
         plain = build_site(plain_factory, config.ocpp_path, checks, metrics.render, api, require_tls=tls_port)
@@ -227,4 +233,8 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
     alarm = gateway.outbox_alarm = OutboxAlarm(outbox, reactor, config.outbox_alarm_depth, config.outbox_alarm_age)
     alarm.setServiceParent(gateway)
     metrics.watch_outbox_alarm(alarm)
+    if config.gc_young_interval:
+        from ocpptw.heap import HeapService
+
+        HeapService(reactor, config.gc_young_interval, config.gc_full_interval).setServiceParent(gateway)
     _listeners(gateway, config, reactor, factory, checks, metrics, api)
