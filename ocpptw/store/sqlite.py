@@ -126,7 +126,8 @@ class Database:
         with its result after the commit, or fails with L{StorageFull} when
         the disk refuses (the batch is rolled back), or with C{fn}'s error
         (only C{fn}'s own changes are rolled back, through a savepoint), or
-        with L{DatabaseClosed} after L{close}.
+        with L{DatabaseClosed} after L{close}.  C{fn} may run twice (see
+        L{_execute_optimistic}): it must touch nothing but the connection.
         """
         return self._submit(fn, True)
 
@@ -350,8 +351,12 @@ def execute_batch(
     @return: C{(results, writes)}: C{(deferred, ok, value or Failure)} per
         call in order, and how many writes were committed (0 when none).
     """
-    results: list[tuple[Deferred[Any], bool, Any]] = []
     writes = sum(1 for item in batch if item[2])
+    if writes:
+        done = _execute_optimistic(conn, batch, writes)
+        if done is not None:
+            return done
+    results: list[tuple[Deferred[Any], bool, Any]] = []
     try:
         if writes:
             conn.execute("BEGIN IMMEDIATE")
@@ -382,6 +387,37 @@ def execute_batch(
             pass
         error: BaseException = StorageFull(str(e)) if _is_storage_full(e) else e
         return [(d, False, Failure(error)) for _, d, _ in batch], 0
+    return results, writes
+
+
+def _execute_optimistic(
+    conn: sqlite3.Connection,
+    batch: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]],
+    writes: int,
+) -> tuple[list[tuple[Deferred[Any], bool, Any]], int] | None:
+    """
+    The batch in one transaction without a savepoint per write (two
+    statements each, about as much as a small insert): writes almost never
+    fail.  When one does, everything is rolled back and C{None} tells the
+    caller to run the batch again, with savepoints, so that only the failing
+    write is undone.  A write's C{fn} may therefore run twice: it must touch
+    nothing but the connection.  A full disk fails the whole batch either
+    way.
+    """
+    results: list[tuple[Deferred[Any], bool, Any]] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, d, _ in batch:
+            results.append((d, True, fn(conn)))
+        conn.execute("COMMIT")
+    except BaseException as e:  # noqa: BLE001 - the batch is run again or failed whole
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if _is_storage_full(e):
+            return [(d, False, Failure(StorageFull(str(e)))) for _, d, _ in batch], 0
+        return None
     return results, writes
 
 

@@ -158,3 +158,31 @@ async def test_results_of_one_batch_leave_room_for_the_network(db, monkeypatch):
     await bounded(gatherResults(results))
     assert [x for x in seen if x != "other work"] == [0, 1, 2, 3, 4]
     assert seen.index("other work") < seen.index(4)
+
+
+def test_a_failing_write_makes_the_batch_run_again_with_savepoints(tmp_path):
+    """
+    A batch runs without savepoints; when a write fails, it runs again with
+    them, so the other writes of the batch still commit and only the failing
+    one is undone.
+    """
+    database = InlineDatabase(tmp_path / "y.sqlite", SCHEMA, auto=False)
+    runs = []
+
+    def good(conn):
+        runs.append("good")
+        return conn.execute("INSERT INTO t VALUES ('g', 1)").rowcount
+
+    def bad(conn):
+        runs.append("bad")
+        conn.execute("INSERT INTO t VALUES ('b', 1)")
+        raise KeyError("no such thing")
+
+    first, second = database.write(good), database.write(bad)
+    database.commit()
+    assert success_result_of(first) == 1
+    assert failure_result_of(second, KeyError)
+    assert runs == ["good", "bad", "good", "bad"]
+    rows = database.read(lambda c: c.execute("SELECT k FROM t").fetchall())
+    database.commit()
+    assert success_result_of(rows) == [("g",)]
