@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -24,7 +24,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ocpptw.clock import now_z
 from ocpptw.interfaces import IBackend, IEventPublisher, IOutbox
 from ocpptw.services.delivery import STORE_MESSAGE
 
@@ -52,15 +51,35 @@ _MESSAGE_FIELDS = ("direction", "messageType", "messageId", "action", "payload",
 
 _ids = random.SystemRandom().getrandbits(64)
 _random = random.Random(_ids)
+_bits = _random.getrandbits
+
+# the version (4) and variant (RFC 4122) bits of a UUID4, as uuid.UUID(int=..., version=4) sets them
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
 
 
 def new_id() -> str:
     """
     A random UUID4 string.  Seeded once from the system's entropy: event ids
     must be unique, not unguessable, and C{uuid.uuid4()} reads the kernel's
-    entropy on every call, a cost on the per-frame path.
+    entropy on every call, a cost on the per-frame path.  Formatted as
+    C{str(uuid.UUID(int=..., version=4))} would, without building the object.
     """
-    return str(uuid.UUID(int=_random.getrandbits(128), version=4))
+    h = "%032x" % ((_bits(128) & _UUID4_CLEAR) | _UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UTC = timezone.utc
+_fromtimestamp = datetime.fromtimestamp
+
+
+def stamp(clock: IReactorTime) -> str:
+    """
+    L{ocpptw.clock.now_z}, formatted directly (it is called for every frame
+    and every event).
+    """
+    m = _fromtimestamp(clock.seconds(), _UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (m.year, m.month, m.day, m.hour, m.minute, m.second, m.microsecond // 1000)
 
 
 def make_event(type: str, device_id: str, data: dict, clock: IReactorTime, instance: str) -> dict:
@@ -77,7 +96,7 @@ def make_event(type: str, device_id: str, data: dict, clock: IReactorTime, insta
         "id": new_id(),
         "type": type,
         "deviceId": device_id,
-        "occurredAt": now_z(clock),
+        "occurredAt": stamp(clock),
         "instance": instance,
         "data": data,
     }
@@ -127,9 +146,10 @@ class LocalEventPublisher:
         /api/charger/{deviceId}/ocpp-message}) keyed on the charger so
         frames keep their order.
       - Every other event is handed to the embedded store
-        (C{record_event}), grouped the same way; with a REST backend it is
-        dropped here: what it reports already reaches the backend through
-        its own calls (ensure, status, session start and stop).
+        (C{log_events}, each event once; C{record_event} without a clock),
+        grouped the same way; with a REST backend it is dropped here: what
+        it reports already reaches the backend through its own calls
+        (ensure, status, session start and stop).
 
     L{publish} fires once the event is durable (outbox committed, or the
     embedded store's write done).
@@ -144,7 +164,9 @@ class LocalEventPublisher:
         self._outbox = outbox
         self._clock = clock
         self._record: Any = getattr(backend, "record_event", None) if backend is not None else None
-        self._record_many: Any = getattr(backend, "record_events", None) if clock is not None else None
+        self._record_many: Any = (
+            getattr(backend, "log_events", None) or getattr(backend, "record_events", None) if clock is not None else None
+        )
         self._log_frames: Any = getattr(backend, "log_frames", None) if clock is not None else None
         self._frames: list[tuple[Any, ...]] = []
         self._frame_waiters: list[Deferred[None]] = []
@@ -200,11 +222,11 @@ class LocalEventPublisher:
             every frame of one write shares that Deferred: add callbacks to
             it once (L{ocpptw.recorder.FrameRecorder} does).
         """
-        stamp = now_z(self._clock)
+        at = stamp(self._clock)
         if self._log_frames is None:
             return self._frame_to_outbox(device_id, direction, message_type, message_id, action, payload, payload_text,
-                                         error_code, stamp)
-        self._add_frame(device_id, direction, message_type, message_id, action, payload, payload_text, error_code, stamp)
+                                         error_code, at)
+        self._add_frame(device_id, direction, message_type, message_id, action, payload, payload_text, error_code, at)
         shared = self._frames_written
         if shared is None:
             shared = self._frames_written = Deferred()

@@ -186,3 +186,21 @@ def test_a_frame_write_that_fails_fails_its_deferred(clock):
     d = publisher.log_frame("CP", "in", "CALL", "1", "Heartbeat", {}, "{}", None, None)
     clock.advance(0)
     failure_result_of(d, ValueError)
+
+
+def test_ids_are_uuid4_strings():
+    """new_id formats what uuid.UUID(int=..., version=4) would: version 4, RFC 4122 variant."""
+    for _ in range(2000):
+        value = uuid.UUID(events.new_id())
+        assert value.version == 4 and value.variant == uuid.RFC_4122
+        assert str(value) == str(uuid.UUID(int=value.int, version=4))
+
+
+def test_stamp_is_now_z(clock):
+    """stamp gives clock.now_z's text, to the millisecond, including rounding at the edges."""
+    from ocpptw.clock import now_z
+
+    for seconds in (0.0, 0.0005, 0.9995, 0.99999949, 0.9999995, 59.9999996, 951782400.001, 1_790_035_200.123456,
+                    4102444799.9999999, 253402300799.0):
+        clock.advance(seconds - clock.seconds())
+        assert events.stamp(clock) == now_z(clock)

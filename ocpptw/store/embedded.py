@@ -45,6 +45,18 @@ _MESSAGES_TABLE = """CREATE TABLE IF NOT EXISTS messages (
     redelivered INTEGER
 );"""
 
+#: The events (CONTRACT section 5); C{redelivered} marks those handed over
+#: by L{EmbeddedBackend.record_event}, which may come twice.
+_EVENTS_TABLE = """CREATE TABLE IF NOT EXISTS events (
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    device_id TEXT,
+    occurred_at TEXT,
+    data TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    redelivered INTEGER
+);"""
+
 #: Tables of C{embedded.sqlite}.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chargers (
@@ -94,24 +106,28 @@ CREATE TABLE IF NOT EXISTS wallet_ledger (
     created_at TEXT NOT NULL
 );
 """ + _MESSAGES_TABLE + """
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    device_id TEXT,
-    occurred_at TEXT,
-    data TEXT NOT NULL,
-    received_at TEXT NOT NULL
-);
+""" + _EVENTS_TABLE + """
 """
-
-#: Run once per open by L{EmbeddedBackend} (after L{SCHEMA}, see L{migrate}).
-_MESSAGES_REDELIVERED = (
-    "CREATE UNIQUE INDEX IF NOT EXISTS messages_redelivered"
-    " ON messages (device_id, direction, message_type, message_id, timestamp) WHERE redelivered = 1"
-)
 
 #: The message log's columns, in the order of L{EmbeddedBackend.log_frames} rows.
 MESSAGE_COLUMNS = "device_id, direction, message_type, message_id, action, payload, error_code, timestamp"
+
+_EVENT_COLUMNS = "id, type, device_id, occurred_at, data, received_at"
+
+#: table -> (its CREATE TABLE, the columns kept when it is rebuilt, its partial index), for L{migrate}
+_LOGS = {
+    "messages": (
+        _MESSAGES_TABLE,
+        "id, " + MESSAGE_COLUMNS,
+        "CREATE UNIQUE INDEX IF NOT EXISTS messages_redelivered"
+        " ON messages (device_id, direction, message_type, message_id, timestamp) WHERE redelivered = 1",
+    ),
+    "events": (
+        _EVENTS_TABLE,
+        "rowid, " + _EVENT_COLUMNS,
+        "CREATE UNIQUE INDEX IF NOT EXISTS events_redelivered ON events (id) WHERE redelivered = 1",
+    ),
+}
 
 #: The gateway assigns transactionIds from here up; ours stay below.
 GATEWAY_IDS = 0x40000000
@@ -181,24 +197,28 @@ def migrate(conn: sqlite3.Connection) -> int:
     Bring a store opened with L{SCHEMA} up to date; run by every
     L{EmbeddedBackend} before its other calls.
 
-    A message log made before it was written straight from the frames
-    carries a unique index on five columns that every frame paid for; it is
-    rebuilt without it (rows and ids kept).  Since then only the bodies an
-    outbox delivers (L{EmbeddedBackend.store_message}), which may come
-    twice, are kept once, through a partial index on them alone.
+    A message log and events table made before the gateway wrote them
+    directly carry a unique index (five columns of every frame, the random
+    id of every event) that every row paid for, more as the table grows;
+    they are rebuilt without it (rows, ids and order kept).  Since then only
+    what may come twice (bodies an outbox delivers,
+    L{EmbeddedBackend.store_message}, and events handed to
+    L{EmbeddedBackend.record_event}) is kept once, through a partial unique
+    index on those rows alone.
 
-    @return: the message-log rows carried over (0 when nothing was to do).
+    @return: the rows carried over (0 when nothing was to do).
     """
-    columns = [row[1] for row in conn.execute("PRAGMA table_info(messages)")]
     moved = 0
-    if "redelivered" not in columns:
-        conn.execute("ALTER TABLE messages RENAME TO messages_before_redelivered")
-        conn.execute(_MESSAGES_TABLE)
-        moved = conn.execute(
-            f"INSERT INTO messages (id, {MESSAGE_COLUMNS}) SELECT id, {MESSAGE_COLUMNS} FROM messages_before_redelivered"
-        ).rowcount
-        conn.execute("DROP TABLE messages_before_redelivered")
-    conn.execute(_MESSAGES_REDELIVERED)
+    for table, (create, kept, index) in _LOGS.items():
+        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+        if "redelivered" not in columns:
+            conn.execute(f"ALTER TABLE {table} RENAME TO {table}_before_redelivered")
+            conn.execute(create)
+            moved += conn.execute(
+                f"INSERT INTO {table} ({kept}) SELECT {kept} FROM {table}_before_redelivered ORDER BY rowid"
+            ).rowcount
+            conn.execute(f"DROP TABLE {table}_before_redelivered")
+        conn.execute(index)
     return moved
 
 
@@ -238,7 +258,8 @@ class EmbeddedBackend:
     @staticmethod
     def _migrated(moved: int) -> None:
         if moved:
-            log.info("embedded store: message log of {count} rows rebuilt without its five-column unique index", count=moved)
+            log.info("embedded store: message log and events ({count} rows) rebuilt without their unique indexes",
+                     count=moved)
 
     def _call(self, fn: Any, write: bool = True) -> Deferred[Any]:
         d = self._db.write(fn) if write else self._db.read(fn)
@@ -490,7 +511,7 @@ class EmbeddedBackend:
         for device_id, body in items:
             payload = body.get("payload")
             rows.append((device_id, body.get("direction"), body.get("messageType"), body.get("messageId"), body.get("action"),
-                         None if payload is None else json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+                         None if payload is None else _encode(payload),
                          body.get("errorCode"), body.get("timestamp") or now))
         return self._call(
             _execute_many(
@@ -526,14 +547,28 @@ class EmbeddedBackend:
         try:
             for event in events:
                 rows.append((_require(event, "id", str), _require(event, "type", str), event.get("deviceId"),
-                             event.get("occurredAt"),
-                             json.dumps(event.get("data") or {}, separators=(",", ":"), ensure_ascii=False), now))
+                             event.get("occurredAt"), _encode(event.get("data") or {}), now))
         except BackendRejected as e:
             return fail(e)
-        return self._call(_execute_many("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)", rows))
+        return self._call(_execute_many(_RECORD_EVENTS, rows))
+
+    def log_events(self, events: list[dict]) -> Deferred[None]:
+        """
+        Append the gateway's own events in one write: the local publisher's
+        direct path, which hands over each event (each fresh C{id}) once.
+        Each C{data} is encoded once, here.
+        """
+        now = now_z(self._clock)
+        return self._call(_execute_many(
+            _LOG_EVENTS,
+            [(e["id"], e["type"], e["deviceId"], e["occurredAt"], _encode(e["data"]), now) for e in events],
+        ))
 
 
 _LOG_FRAMES = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_LOG_EVENTS = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+_RECORD_EVENTS = f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}, redelivered) VALUES (?, ?, ?, ?, ?, ?, 1)"
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _execute_many(sql: str, rows: list[tuple[Any, ...]]) -> Any:

@@ -277,11 +277,21 @@ CREATE TABLE messages (
 );
 INSERT INTO messages VALUES (7, 'CP1', 'in', 'CALL', 'm1', 'Heartbeat', '{}', NULL, '2026-11-24T10:00:00.000Z');
 INSERT INTO messages VALUES (9, 'CP1', 'out', 'CALLRESULT', 'm1', 'Heartbeat', '{"currentTime":"x"}', NULL, '2026-11-24T10:00:00.001Z');
+CREATE TABLE events (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    device_id TEXT,
+    occurred_at TEXT,
+    data TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+INSERT INTO events VALUES ('f-second-by-id', 'charger.lastSeen', 'CP1', 't1', '{}', 't1');
+INSERT INTO events VALUES ('a-first-by-id', 'charger.lastSeen', 'CP1', 't2', '{}', 't2');
 """
 
 
 def test_a_message_log_with_the_old_unique_index_is_rebuilt(path, clock):
-    """A store made before frames were logged directly keeps its rows and ids, without the five-column index."""
+    """A store made before frames and events were logged directly keeps its rows, ids and order, without the unique indexes."""
     conn = sqlite3.connect(path)
     conn.executescript(OLD_MESSAGES)
     conn.close()
@@ -290,9 +300,9 @@ def test_a_message_log_with_the_old_unique_index_is_rebuilt(path, clock):
     assert sql(db, "SELECT id, message_id, payload FROM messages ORDER BY id") == [
         (7, "m1", "{}"), (9, "m1", '{"currentTime":"x"}')
     ]
-    assert [r[0] for r in sql(db, "SELECT name FROM sqlite_master WHERE tbl_name = 'messages' AND type = 'index'")] == [
-        "messages_redelivered"
-    ]
+    assert [r[0] for r in sql(db, "SELECT name FROM sqlite_master WHERE tbl_name IN ('messages', 'events')"
+                                  " AND type = 'index' ORDER BY name")] == ["events_redelivered", "messages_redelivered"]
+    assert sql(db, "SELECT id FROM events ORDER BY rowid") == [("f-second-by-id",), ("a-first-by-id",)]
     success_result_of(backend.log_frames([("CP1", "in", "CALL", "m2", "Heartbeat", "{}", None, "2026-11-24T10:00:01.000Z")]))
     assert sql(db, "SELECT max(id) FROM messages") == [(10,)]
     db.close()
@@ -300,6 +310,19 @@ def test_a_message_log_with_the_old_unique_index_is_rebuilt(path, clock):
     EmbeddedBackend(again, clock)
     assert sql(again, "SELECT count(*) FROM messages") == [(3,)]
     again.close()
+
+
+def test_own_events_are_logged_each_as_given(backend, db, clock):
+    """log_events appends the gateway's own events (each with a fresh id) without an index on the id."""
+    event = {"id": "e1", "type": "charging.meterValues", "deviceId": "CP1", "occurredAt": "2026-11-24T10:00:00.000Z",
+             "instance": "i1", "data": {"connectorId": 1, "samples": [{"value": 1.5, "unit": "Wh"}], "note": "Grüße"}}
+    success_result_of(backend.log_events([event, {**event, "id": "e2"}]))
+    assert sql(db, "SELECT id, type, device_id, occurred_at, data, redelivered FROM events ORDER BY rowid") == [
+        ("e1", "charging.meterValues", "CP1", "2026-11-24T10:00:00.000Z",
+         '{"connectorId":1,"samples":[{"value":1.5,"unit":"Wh"}],"note":"Grüße"}', None),
+        ("e2", "charging.meterValues", "CP1", "2026-11-24T10:00:00.000Z",
+         '{"connectorId":1,"samples":[{"value":1.5,"unit":"Wh"}],"note":"Grüße"}', None),
+    ]
 
 
 def test_everything_survives_a_restart(path, clock):
