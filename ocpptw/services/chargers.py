@@ -27,7 +27,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ocpptw.clock import iso_z, parse_iso
+from ocpptw.clock import iso_z
 from ocpptw.events import CHARGER_LAST_SEEN, CHARGER_METADATA_UPDATE, CHARGER_STATUS_UPDATE, make_event
 from ocpptw.interfaces import (
     BackendRejected,
@@ -40,6 +40,7 @@ from ocpptw.interfaces import (
 )
 from ocpptw.services.delivery import ENSURE_CHARGER, UPDATE_LAST_SEEN, UPDATE_STATUS
 from ocpptw.services.ledger import Ledger
+from ocpptw.services.meter import utc_timestamp
 
 ACCEPTED, REJECTED = "Accepted", "Rejected"
 
@@ -78,7 +79,7 @@ def timestamp_z(text: Any, fallback: datetime) -> str:
     """
     if isinstance(text, str):
         try:
-            return iso_z(parse_iso(text))
+            return utc_timestamp(text)[1]
         except ValueError:
             pass
     return iso_z(fallback)

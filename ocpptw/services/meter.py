@@ -12,7 +12,8 @@ Choices, for consumers to rely on:
 
   - C{value} is a JSON number: an C{int} when the normalised value is
     integral (C{"12.58"} kWh -> C{12580} Wh), else a C{float}.  The scaling
-    is done in L{Decimal}, so C{kWh * 1000} never picks up float noise.
+    is exact (in L{Decimal}, or by moving the decimal point of a plain
+    reading), so C{kWh * 1000} never picks up float noise.
   - Units are normalised: C{kWh} -> C{Wh}, C{kvarh} -> C{varh}, C{kW} -> C{W},
     C{kVA} -> C{VA}, C{kvar} -> C{var} (values times 1000); both spellings of
     Celsius (the 1.6 schema's C{Celcius} and C{Celsius}) -> C{Celsius}.  Other
@@ -36,6 +37,7 @@ Choices, for consumers to rely on:
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
@@ -79,6 +81,25 @@ MAX_READING = Decimal("1e15")
 
 _LAST = datetime.max.replace(tzinfo=timezone.utc)
 
+#: A plain reading: an optional minus, at most 15 integer digits (so below
+#: L{MAX_READING}) and 9 decimals (so within L{Decimal}'s 28 digits, which
+#: the slow path would round to).  Most readings are; they skip L{Decimal}.
+_PLAIN = re.compile(r"(-?)([0-9]{1,15})(?:\.([0-9]{1,9}))?").fullmatch
+
+
+def _plain(sign: str, whole: str, fraction: str | None, factor: int) -> int | float:
+    """
+    C{sign whole.fraction} times C{factor} (1 or 1000) as L{number} gives
+    it: exact, because scaling by 1000 moves the decimal point.
+    """
+    fraction = (fraction or "").rstrip("0")
+    if factor != 1:
+        fraction = fraction.ljust(3, "0")
+        whole, fraction = whole + fraction[:3], fraction[3:]
+    if not fraction:
+        return int(sign + whole)
+    return float(sign + whole + "." + fraction)
+
 
 def natural_unit(measurand: str) -> str | None:
     """
@@ -105,12 +126,21 @@ def normalise_sample(timestamp: str, sampled: dict, charge_point_id: str = "") -
     One OCPP C{sampledValue} taken at C{timestamp} (already normalised) as a
     C{charging.meterValues} sample.
     """
-    measurand = sampled.get("measurand") or DEFAULT_MEASURAND
-    unit = sampled.get("unit") or natural_unit(measurand)
-    raw = sampled.get("value")
-    signed = sampled.get("format") == SIGNED
+    get = sampled.get
+    measurand = get("measurand") or DEFAULT_MEASURAND
+    unit = get("unit") or natural_unit(measurand)
+    raw = get("value")
+    signed = get("format") == SIGNED
     value: object = raw
-    if not signed:
+    plain = None if signed or type(raw) is not str else _PLAIN(raw)
+    if plain is not None:
+        scale = _SCALE.get(unit) if unit else None
+        if scale is None:
+            value = int(raw) if plain[3] is None else _plain(plain[1], plain[2], plain[3], 1)
+        else:
+            unit = scale[0]
+            value = _plain(plain[1], plain[2], plain[3], scale[1])
+    elif not signed:
         try:
             amount = Decimal(str(raw).strip())
             if not amount.is_finite() or abs(amount) >= MAX_READING:
@@ -128,17 +158,46 @@ def normalise_sample(timestamp: str, sampled: dict, charge_point_id: str = "") -
     elif unit == "Celcius":
         unit = "Celsius"
     sample: dict = {"timestamp": timestamp, "measurand": measurand, "value": value, "unit": unit}
-    for name in ("phase", "context", "location"):
-        if sampled.get(name):
-            sample[name] = sampled[name]
+    phase, context, location = get("phase"), get("context"), get("location")
+    if phase:
+        sample["phase"] = phase
+    if context:
+        sample["context"] = context
+    if location:
+        sample["location"] = location
     if signed:
         sample["format"] = SIGNED
     return sample
 
 
+#: recent timestamp texts -> (moment, ISO Z text): chargers stamp many readings alike
+_STAMPS: dict[object, tuple[datetime, str]] = {}
+_STAMPS_MAX = 256
+
+
+def utc_timestamp(text: object) -> tuple[datetime, str]:
+    """
+    A charger's timestamp as an aware UTC datetime and as ISO 8601 UTC with
+    a C{Z} (L{ocpptw.clock.parse_iso}, then L{ocpptw.clock.iso_z}); recent
+    texts are remembered.
+
+    @raise ValueError: when C{text} is not a readable timestamp.
+    """
+    known = _STAMPS.get(text)
+    if known is not None:
+        return known
+    if type(text) is not str:
+        raise ValueError(f"not a timestamp: {text!r}")
+    moment = parse_iso(text)
+    if len(_STAMPS) >= _STAMPS_MAX:
+        _STAMPS.clear()
+    known = _STAMPS[text] = (moment, iso_z(moment))
+    return known
+
+
 def _timestamp(text: object, charge_point_id: str) -> tuple[datetime, str]:
     try:
-        moment = parse_iso(str(text))
+        return utc_timestamp(text)
     except (TypeError, ValueError):
         log.warn(
             "unreadable meter timestamp {timestamp!r} from {chargePointId}; kept as sent",
@@ -146,7 +205,6 @@ def _timestamp(text: object, charge_point_id: str) -> tuple[datetime, str]:
             chargePointId=charge_point_id,
         )
         return _LAST, str(text)
-    return moment, iso_z(moment)
 
 
 def normalise(meter_values: list[dict] | None, charge_point_id: str = "") -> list[dict]:
@@ -158,6 +216,10 @@ def normalise(meter_values: list[dict] | None, charge_point_id: str = "") -> lis
         or empty gives C{[]}.
     @param charge_point_id: for log lines about bad data.
     """
+    if meter_values and len(meter_values) == 1:  # one timestamp: already in order
+        entry = meter_values[0]
+        stamp = _timestamp(entry.get("timestamp"), charge_point_id)[1]
+        return [normalise_sample(stamp, sampled, charge_point_id) for sampled in entry.get("sampledValue") or ()]
     keyed: list[tuple[datetime, int, dict]] = []
     for entry in meter_values or ():
         moment, stamp = _timestamp(entry.get("timestamp"), charge_point_id)

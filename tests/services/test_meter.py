@@ -137,3 +137,59 @@ def test_empty_and_json_safe():
     samples = normalise([{"timestamp": "2026-11-24T10:00:00Z", "sampledValue": [{"value": "0.5", "measurand": "Power.Factor"}]}])
     assert json.loads(json.dumps(samples)) == samples
     assert samples[0]["unit"] is None
+
+
+def _by_decimal(raw, factor):
+    from decimal import Decimal
+
+    from ocpptw.services.meter import number
+
+    return number(Decimal(raw) * factor)
+
+
+def test_plain_readings_skip_decimal_with_the_same_results():
+    """Plain readings (most) are scaled without Decimal: same value, same type, bit for bit."""
+    import random
+
+    rnd = random.Random(5)
+    cases = ["0", "-0", "-0.0", "0.000", "230", "230.0", "230.000000000", "16.2", "12.58", "12.5801", "0.0015",
+             "-3.25", "007.50", "999999999999999", "999999999999999.999999999", "123456789012345.123456789",
+             "0.1", "0.3", "2.675", "1.005"]
+    for _ in range(5000):
+        whole = str(rnd.randrange(10 ** rnd.randint(1, 15)))
+        fraction = "".join(rnd.choice("0123456789") for _ in range(rnd.randint(0, 9)))
+        cases.append(rnd.choice(["", "-"]) + whole + ("." + fraction if fraction else ""))
+    for raw in cases:
+        for unit, factor in (("Wh", 1), ("kWh", 1000)):
+            [sample] = normalise([{"timestamp": "2026-11-24T10:00:00Z", "sampledValue": [{"value": raw, "unit": unit}]}])
+            expected = _by_decimal(raw, factor)
+            assert (type(sample["value"]), sample["value"]) == (type(expected), expected), (raw, unit)
+            assert sample["unit"] == "Wh"
+
+
+def test_other_readings_still_go_through_decimal():
+    """Exponents, a plus sign, spaces and long fractions keep the exact Decimal path."""
+    for raw, expected in [("1e3", 1000), ("+5", 5), (" 12 ", 12), ("1.0000000001234", 1.0000000001234),
+                          ("0.1234567890123456789", 0.1234567890123456789)]:
+        [sample] = normalise([{"timestamp": "2026-11-24T10:00:00Z", "sampledValue": [{"value": raw}]}])
+        assert sample["value"] == expected and type(sample["value"]) is type(expected)
+        assert sample["value"] == _by_decimal(raw.strip(), 1)
+
+
+def test_timestamps_are_remembered_within_bounds():
+    """utc_timestamp gives parse_iso and iso_z's results, remembers recent texts and forgets beyond its bound."""
+    from datetime import datetime, timezone
+
+    import pytest
+
+    from ocpptw.services import meter
+
+    moment, text = meter.utc_timestamp("2026-11-24T11:00:00+01:00")
+    assert (moment, text) == (datetime(2026, 11, 24, 10, tzinfo=timezone.utc), "2026-11-24T10:00:00.000Z")
+    assert meter.utc_timestamp("2026-11-24T11:00:00+01:00") is meter.utc_timestamp("2026-11-24T11:00:00+01:00")
+    for n in range(meter._STAMPS_MAX * 2):
+        meter.utc_timestamp(f"2026-11-24T10:{n // 60 % 60:02d}:{n % 60:02d}Z")
+    assert len(meter._STAMPS) <= meter._STAMPS_MAX
+    for bad in ("yesterday", 12, None, "9999-12-31T23:59:59-05:00"):
+        with pytest.raises(ValueError):
+            meter.utc_timestamp(bad)
