@@ -157,10 +157,34 @@ class OcppServerFactory(WebSocketServerFactory):
         url: str = "ws://127.0.0.1",
         reactor: Any = None,
     ) -> None:
+        # This factory's own protocol class, which holds the options (below).
+        self.protocol = type(self.protocol.__name__, (self.protocol,), {"__module__": __name__})
         super().__init__(url, protocols=[SUBPROTOCOL], reactor=reactor)
         skip_eager_debug_formatting()
         self.gate = gate
         self.setProtocolOptions(**websocket_options(max_frame_bytes, ping_interval))
+
+    # Autobahn copies each of its options (some thirty) from the factory onto
+    # every new protocol instance, unless the protocol already has it: as
+    # attributes of this factory's protocol class, the options are shared by
+    # all its connections instead (about 1.5 kB a connection).
+
+    def resetProtocolOptions(self) -> None:
+        super().resetProtocolOptions()
+        self._share_options()
+
+    def setProtocolOptions(self, **options: Any) -> None:
+        super().setProtocolOptions(**options)
+        self._share_options()
+
+    def _share_options(self) -> None:
+        protocol = self.protocol
+        if protocol is OcppServerProtocol or not issubclass(protocol, OcppServerProtocol):
+            return
+        for name in protocol.CONFIG_ATTRS:
+            # staticmethod: an option that is a function (perMessageCompressionAccept)
+            # must not become a method of the protocol.
+            setattr(protocol, name, staticmethod(getattr(self, name)))
 
 
 def skip_eager_debug_formatting() -> None:

@@ -436,3 +436,48 @@ async def test_upgrade_releases_the_http_request(server, monkeypatch):
     connection.close(1000, "bye")
     assert (await charger.wait_closed())[0] == 1000
     await until(lambda: server.registry.get("RELEASED") is None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_protocol_options_are_shared_not_copied(server):
+    """
+    Autobahn's options live on the factory's own protocol class, not in each
+    connection; a second factory's options do not change the first's, and a
+    function option stays a plain function (compression offers are declined).
+    """
+    from autobahn.websocket.compress import PerMessageDeflateOffer
+    from autobahn.twisted.websocket import WebSocketClientFactory
+
+    from ocpptw.transport.websocket import OcppServerProtocol
+    from tests.wsclient import TestCharger
+
+    charger = await connect_charger(server.port, "/ocpp/SHARED")
+    protocol = server.registry.get("SHARED")._protocol
+    factory = protocol.factory
+    assert isinstance(protocol, OcppServerProtocol) and type(protocol) is factory.protocol
+    for name in type(protocol).CONFIG_ATTRS:
+        assert name not in vars(protocol), name
+        assert getattr(protocol, name) == getattr(factory, name), name
+    assert protocol.maxMessagePayloadSize == 4096
+
+    other = OcppServerFactory(server.gate, max_frame_bytes=100, ping_interval=7)
+    assert other.protocol is not factory.protocol
+    assert other.protocol.maxMessagePayloadSize == 100 and other.protocol.autoPingInterval == 7
+    assert protocol.maxMessagePayloadSize == 4096 and protocol.autoPingInterval == 0
+    assert "maxMessagePayloadSize" not in vars(OcppServerProtocol)
+    factory.setProtocolOptions(maxMessagePayloadSize=5000)
+    assert protocol.maxMessagePayloadSize == 5000
+    factory.setProtocolOptions(maxMessagePayloadSize=4096)
+
+    from twisted.internet import reactor
+
+    offering = WebSocketClientFactory(f"ws://127.0.0.1:{server.port}/ocpp/DEFLATE", protocols=["ocpp1.6"])
+    offering.protocol = TestCharger
+    offering.setProtocolOptions(autoPingInterval=0, perMessageCompressionOffers=[PerMessageDeflateOffer()])
+    offering.ready = Deferred()
+    reactor.connectTCP("127.0.0.1", server.port, offering)
+    deflate = await bounded(offering.ready)
+    assert deflate.close_code is None, (deflate.close_code, deflate.close_reason)
+    assert deflate.websocket_extensions_in_use == []
+    assert (await deflate.call("Heartbeat", {}))[0] == 3
+    assert (await charger.call("Heartbeat", {}))[0] == 3
