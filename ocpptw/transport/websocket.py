@@ -89,6 +89,8 @@ class OcppServerProtocol(WebSocketServerProtocol):
             self.factory.gate.leave()
 
     def onOpen(self) -> None:
+        record = self._ocpp_record
+        self._ocpp_compact()
         # Autobahn calls this in a Deferred chain without an errback: guard it.
         try:
             if self._ocpp_close_after_open:
@@ -96,10 +98,23 @@ class OcppServerProtocol(WebSocketServerProtocol):
                 return
             self._ocpp_stagger_ping()
             assert self._ocpp_identity is not None
-            self._ocpp_connection = self.factory.gate.opened(self._ocpp_identity, self, self._ocpp_record)
+            self._ocpp_connection = self.factory.gate.opened(self._ocpp_identity, self, record)
         except Exception:
             self._ocpp_log.failure("opening {chargePointId} crashed", chargePointId=self._ocpp_identity)
             self.sendClose(4500, "internal error")
+
+    def _ocpp_compact(self) -> None:
+        """
+        Once the socket is open: forget the handshake, and keep in this
+        instance's own dict only what differs from the class defaults, in a
+        new dict sized for what is left (a dict never shrinks).
+        """
+        forget, quiet, missing = _HANDSHAKE_STATE, _QUIET_STATE, _MISSING
+        self.__dict__ = {
+            name: value
+            for name, value in self.__dict__.items()
+            if name not in forget and quiet.get(name, missing) is not value
+        }
 
     def _ocpp_stagger_ping(self) -> None:
         """
@@ -137,6 +152,64 @@ class OcppServerProtocol(WebSocketServerProtocol):
                 self.factory.gate.closed(connection)
             except Exception:
                 self._ocpp_log.failure("closing {chargePointId} crashed", chargePointId=self._ocpp_identity)
+
+
+#: What an open socket no longer needs: what Autobahn keeps of the opening
+#: handshake for its own use during it, and the charger record we got then.
+#: A read after that finds the class's C{None}.
+_HANDSHAKE_STATE = frozenset(
+    {
+        "http_headers",
+        "http_request_data",
+        "http_response_data",
+        "http_status_line",
+        "http_request_uri",
+        "http_request_path",
+        "http_request_params",
+        "http_request_host",
+        "websocket_extensions",
+        "websocket_origin",
+        "websocket_protocols",
+        "_wskey",
+        "_ocpp_record",
+    }
+)
+
+#: Autobahn's per-connection state that keeps its first value while a socket
+#: is open and well: Autobahn sets each when the connection is made and again
+#: only when it fails or closes.  Class defaults with the same values, so an
+#: open socket's own dict does not hold them.
+_QUIET_STATE: dict[str, Any] = {
+    "closedByMe": False,
+    "droppedByMe": False,
+    "failedByMe": False,
+    "localCloseCode": None,
+    "localCloseReason": None,
+    "remoteCloseCode": None,
+    "remoteCloseReason": None,
+    "wasClean": False,
+    "wasCloseHandshakeTimeout": False,
+    "wasMaxFramePayloadSizeExceeded": False,
+    "wasMaxMessagePayloadSizeExceeded": False,
+    "wasNotCleanReason": None,
+    "wasOpenHandshakeTimeout": False,
+    "wasServerConnectionDropTimeout": False,
+    "wasServingFlashSocketPolicyFile": False,
+    "openHandshakeTimeoutCall": None,
+    "closeHandshakeTimeoutCall": None,
+    "trackedTimings": None,
+    "_perMessageCompress": None,
+    "websocket_version": 13,
+    "_ocpp_entered": False,
+}
+
+_MISSING = object()
+
+for _name in _HANDSHAKE_STATE:
+    setattr(OcppServerProtocol, _name, None)
+for _name, _value in _QUIET_STATE.items():
+    setattr(OcppServerProtocol, _name, _value)
+del _name, _value
 
 
 class OcppServerFactory(WebSocketServerFactory):

@@ -481,3 +481,31 @@ async def test_protocol_options_are_shared_not_copied(server):
     assert deflate.websocket_extensions_in_use == []
     assert (await deflate.call("Heartbeat", {}))[0] == 3
     assert (await charger.call("Heartbeat", {}))[0] == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_socket_forgets_the_handshake(server):
+    """
+    Once open, a charger's protocol keeps neither the opening handshake nor
+    the charger record, nor Autobahn's flags still at their first values;
+    reads find the class defaults, and the charger is served and closed as
+    before.
+    """
+    from ocpptw.transport.websocket import _HANDSHAKE_STATE, _QUIET_STATE
+
+    server.chargers.records["FORGET"] = {"ocppValidation": "lenient"}
+    charger = await connect_charger(server.port, "/ocpp/FORGET")
+    connection = server.registry.get("FORGET")
+    protocol = connection._protocol
+    assert connection.session.strict is False  # the record was used before it was dropped
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+    state = vars(protocol)
+    assert not _HANDSHAKE_STATE & state.keys()
+    assert not [name for name, value in _QUIET_STATE.items() if state.get(name, object()) is value]
+    assert protocol.http_headers is None and protocol._ocpp_record is None
+    assert protocol.wasClean is False and protocol.closedByMe is False
+    assert protocol.websocket_protocol_in_use == "ocpp1.6"
+    charger.sendClose(1000, "done")
+    assert (await charger.wait_closed())[0] == 1000
+    await until(lambda: server.registry.get("FORGET") is None)
+    assert protocol.wasClean is True
