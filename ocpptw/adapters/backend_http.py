@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.adapters.test_backend_http,tests.contract.test_backend_contract -*-
 """
-The operator's backend over REST (CONTRACT section 3), with treq.
+The operator's backend over REST (CONTRACT section 3), with Twisted's
+L{Agent} and a persistent connection pool.
 
 L{HttpBackend} provides L{IBackend}.  Every call has a deadline on the
 injected clock that covers the response headers I{and} the body read; every
@@ -14,7 +15,8 @@ see a C{twisted.web} exception:
   - 404 -> L{NotFound} (C{charger_by_device} fires with C{None});
   - any other 4xx or a 3xx -> L{BackendRejected}.
 
-Idempotent calls (the GETs, the PATCHes, ensure, refund, ocpp-message) retry
+Idempotent calls (the GETs, the PATCHes, ensure, refund, ocpp-message and
+ocpp-messages) retry
 L{BackendUnavailable} with exponential backoff and full jitter;
 C{start_session} and C{authorize} are tried once, because their callers have
 a deadline of their own.
@@ -24,6 +26,13 @@ C{failure_threshold} consecutive unavailable answers it opens for
 C{cooldown} seconds, during which calls fail at once with L{CircuitOpen}.
 After the cool-down one call goes through as a probe; its success closes
 the circuit, its failure opens it again.
+
+Per request the adapter does as little as it can: the body is encoded once
+per logical call and handed to the agent as bytes (no cooperative file
+producer), the headers are built once, the endpoint for the backend's host
+is made once, and one timer covers the headers and the body read.  The pool
+keeps as many connections open as the outbox delivers at once, so a busy
+gateway does not open a connection per request.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
 from ocpptw import __version__
@@ -60,6 +71,74 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 #: Statuses below 500 that still mean "try again later".
 _RETRYABLE_4XX = frozenset({408, 429})
 
+#: Connections to the backend kept open: as many as the outbox delivers at
+#: once (L{ocpptw.store.outbox.Outbox}'s C{max_concurrent}), so that a busy
+#: outbox reuses connections instead of opening and closing one per request.
+MAX_CONNECTIONS = 64
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=json_default).encode
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """
+    A request body that is already bytes: written at once, no cooperator.
+    """
+
+    __slots__ = ("_data", "length")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IAgentEndpointFactory)
+class _Endpoints:
+    """
+    The agent's endpoints, made once per (scheme, host, port) instead of
+    once per request (the agent's default factory builds a new
+    L{HostnameEndpoint} every time).
+    """
+
+    def __init__(self, reactor: Any, connect_timeout: float) -> None:
+        self._reactor = reactor
+        self._connect_timeout = connect_timeout
+        self._policy: Any = None
+        self._cache: dict[tuple[bytes, bytes, int], Any] = {}
+
+    def endpointForURI(self, uri: Any) -> Any:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._cache.get(key)
+        if endpoint is not None:
+            return endpoint
+        from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+        from twisted.web.error import SchemeNotSupported
+
+        if uri.scheme not in (b"http", b"https"):
+            raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
+        endpoint = HostnameEndpoint(self._reactor, uri.host.decode("ascii"), uri.port, timeout=self._connect_timeout)
+        if uri.scheme == b"https":
+            if self._policy is None:
+                from twisted.web.client import BrowserLikePolicyForHTTPS
+
+                self._policy = BrowserLikePolicyForHTTPS()
+            endpoint = wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
+        self._cache[key] = endpoint
+        return endpoint
+
 
 class _Call:
     """
@@ -79,8 +158,10 @@ class HttpBackend:
         unless C{http} is given).
     @param timeout: seconds one request may take, headers and body together.
     @param token: bearer token sent as C{Authorization} (never logged).
-    @param pool: a L{HTTPConnectionPool}; by default a persistent one.
-    @param http: a treq L{HTTPClient}-like object (tests: C{StubTreq}).
+    @param pool: a L{HTTPConnectionPool}; by default a persistent one
+        keeping up to L{MAX_CONNECTIONS} connections.
+    @param agent: an L{IAgent} (tests: C{treq.testing.RequestTraversalAgent});
+        by default an L{Agent} on C{pool}.
     @param retries: attempts of an idempotent call (at least one).
     @param rng: jitter source.
     @param observer: optional; C{observer.request(endpoint, outcome,
@@ -97,7 +178,7 @@ class HttpBackend:
         timeout: float = 10.0,
         token: str | None = None,
         pool: Any = None,
-        http: Any = None,
+        agent: Any = None,
         retries: int = 3,
         rng: random.Random | None = None,
         observer: Any = None,
@@ -106,7 +187,7 @@ class HttpBackend:
         backoff_base: float = 0.5,
         backoff_cap: float = 10.0,
     ) -> None:
-        self._base = base_url.rstrip("/")
+        self._base = _ascii_url(base_url.rstrip("/"))
         self._clock = clock
         self._timeout = timeout
         self._retries = max(1, retries)
@@ -115,24 +196,26 @@ class HttpBackend:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._circuit = Circuit(clock, failure_threshold, cooldown)
-        self._headers = {
+        raw = {
             b"Accept": [b"application/json"],
             b"User-Agent": [f"ocpptw/{__version__}".encode("ascii")],
         }
         if token:
-            self._headers[b"Authorization"] = [b"Bearer " + token.encode("utf-8")]
+            raw[b"Authorization"] = [b"Bearer " + token.encode("utf-8")]
+        # Built once and shared by every request (the agent copies them to add Host).
+        self._headers = Headers(raw)
+        self._json_headers = Headers({**raw, b"Content-Type": [b"application/json"]})
         self._pool = None
-        if http is None:
-            from treq.client import HTTPClient
+        if agent is None:
             from twisted.web.client import Agent, HTTPConnectionPool
 
             if pool is None:
                 pool = HTTPConnectionPool(clock, persistent=True)
-                pool.maxPersistentPerHost = 16
+                pool.maxPersistentPerHost = MAX_CONNECTIONS
                 pool.cachedConnectionTimeout = 30
             self._pool = pool
-            http = HTTPClient(Agent(clock, pool=pool, connectTimeout=timeout))
-        self._http = http
+            agent = Agent.usingEndpointFactory(clock, _Endpoints(clock, timeout), pool=pool)
+        self._agent = agent
 
     # -- IBackend ------------------------------------------------------------
 
@@ -173,6 +256,14 @@ class HttpBackend:
     def store_message(self, device_id: str, body: dict) -> Deferred[None]:
         return self._call("store_message", "POST", f"/api/charger/{_seg(device_id)}/ocpp-message", body)
 
+    def store_messages(self, device_id: str, bodies: list[dict]) -> Deferred[None]:
+        """
+        C{POST /api/charger/{deviceId}/ocpp-messages}: the bodies of
+        L{store_message}, in order, in one request (C{BACKEND_MESSAGE_BATCH};
+        not part of L{IBackend}: the contract's backend need not have it).
+        """
+        return self._call("store_messages", "POST", f"/api/charger/{_seg(device_id)}/ocpp-messages", list(bodies))
+
     def authorize(self, device_id: str, id_tag: str) -> Deferred[dict]:
         return self._call(
             "authorize",
@@ -212,10 +303,12 @@ class HttpBackend:
         """
         state = _Call()
         if isinstance(body, dict):  # optional properties are omitted, never sent as null
-            body = {key: value for key, value in body.items() if value is not None}
-        data = None if body is None else json.dumps(body, default=json_default).encode("utf-8")
+            body = _present(body)
+        elif isinstance(body, list):
+            body = [_present(item) if isinstance(item, dict) else item for item in body]
+        data = None if body is None else _encode(body).encode("utf-8")
         inner = Deferred.fromCoroutine(
-            self._run(endpoint, method, self._base + path, data, parse, idempotent, state)
+            self._run(endpoint, method.encode("ascii"), self._base + path.encode("ascii"), data, parse, idempotent, state)
         )
 
         def cancel(outer: Deferred[Any]) -> None:
@@ -238,8 +331,8 @@ class HttpBackend:
     async def _run(
         self,
         endpoint: str,
-        method: str,
-        url: str,
+        method: bytes,
+        url: bytes,
         data: bytes | None,
         parse: Callable[[bytes], Any] | None,
         idempotent: bool,
@@ -261,8 +354,8 @@ class HttpBackend:
     async def _attempt(
         self,
         endpoint: str,
-        method: str,
-        url: str,
+        method: bytes,
+        url: bytes,
         data: bytes | None,
         parse: Callable[[bytes], Any] | None,
         state: _Call,
@@ -274,7 +367,7 @@ class HttpBackend:
             raise
         started = self._clock.seconds()
         try:
-            status, raw = await self._exchange(method, url, data, started + self._timeout)
+            status, raw = await self._exchange(method, url, data)
         except Exception as e:  # whatever the network layer raised: twisted.web never leaks out
             if state.cancelled:
                 if probe:
@@ -295,25 +388,25 @@ class HttpBackend:
         self._reached(endpoint, "ok", started)
         return result
 
-    async def _exchange(self, method: str, url: str, data: bytes | None, deadline: float) -> tuple[int, bytes]:
-        headers = dict(self._headers)
-        if data is not None:
-            headers[b"Content-Type"] = [b"application/json"]
-        response = await self._http.request(
-            method,
-            url,
-            headers=headers,
-            data=data,
-            timeout=self._timeout,
-            reactor=self._clock,
-            allow_redirects=False,
-            unbuffered=True,
-        )
-        finished: Deferred[bytes] = Deferred(lambda _: reader.abort())
-        reader = BodyReader(finished, MAX_BODY_BYTES)
-        response.deliverBody(reader)
-        finished.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
-        return response.code, await finished
+    def _exchange(self, method: bytes, url: bytes, data: bytes | None) -> Deferred[tuple[int, bytes]]:
+        """
+        One request and its whole answer, within C{timeout} seconds: one
+        timer cancels the request while it waits for the headers, and the
+        body read after them (a cancelled read drops the connection).
+        """
+        if data is None:
+            requested = self._agent.request(method, url, self._headers, None)
+        else:
+            requested = self._agent.request(method, url, self._json_headers, _BytesProducer(data))
+        requested.addCallback(_read_body)
+        timer = self._clock.callLater(self._timeout, requested.cancel)
+
+        def settled(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return requested.addBoth(settled)
 
     def _interpret(self, status: int, raw: bytes, parse: Callable[[bytes], Any] | None) -> Any:
         if 200 <= status < 300:
@@ -346,6 +439,35 @@ class HttpBackend:
             self._observer.request(endpoint, outcome, seconds)
         except Exception:
             self.log.failure("backend request observer failed")
+
+
+def _read_body(response: Any) -> Deferred[tuple[int, bytes]]:
+    """
+    C{(status, body)}, the body bounded by L{MAX_BODY_BYTES}; cancelling
+    the read drops the connection.
+    """
+    finished: Deferred[bytes] = Deferred(lambda _: reader.abort())
+    reader = BodyReader(finished, MAX_BODY_BYTES)
+    response.deliverBody(reader)
+    code = response.code
+    return finished.addCallback(lambda raw: (code, raw))
+
+
+def _present(body: dict) -> dict:
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def _ascii_url(url: str) -> bytes:
+    """
+    C{url} as the agent wants it: ASCII bytes (an internationalised host
+    name or path percent- or IDNA-encoded, once, here).
+    """
+    try:
+        return url.encode("ascii")
+    except UnicodeEncodeError:
+        from hyperlink import URL
+
+        return URL.from_text(url).to_uri().to_text().encode("ascii")
 
 
 def _seg(value: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import fastjsonschema
 import pytest
 import yaml
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent
 
 from ocpptw.adapters.backend_http import HttpBackend
 from ocpptw.interfaces import IBackend
@@ -118,7 +118,7 @@ def _full_run(backend: HttpBackend, fake: FakeBackend) -> list[tuple[str, Any]]:
 def test_every_request_is_documented_exactly(operations, clock):
     """Each request's method, path and body match docs/backend-api.yaml; every operation is exercised."""
     fake = FakeBackend(clock=clock)
-    backend = HttpBackend("http://backend.invalid", clock, http=StubTreq(fake))
+    backend = HttpBackend("http://backend.invalid", clock, agent=RequestTraversalAgent(fake))
     answers = _full_run(backend, fake)
     used = set()
     for request in fake.requests:

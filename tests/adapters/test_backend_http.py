@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.adapters.test_backend_http -*-
 """
 Tests for L{ocpptw.adapters.backend_http}: the backend REST adapter, in
-memory (C{StubTreq} over L{FakeBackend}, on a C{Clock}) and over a real
+memory (treq's C{RequestTraversalAgent} over L{FakeBackend}, on a C{Clock})
+and over a real
 loopback socket with a real connection pool.
 """
 
@@ -12,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 import pytest_twisted
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import CancelledError
 from zope.interface.verify import verifyObject
 
@@ -65,11 +66,12 @@ def expect_circuit_opened(errors):
 
 def make(fake, clock, **kwargs):
     """
-    An L{HttpBackend} over C{StubTreq(fake)}, and the stub (to flush).
+    An L{HttpBackend} over an in-memory agent serving C{fake}, and the agent
+    (to flush).
     """
-    stub = StubTreq(fake)
+    agent = RequestTraversalAgent(fake)
     kwargs.setdefault("rng", _MaxRng())
-    return HttpBackend("http://backend.invalid/base/", clock, http=stub, **kwargs), stub
+    return HttpBackend("http://backend.invalid/base/", clock, agent=agent, **kwargs), agent
 
 
 def test_provides_ibackend(fake, clock):
