@@ -130,7 +130,8 @@ def _fire(result: Any, waiters: list[Deferred[None]]) -> None:
             waiter.callback(None)
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# what is encoded here was decoded from JSON or built by the gateway: it holds no cycles to look for
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
 @implementer(IEventPublisher)

@@ -164,7 +164,10 @@ def _has_lone_surrogate(frame: list) -> bool:
     return False
 
 
-_decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float).decode
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
+_decode = _decoder.decode
+_scan = _decoder.scan_once
+_TRAILING_SPACE = re.compile(r"[ \t\n\r]*").fullmatch
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
@@ -194,8 +197,13 @@ def parse(text: str) -> Call | CallResult | CallError | None:
     @raise FrameError: for anything that is not a well-formed OCPP-J frame.
     """
     try:
-        frame = _decode(text)
-    except (ValueError, RecursionError):
+        if text[:1] == "[":  # nearly every frame: scan it without decode()'s whitespace handling
+            frame, end = _scan(text, 0)
+            if end != len(text) and _TRAILING_SPACE(text, end) is None:
+                raise ValueError("data after the frame")
+        else:
+            frame = _decode(text)
+    except (ValueError, RecursionError, StopIteration):
         raise FrameError(UNKNOWN_ID, "frame is not valid JSON") from None
     if type(frame) is not list or not frame:
         raise FrameError(UNKNOWN_ID, "frame is not a non-empty JSON array")

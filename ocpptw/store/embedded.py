@@ -568,7 +568,8 @@ class EmbeddedBackend:
 _LOG_FRAMES = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _LOG_EVENTS = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 _RECORD_EVENTS = f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}, redelivered) VALUES (?, ?, ?, ?, ?, ?, 1)"
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# what is encoded here was decoded from JSON or built by the gateway: it holds no cycles to look for
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
 def _execute_many(sql: str, rows: list[tuple[Any, ...]]) -> Any:

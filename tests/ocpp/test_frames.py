@@ -205,3 +205,17 @@ def test_encode_result_parts():
         assert json.loads(payload_text) == payload and payload_text in text
     with pytest.raises(ValueError):
         frames.encode_result_parts("1", {"x": float("nan")})
+
+
+@pytest.mark.parametrize("text", ['[2,"1","Heartbeat",{}]x', '[2,"1","Heartbeat",{}][]', '[2,"1","Heartbeat",{}] \t,', "[", '[2,"1"'])
+def test_anything_after_the_frame_is_not_json(text):
+    """Only JSON whitespace may follow the array."""
+    with pytest.raises(FrameError) as info:
+        parse(text)
+    assert info.value.message_id == "-1"
+
+
+def test_whitespace_around_the_frame_is_fine():
+    """Leading and trailing JSON whitespace are allowed, as json.loads allows them."""
+    assert parse('[2,"1","Heartbeat",{}] \r\n\t') == Call("1", "Heartbeat", {})
+    assert parse(' \n[3,"1",{}]') == CallResult("1", {})

@@ -188,3 +188,69 @@ def test_every_response_schema_compiles_and_refuses_junk(validator):
 def test_non_json_numbers_are_refused_not_crashing(validator, limit):
     """NaN or infinity (possible only in our own payloads) is a TypeConstraintViolation, not a crash."""
     assert _code(validator.check_request, "SetChargingProfile", _profile(limit)) == "TypeConstraintViolation"
+
+
+def _plain_validators() -> dict[str, object]:
+    """Every schema compiled by fastjsonschema itself (with the integer bounds), the reference."""
+    import json as json_module
+
+    import fastjsonschema
+
+    plain = {}
+    for path in sorted(validation.SCHEMA_DIR.glob("*.json")):
+        schema = json_module.loads(path.read_text(encoding="utf-8"))
+        validation._bound_integers(schema)
+        plain[path.stem] = fastjsonschema.compile(schema, formats=validation._FORMATS, use_default=False)
+    return plain
+
+
+_PLAIN = None
+
+
+def _outcome(check, payload):
+    import fastjsonschema
+
+    try:
+        check(payload)
+    except fastjsonschema.JsonSchemaValueException as e:
+        return e.rule, e.message
+    return None
+
+
+def test_set_lookups_accept_and_refuse_as_fastjsonschema():
+    """Enums as set lookups, dead additionalProperties dropped: every outcome (rule, message) is fastjsonschema's own."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from ocpptw.ocpp.actions import ALL_ACTIONS
+    from tests.fuzz.schemas import fuzz_settings, mutated, valid_payload, valid_response
+
+    global _PLAIN
+    if _PLAIN is None:
+        _PLAIN = _plain_validators()
+    Validator()
+    ours = {**validation._requests, **{name + "Response": check for name, check in validation._responses.items()}}
+    assert set(ours) == set(_PLAIN)
+
+    @fuzz_settings(300)
+    @given(action=st.sampled_from(sorted(ALL_ACTIONS)), data=st.data())
+    def agree(action, data):
+        for response in (False, True):
+            name = action + ("Response" if response else "")
+            good = data.draw(valid_response(action) if response else valid_payload(action))
+            bad = data.draw(mutated(action, response))[0]
+            odd = {"status": {"nested": 1}, "idTag": ["x"], "unit": {}, "connectorId": True}
+            for payload in (good, bad, odd, {}):
+                assert _outcome(ours[name], payload) == _outcome(_PLAIN[name], payload), (name, payload)
+
+    agree()
+
+
+def test_valid_timestamps_are_remembered_within_bounds():
+    """is_date_time remembers the timestamps it accepted, up to a bound, and never a refused one."""
+    validation._VALID_TIMES.clear()
+    assert is_date_time("2026-11-24T10:00:00Z") and "2026-11-24T10:00:00Z" in validation._VALID_TIMES
+    assert not is_date_time("2026-02-30T10:00:00Z") and "2026-02-30T10:00:00Z" not in validation._VALID_TIMES
+    for n in range(validation._VALID_TIMES_MAX * 2):
+        assert is_date_time(f"2026-11-24T10:{n // 60 % 60:02d}:{n % 60:02d}Z")
+    assert len(validation._VALID_TIMES) <= validation._VALID_TIMES_MAX
