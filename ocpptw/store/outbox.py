@@ -9,10 +9,22 @@ Delivery is at least once: a crash after a delivery and before its delete
 is committed delivers that entry again, so every deliverer is idempotent
 (the contract's C{idempotencyKey}, event C{id}s).
 
+Batches (L{Outbox.register_batch}): when the first entry of a key belongs
+to an operation with a batch deliverer, up to C{limit} consecutive entries
+of that operation and key (and about C{max_bytes} of bodies) go out in one
+call, in order.  They succeed together, or fail together and are retried
+together (their attempts, backoff and error shared); each one older than
+C{OUTBOX_MAX_AGE} is still parked on its own.  A batch the destination
+refuses (L{BackendRejected}, L{NotFound}) is not parked whole: its entries
+are then delivered one by one through the single deliverer, so only the
+ones refused on their own are parked.  A lone entry always goes through the
+single deliverer.
+
 Observers for metrics (optional, duck-typed, so this module needs no
 Prometheus): C{observer.delivered(operation, seconds)},
-C{observer.failed(operation, error)}, C{observer.parked(operation)}.  The
-same figures are also kept as counters on the L{Outbox}.
+C{observer.failed(operation, error)}, C{observer.parked(operation)}, each
+called once per entry (also for the entries of a batch).  The same figures
+are also kept as counters on the L{Outbox}.
 """
 
 from __future__ import annotations
@@ -79,10 +91,25 @@ class _Entry:
     attempts: int = 0
     next_attempt_at: float = 0.0
     last_error: str | None = None
+    solo: bool = False  # in a batch the destination refused: delivered on its own
+
+
+@dataclass(slots=True)
+class _Batcher:
+    deliver: Callable[[list[dict]], Any]
+    limit: int
+    max_bytes: int
+    linger: float
 
 
 #: Seconds between two early retries after a destination recovered.
 RECOVERY_EVERY = 5.0
+
+#: Body characters in one batch, at most (a batch of one may be larger).
+MAX_BATCH_BYTES = 1024 * 1024
+
+#: Seconds between two log lines about refused batches.
+_REFUSAL_LOG_EVERY = 60.0
 
 
 @implementer(IOutbox)
@@ -107,6 +134,7 @@ class Outbox:
     @ivar delivered_total: entries delivered since start.
     @ivar failed_total: failed delivery attempts since start.
     @ivar parked_total: entries parked since start.
+    @ivar batches_total: batches (of more than one entry) delivered since start.
     """
 
     log = Logger()
@@ -133,11 +161,14 @@ class Outbox:
         self._delivery_timeout = delivery_timeout
         self._observer = observer
         self._deliverers: dict[str, Callable[[dict], Any]] = {}
+        self._batchers: dict[str, _Batcher] = {}
+        self._last_refusal_log = float("-inf")
         self._entries: dict[int, _Entry] = {}
         self._queues: dict[str, deque[_Entry]] = {}
         self._appending: dict[str, int] = {}
         self._in_flight: dict[str, Deferred[Any]] = {}
         self._timers: dict[str, Any] = {}
+        self._lingering: set[str] = set()  # keys whose timer is a batch's linger, not a backoff
         self._runnable: deque[str] = deque()
         self._runnable_set: set[str] = set()
         self._wake: deque[str] = deque()
@@ -156,6 +187,7 @@ class Outbox:
         self.delivered_total = 0
         self.failed_total = 0
         self.parked_total = 0
+        self.batches_total = 0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -203,6 +235,7 @@ class Outbox:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._lingering.clear()
         self._runnable.clear()
         self._runnable_set.clear()
         for d in list(self._in_flight.values()):
@@ -256,6 +289,33 @@ class Outbox:
         self._unregistered_logged.discard(operation)
         self._wake_all()
 
+    def register_batch(
+        self,
+        operation: str,
+        deliver: Callable[[list[dict]], Any],
+        limit: int,
+        max_bytes: int = MAX_BATCH_BYTES,
+        linger: float = 0.0,
+    ) -> None:
+        """
+        Deliver consecutive entries of C{operation} (same key) together:
+        C{deliver(bodies)} with up to C{limit} bodies in append order fires
+        when all of them are delivered.  The single deliverer given to
+        L{register} is still needed: a lone entry, and the entries of a
+        refused batch, go through it.  A C{limit} below 2 turns batching off.
+
+        @param linger: a batch that could still grow waits until its first
+            entry is this many seconds old (never when it is full, is
+            followed by another operation, has failed before, or during a
+            L{flush}), so that entries appended close together (a CALL and
+            its answer) share a request.
+        """
+        if limit < 2:
+            self._batchers.pop(operation, None)
+        else:
+            self._batchers[operation] = _Batcher(deliver, limit, max_bytes, linger)
+        self._wake_all()
+
     def depth(self) -> int:
         return len(self._entries)
 
@@ -286,6 +346,7 @@ class Outbox:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._lingering.clear()
         d: Deferred[bool] = Deferred()
         entry = (d, self._clock.callLater(timeout, self._flush_timed_out, d))
         self._flush_waiters.append(entry)
@@ -327,6 +388,11 @@ class Outbox:
     def _kick(self, key: str) -> None:
         if not self._running or not self._loaded:
             return
+        if key in self._lingering:
+            if self._may_grow(key):
+                return
+            self._lingering.discard(key)
+            self._timers.pop(key).cancel()
         if key in self._in_flight or key in self._timers or key in self._runnable_set:
             return
         queue = self._queues.get(key)
@@ -339,19 +405,57 @@ class Outbox:
                 self._unregistered_logged.add(entry.operation)
                 self.log.warn("outbox: no deliverer for {operation}; its entries wait", operation=entry.operation)
             return
-        wait = entry.next_attempt_at - self._clock.seconds()
+        now = self._clock.seconds()
+        wait = entry.next_attempt_at - now
         if wait > 0:
             self._timers[key] = self._clock.callLater(wait, self._timer_fired, key)
             return
+        batcher = self._batchers.get(entry.operation)
+        entries = None
+        if batcher is not None and not entry.solo:
+            entries = _batch(queue, batcher) if len(queue) > 1 else [entry]
+            if (
+                batcher.linger
+                and not entry.attempts
+                and len(entries) == len(queue) < batcher.limit
+                and not self._flush_waiters
+            ):
+                wait = entry.created_at + batcher.linger - now
+                if wait > 0:
+                    self._timers[key] = self._clock.callLater(wait, self._timer_fired, key)
+                    self._lingering.add(key)
+                    return
         if len(self._in_flight) >= self._max_concurrent:
             self._runnable.append(key)
             self._runnable_set.add(key)
+            return
+        if entries is not None and len(entries) > 1:
+            self._deliver_batch(key, entries, batcher.deliver)  # type: ignore[union-attr]
             return
         self._deliver(key, entry, deliver)
 
     def _timer_fired(self, key: str) -> None:
         del self._timers[key]
+        self._lingering.discard(key)
         self._schedule(key)
+
+    def _may_grow(self, key: str) -> bool:
+        """
+        Whether the lingering batch of C{key} may still take more entries
+        (it took every entry so far; the newest is of its kind).
+        """
+        queue = self._queues.get(key)
+        if not queue:
+            return False
+        batcher = self._batchers.get(queue[0].operation)
+        last = queue[-1]
+        return (
+            batcher is not None
+            and len(queue) < batcher.limit
+            and last.operation == queue[0].operation
+            and not last.solo
+            and not self._flush_waiters
+        )
 
     def _deliver(self, key: str, entry: _Entry, deliver: Callable[[dict], Any]) -> None:
         started = self._clock.seconds()
@@ -361,6 +465,18 @@ class Outbox:
         self._in_flight[key] = d
         d.addCallbacks(
             self._succeeded, self._failed, callbackArgs=(entry, started), errbackArgs=(entry,)
+        )
+        d.addErrback(lambda f: self.log.failure("outbox bookkeeping failed for {key}", f, key=key))
+
+    def _deliver_batch(self, key: str, entries: list[_Entry], deliver: Callable[[list[dict]], Any]) -> None:
+        started = self._clock.seconds()
+        loads = json.loads
+        d = maybeDeferred(deliver, [loads(entry.body) for entry in entries])
+        if not d.called:
+            d.addTimeout(self._delivery_timeout, self._clock)
+        self._in_flight[key] = d
+        d.addCallbacks(
+            self._batch_succeeded, self._batch_failed, callbackArgs=(entries, started), errbackArgs=(entries,)
         )
         d.addErrback(lambda f: self.log.failure("outbox bookkeeping failed for {key}", f, key=key))
 
@@ -387,7 +503,10 @@ class Outbox:
 
     def _remove(self, entry: _Entry) -> None:
         queue = self._queues[entry.key]
-        queue.popleft()
+        if queue[0] is entry:
+            queue.popleft()
+        else:  # parked from inside a failed batch
+            queue.remove(entry)
         if not queue:
             del self._queues[entry.key]
         del self._entries[entry.id]
@@ -402,6 +521,69 @@ class Outbox:
             self._recovered(entry)
         self._next(entry)
 
+    def _batch_succeeded(self, _: Any, entries: list[_Entry], started: float) -> None:
+        first = entries[0]
+        del self._in_flight[first.key]
+        seconds = self._clock.seconds() - started
+        recovered = False
+        for entry in entries:
+            self._remove(entry)
+            self._notify("delivered", entry.operation, seconds)
+            recovered = recovered or entry.attempts > 0
+        self.delivered_total += len(entries)
+        self.batches_total += 1
+        self._bookkeep_many([("done", entry.id) for entry in entries])
+        if recovered:
+            self._recovered(first)
+        self._next(first)
+
+    def _batch_failed(self, reason: Failure, entries: list[_Entry]) -> None:
+        first = entries[0]
+        del self._in_flight[first.key]
+        if not self._running and reason.check(CancelledError):
+            self._check_idle()
+            return
+        error = reason.value
+        self.failed_total += len(entries)
+        for entry in entries:
+            self._notify("failed", entry.operation, error)
+        now = self._clock.seconds()
+        text = (str(error) or type(error).__name__)[:_ERROR_TEXT]
+        if reason.check(BackendRejected, NotFound):
+            # Not parked whole: one refused entry must not take the others with it.
+            for entry in entries:
+                entry.solo = True
+            if now - self._last_refusal_log >= _REFUSAL_LOG_EVERY:
+                self._last_refusal_log = now
+                self.log.warn(
+                    "outbox: a batch of {count} {operation} for {key} was refused ({error}); "
+                    "its entries go one by one",
+                    count=len(entries), operation=first.operation, key=first.key, error=text,
+                )
+            self._next(first)
+            return
+        retried = []
+        for entry in entries:
+            if now - entry.created_at >= self._max_age:
+                self._park(entry, f"still failing after {self._max_age:g} s: {text}", now)
+            else:
+                retried.append(entry)
+        if retried:
+            attempts = max(entry.attempts for entry in retried) + 1
+            cap = min(self._max_delay, self._initial_delay * 2 ** min(attempts - 1, 64))
+            at = now + self._jitter.uniform(0, cap)
+            ops = []
+            for entry in retried:
+                entry.attempts, entry.next_attempt_at, entry.last_error = attempts, at, text
+                ops.append(("retry", attempts, at, text, entry.id))
+            if attempts == 1:
+                self.log.info(
+                    "outbox: a batch of {count} {operation} for {key} failed, retrying with backoff: {error}",
+                    count=len(retried), operation=first.operation, key=first.key, error=text,
+                )
+            self._bookkeep_many(ops)
+        self._next(first)
+
     def _recovered(self, entry: _Entry) -> None:
         """
         An entry got through after failing: the destination is probably
@@ -415,6 +597,8 @@ class Outbox:
         self._last_recovery = now
         keys = []
         for key, timer in list(self._timers.items()):
+            if key in self._lingering:
+                continue
             timer.cancel()
             del self._timers[key]
             self._queues[key][0].next_attempt_at = now
@@ -485,6 +669,11 @@ class Outbox:
         if not self._ops_writing:
             self._write_ops()
 
+    def _bookkeep_many(self, ops: list[tuple[Any, ...]]) -> None:
+        self._ops.extend(ops)
+        if not self._ops_writing:
+            self._write_ops()
+
     def _write_ops(self) -> None:
         ops, self._ops = self._ops, []
         self._ops_writing = True
@@ -536,3 +725,25 @@ class Outbox:
         if not self.writable:
             self.writable = True
             self.log.info("outbox: the disk accepts writes again")
+
+
+def _batch(queue: deque[_Entry], batcher: _Batcher) -> list[_Entry]:
+    """
+    The entries at the head of C{queue} that go out together: consecutive,
+    of the head's operation, none of them refused in an earlier batch,
+    within the batcher's count and size.
+    """
+    head = queue[0]
+    operation = head.operation
+    entries = [head]
+    size = len(head.body)
+    limit, max_bytes = batcher.limit, batcher.max_bytes
+    for index in range(1, min(limit, len(queue))):
+        entry = queue[index]
+        if entry.operation != operation or entry.solo:
+            break
+        size += len(entry.body)
+        if size > max_bytes:
+            break
+        entries.append(entry)
+    return entries
