@@ -256,13 +256,31 @@ class HttpBackend:
     def store_message(self, device_id: str, body: dict) -> Deferred[None]:
         return self._call("store_message", "POST", f"/api/charger/{_seg(device_id)}/ocpp-message", body)
 
-    def store_messages(self, device_id: str, bodies: list[dict]) -> Deferred[None]:
+    def store_messages(self, items: list[tuple[str, dict]]) -> Deferred[None]:
         """
-        C{POST /api/charger/{deviceId}/ocpp-messages}: the bodies of
-        L{store_message}, in order, in one request (C{BACKEND_MESSAGE_BATCH};
-        not part of L{IBackend}: the contract's backend need not have it).
+        Many L{store_message} bodies, C{(deviceId, body)} in order, as few
+        requests as possible: one C{POST /api/charger/{deviceId}/ocpp-messages}
+        with the bodies as a JSON array per run of one charger's messages
+        (the outbox's batches are one charger's, so one request).  Used only
+        with C{BACKEND_MESSAGE_BATCH} above 1; not part of L{IBackend}, and
+        the same signature as the embedded store's C{store_messages}.
         """
-        return self._call("store_messages", "POST", f"/api/charger/{_seg(device_id)}/ocpp-messages", list(bodies))
+        runs: list[tuple[str, list[dict]]] = []
+        for device_id, body in items:
+            if runs and runs[-1][0] == device_id:
+                runs[-1][1].append(body)
+            else:
+                runs.append((device_id, [body]))
+        if len(runs) == 1:
+            return self._post_messages(*runs[0])
+        return Deferred.fromCoroutine(self._post_runs(runs))
+
+    def _post_messages(self, device_id: str, bodies: list[dict]) -> Deferred[None]:
+        return self._call("store_messages", "POST", f"/api/charger/{_seg(device_id)}/ocpp-messages", bodies)
+
+    async def _post_runs(self, runs: list[tuple[str, list[dict]]]) -> None:
+        for device_id, bodies in runs:
+            await self._post_messages(device_id, bodies)
 
     def authorize(self, device_id: str, id_tag: str) -> Deferred[dict]:
         return self._call(

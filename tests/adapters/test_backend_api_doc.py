@@ -112,6 +112,8 @@ def _full_run(backend: HttpBackend, fake: FakeBackend) -> list[tuple[str, Any]]:
                     "payload": {"type": "Soft"}, "errorCode": "NotSupported", "timestamp": NOW}
     success_result_of(backend.store_message("CP 1/A", message_full))
     success_result_of(backend.store_message("CP2", {"direction": "in", "messageType": "CALL", "messageId": "m2", "timestamp": NOW}))
+    minimal = {"direction": "out", "messageType": "CALLRESULT", "messageId": "m2", "timestamp": NOW}
+    success_result_of(backend.store_messages([("CP 1/A", message_full), ("CP 1/A", minimal)]))
     return results
 
 
@@ -129,12 +131,18 @@ def test_every_request_is_documented_exactly(operations, clock):
             assert request.body is None, (request.method, request.path)
             continue
         body = request.body
-        assert isinstance(body, dict), request
-        missing = set(schema["required"]) - set(body)
-        undocumented = set(body) - set(schema["properties"])
-        assert not missing and not undocumented, (template, missing, undocumented)
+        if schema.get("type") == "array":  # the batch form of the message log
+            assert isinstance(body, list) and body, request
+            items, item_schema = body, schema["items"]
+        else:
+            items, item_schema = [body], schema
+        for item in items:
+            assert isinstance(item, dict), request
+            missing = set(item_schema["required"]) - set(item)
+            undocumented = set(item) - set(item_schema["properties"])
+            assert not missing and not undocumented, (template, missing, undocumented)
         fastjsonschema.compile(schema)(body)
-    assert used == set(IBackend.names()) - {"ready"}
+    assert used == set(IBackend.names()) - {"ready"} | {"store_messages"}
 
     answered = {}
     for operation_id, answer in answers:
@@ -158,3 +166,31 @@ def test_doc_rejects_what_the_contract_forbids(operations):
             validate(bad)
     template, _ = _match(operations, "POST", "/api/charger/ensure")
     assert template == "/api/charger/ensure"
+
+
+def test_the_test_backend_serves_exactly_the_documented_operations(operations):
+    """FakeBackend's routes are the documented operations, under the same names."""
+    from ocpptw.testing.backend import ROUTES
+
+    routes = set()
+    for method, pattern, endpoint in ROUTES:
+        path = "/" + "/".join("x" if segment is None else segment for segment in pattern)
+        _, operation = _match(operations, method, path)
+        assert operation["operationId"] == endpoint, (method, path)
+        routes.add(endpoint)
+    assert routes == {operation["operationId"] for operation in operations.values()}
+
+
+def test_batch_of_messages_is_documented_as_an_array_of_message_bodies(operations):
+    """ocpp-messages takes a non-empty array of exactly the ocpp-message bodies."""
+    _, single = _match(operations, "POST", "/api/charger/CP1/ocpp-message")
+    _, batch = _match(operations, "POST", "/api/charger/CP1/ocpp-messages")
+    single_schema = single["requestBody"]["content"]["application/json"]["schema"]
+    batch_schema = batch["requestBody"]["content"]["application/json"]["schema"]
+    assert batch_schema["items"] == single_schema
+    validate = fastjsonschema.compile(batch_schema)
+    message = {"direction": "in", "messageType": "CALL", "messageId": "1", "timestamp": NOW}
+    validate([message, {**message, "direction": "out", "messageType": "CALLRESULT"}])
+    for bad in ([], message, [{**message, "extra": 1}], [message] * 1001):
+        with pytest.raises(fastjsonschema.JsonSchemaException):
+            validate(bad)

@@ -519,3 +519,60 @@ async def test_real_server_error_then_success(served):
     await bounded(backend.update_status("CP1", {"connectorId": 1, "status": "Available", "errorCode": "NoError", "timestamp": "t"}))
     assert len(fake.statuses) == 1
     assert len(fake.requests) == 2
+
+
+# ---------------------------------------------------------------------------
+# The batch form of the message log (BACKEND_MESSAGE_BATCH above 1)
+
+
+def _message(message_id, direction="in"):
+    return {"direction": direction, "messageType": "CALL" if direction == "in" else "CALLRESULT",
+            "messageId": message_id, "timestamp": "2026-11-24T10:00:00.000Z", "action": None}
+
+
+def test_store_messages_posts_one_array_per_charger_in_order(fake, clock):
+    """Consecutive bodies of one charger go in one POST .../ocpp-messages; another charger gets its own; nulls are omitted."""
+    backend, _ = make(fake, clock)
+    items = [("CP 1", _message("1")), ("CP 1", _message("1", "out")), ("CP2", _message("2")), ("CP 1", _message("3"))]
+    assert success_result_of(backend.store_messages(items)) is None
+    assert [(r.method, r.path) for r in fake.requests] == [
+        ("POST", "/base/api/charger/CP%201/ocpp-messages"),
+        ("POST", "/base/api/charger/CP2/ocpp-messages"),
+        ("POST", "/base/api/charger/CP%201/ocpp-messages"),
+    ]
+    assert [len(r.body) for r in fake.requests] == [2, 1, 1]
+    assert all("action" not in body for r in fake.requests for body in r.body)
+    assert [(device, body["messageId"], body["direction"]) for device, body in fake.messages] == [
+        ("CP 1", "1", "in"), ("CP 1", "1", "out"), ("CP2", "2", "in"), ("CP 1", "3", "in")
+    ]
+    assert fake.headers[0]["content-type"] == "application/json"
+
+
+def test_store_messages_is_retried_and_observed(fake, clock):
+    """A 503 for a batch is retried with backoff like any idempotent call; attempts are observed as store_messages."""
+    observer = _Observer()
+    backend, _ = make(fake, clock, observer=observer, retries=2, backoff_base=1)
+    fake.fail_with(503, endpoint="store_messages", times=1)
+    d = backend.store_messages([("CP1", _message("1")), ("CP1", _message("2"))])
+    no_result(d)
+    clock.advance(1)
+    assert success_result_of(d) is None
+    assert [(e, o) for e, o, _ in observer.events] == [("store_messages", "unavailable"), ("store_messages", "ok")]
+    assert len(fake.messages) == 2
+
+
+def test_store_messages_refused_is_rejected(fake, clock):
+    """A 4xx for a batch is BackendRejected, not retried (the outbox then sends its messages one by one)."""
+    backend, _ = make(fake, clock)
+    fake.fail_with(422, endpoint="store_messages")
+    failure_result_of(backend.store_messages([("CP1", _message("1"))]), BackendRejected)
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("body", [[], {"direction": "in"}, [{"direction": "in"}], ["text"]])
+def test_fake_backend_refuses_malformed_batches(fake, clock, body):
+    """The test backend's batch endpoint wants a non-empty array of complete message bodies."""
+    backend, _ = make(fake, clock)
+    d = backend._call("store_messages", "POST", "/api/charger/CP1/ocpp-messages", body)
+    assert failure_result_of(d, BackendRejected).value.status == 400
+    assert fake.messages == []

@@ -34,6 +34,8 @@ class Subject:
     backend: Any
     refunds_succeeded: Callable[[], int]
     add_tag: Callable[[str, str], Any]
+    #: the message log as kept: (deviceId, direction, messageType, messageId), in order
+    messages: Callable[[], list[tuple[str, str, str, str]]]
 
 
 @pytest_twisted.async_yield_fixture(params=["embedded", "http"])
@@ -54,7 +56,7 @@ async def subject(request, tmp_path):
             return db.write(lambda conn: conn.execute("INSERT INTO id_tags (id_tag, status) VALUES (?, ?)", (id_tag, status)))
 
         try:
-            yield Subject(backend, lambda: _embedded_refunds(db), add_tag)
+            yield Subject(backend, lambda: _embedded_refunds(db), add_tag, lambda: _embedded_messages(db))
         finally:
             db.close()
         return
@@ -65,8 +67,16 @@ async def subject(request, tmp_path):
     fake = FakeBackend(clock=reactor)
     _, url = fake.listen(reactor)
     backend = HttpBackend(url, reactor, timeout=5.0, retries=2, backoff_base=0.01)
+    def messages() -> list[tuple[str, str, str, str]]:
+        return [(d, b["direction"], b["messageType"], b["messageId"]) for d, b in fake.stored_messages()]
+
     try:
-        yield Subject(backend, lambda: fake.refunds_succeeded, lambda id_tag, status: succeed(fake.add_id_tag(id_tag, status=status)))
+        yield Subject(
+            backend,
+            lambda: fake.refunds_succeeded,
+            lambda id_tag, status: succeed(fake.add_id_tag(id_tag, status=status)),
+            messages,
+        )
     finally:
         await bounded(backend.close())
         await bounded(fake.stop())
@@ -81,6 +91,19 @@ def _embedded_refunds(db) -> int:
     connection = sqlite3.connect(db._path)
     try:
         return connection.execute("SELECT COUNT(*) FROM wallet_ledger").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def _embedded_messages(db) -> list[tuple[str, str, str, str]]:
+    """
+    The embedded store's message log, read straight from its database.
+    """
+    import sqlite3
+
+    connection = sqlite3.connect(db._path)
+    try:
+        return connection.execute("SELECT device_id, direction, message_type, message_id FROM messages ORDER BY id").fetchall()
     finally:
         connection.close()
 
@@ -237,6 +260,37 @@ async def test_status_last_seen_and_message_accepted(subject):
         "timestamp": "2026-11-24T10:00:02.000Z",
     }
     assert await bounded(backend.store_message("CP1", message)) is None
+
+
+def _frame(message_id: str, direction: str = "in", message_type: str = "CALL", second: int = 0) -> dict:
+    frame = {"direction": direction, "messageType": message_type, "messageId": message_id,
+             "timestamp": f"2026-11-24T10:00:{second:02d}.000Z"}
+    if message_type == "CALL":
+        frame.update(action="Heartbeat", payload={})
+    elif message_type == "CALLRESULT":
+        frame["payload"] = {"currentTime": "2026-11-24T10:00:00.000Z"}
+    return frame
+
+
+@pytest_twisted.ensureDeferred
+async def test_message_log_in_both_forms_keeps_order_and_each_frame_once(subject):
+    """One frame at a time (ocpp-message) and in batches (ocpp-messages) are logged in order; a redelivered batch is kept once."""
+    backend = subject.backend
+    await bounded(backend.ensure_charger(charger()))
+    await bounded(backend.ensure_charger(charger("CP2")))
+    await bounded(backend.store_message("CP1", _frame("1")))
+    batch = [("CP1", _frame("1", "out", "CALLRESULT")), ("CP1", _frame("2", second=1)), ("CP1", _frame("2", "out", "CALLRESULT", 1))]
+    assert await bounded(backend.store_messages(batch)) is None
+    assert await bounded(backend.store_messages(batch)) is None  # at least once: a redelivery changes nothing
+    await bounded(backend.store_messages([("CP2", _frame("1")), ("CP1", _frame("1", second=2))]))  # two chargers, in order
+    assert subject.messages() == [
+        ("CP1", "in", "CALL", "1"),
+        ("CP1", "out", "CALLRESULT", "1"),
+        ("CP1", "in", "CALL", "2"),
+        ("CP1", "out", "CALLRESULT", "2"),
+        ("CP2", "in", "CALL", "1"),
+        ("CP1", "in", "CALL", "1"),  # the same id again after a reboot: another frame
+    ]
 
 
 @pytest_twisted.ensureDeferred
