@@ -145,6 +145,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKEND_API_URL", "backend_url", _url("http", "https"), "", "backend base URL; unset means the embedded store"),
     Setting("BACKEND_API_TOKEN", "backend_token", _optional_text, "", "bearer token sent to the backend", secret=True),
     Setting("BACKEND_TIMEOUT", "backend_timeout", _positive_seconds, "10", "seconds any one backend request may take"),
+    Setting("BACKEND_MESSAGE_BATCH", "backend_message_batch", _int(1, 1000), "1", "most OCPP messages of one charger per request to the backend; 1 is the contract's POST .../ocpp-message, more uses POST .../ocpp-messages"),
     Setting("ENABLE_RABBITMQ", "enable_rabbitmq", _bool, "false", "publish events / consume commands through RabbitMQ"),
     Setting("RABBITMQ_URL", "rabbitmq_url", _url("amqp", "amqps"), "amqp://guest:guest@localhost:5672", "broker", secret=True),
     Setting("RABBITMQ_EXCHANGE", "rabbitmq_exchange", _text, "ocpp.events", "topic exchange for events"),
@@ -205,6 +206,7 @@ class Config:
     backend_url: str | None = None
     backend_token: str | None = None
     backend_timeout: float = 10.0
+    backend_message_batch: int = 1
     enable_rabbitmq: bool = False
     rabbitmq_url: str | None = "amqp://guest:guest@localhost:5672"
     rabbitmq_exchange: str = "ocpp.events"

@@ -168,7 +168,7 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
         instance_slot=config.instance_slot,
         instance=config.instance_id,
     )
-    register_deliveries(outbox, backend, ledger, wallet, publisher)
+    register_deliveries(outbox, backend, ledger, wallet, publisher, message_batch=config.backend_message_batch)
     gateway.starters.append(ledger.start)
     gateway.starters.append(lambda: outbox.start())
     gateway.closers.append(lambda: outbox.stop())

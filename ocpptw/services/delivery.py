@@ -27,7 +27,11 @@ decimal strings):
   - L{WALLET_REFUND}: C{{sessionId, userId, amount, currency}}; the
     C{idempotencyKey} is the sessionId.
   - L{STORE_MESSAGE}: C{{deviceId, body}}, C{body} as for C{POST
-    /api/charger/{deviceId}/ocpp-message}.
+    /api/charger/{deviceId}/ocpp-message}.  With C{BACKEND_MESSAGE_BATCH}
+    above 1 (and a backend with C{store_messages}), consecutive entries of
+    one charger go out together, up to that many per request (C{POST
+    /api/charger/{deviceId}/ocpp-messages}); a lone entry still takes the
+    single-message endpoint.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ OPERATIONS: tuple[str, ...] = (
     WALLET_REFUND,
     STORE_MESSAGE,
 )
+
+#: Seconds a batch of messages that could still grow waits for more (from
+#: its first message's append): a CALL and its answer share a request.
+MESSAGE_BATCH_LINGER = 0.25
 
 log = Logger()
 
@@ -96,6 +104,9 @@ class _Deliveries:
 
     def store_message(self, body: dict) -> Deferred:
         return self.backend.store_message(body["deviceId"], body["body"])
+
+    def store_messages(self, bodies: list[dict]) -> Deferred:
+        return self.backend.store_messages([(body["deviceId"], body["body"]) for body in bodies])
 
     def ensure_charger(self, body: dict) -> Deferred:
         return Deferred.fromCoroutine(self._ensure_charger(body))
@@ -216,7 +227,9 @@ class _Deliveries:
         return self.wallet.refund(body["sessionId"], body["userId"], money(body["amount"]), body["currency"])
 
 
-def register_deliveries(outbox: Any, backend: Any, ledger: Any, wallet: Any, publisher: Any = None) -> None:
+def register_deliveries(
+    outbox: Any, backend: Any, ledger: Any, wallet: Any, publisher: Any = None, message_batch: int = 1
+) -> None:
     """
     Tell C{outbox} how to deliver every operation in L{OPERATIONS}.
 
@@ -226,6 +239,10 @@ def register_deliveries(outbox: Any, backend: Any, ledger: Any, wallet: Any, pub
     @param wallet: provides L{ocpptw.interfaces.IWalletService}.
     @param publisher: not needed by any delivery (events reach consumers
         through the publisher itself); accepted so the wiring can pass it.
+    @param message_batch: C{BACKEND_MESSAGE_BATCH}: the most L{STORE_MESSAGE}
+        entries of one charger delivered in one request; 1 (the default)
+        keeps the contract's one request per message.  Without a backend
+        C{store_messages} (or an outbox C{register_batch}) it has no effect.
     """
     deliveries = _Deliveries(outbox, backend, ledger, wallet)
     outbox.register(UPDATE_STATUS, deliveries.update_status)
@@ -235,3 +252,6 @@ def register_deliveries(outbox: Any, backend: Any, ledger: Any, wallet: Any, pub
     outbox.register(STOP_SESSION, deliveries.stop_session)
     outbox.register(WALLET_REFUND, deliveries.refund)
     outbox.register(STORE_MESSAGE, deliveries.store_message)
+    register_batch = getattr(outbox, "register_batch", None)
+    if message_batch > 1 and register_batch is not None and getattr(backend, "store_messages", None) is not None:
+        register_batch(STORE_MESSAGE, deliveries.store_messages, message_batch, linger=MESSAGE_BATCH_LINGER)

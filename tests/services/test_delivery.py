@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import pytest
 
+from twisted.internet.defer import succeed
+
 from ocpptw.services import delivery
 from ocpptw.services.ledger import GATEWAY_ID_BASE, Transaction
 from tests.helpers import success_result_of
@@ -126,3 +128,85 @@ def test_plain_forwards(rig):
     assert rig.backend.called("store_message") == [(CP, message)]
     assert rig.ledger.charger(CP)["vendor"] == "V2"
     assert rig.outbox.depth() == 0
+
+
+class _MessageLog:
+    """A backend double with both forms of the message log."""
+
+    def __init__(self):
+        self.calls = []
+
+    def store_message(self, device_id, body):
+        self.calls.append(("one", device_id, body["messageId"]))
+        return succeed(None)
+
+    def store_messages(self, items):
+        self.calls.append(("many", [(device_id, body["messageId"]) for device_id, body in items]))
+        return succeed(None)
+
+
+def _message_outbox(clock, backend, message_batch):
+    from ocpptw.store.outbox import SCHEMA, Outbox
+    from ocpptw.store.sqlite import InlineDatabase
+
+    db = InlineDatabase(":memory:", SCHEMA)
+    outbox = Outbox(db, clock, max_age=3600.0)
+    delivery.register_deliveries(outbox, backend, ledger=None, wallet=None, message_batch=message_batch)
+    return outbox, db
+
+
+def _append_messages(outbox, ids):
+    for message_id in ids:
+        body = {"direction": "in", "messageType": "CALL", "messageId": message_id, "timestamp": "2026-09-22T08:00:00.000Z"}
+        outbox.append(CP, delivery.STORE_MESSAGE, {"deviceId": CP, "body": body})
+
+
+def test_messages_one_request_each_by_default(clock):
+    """BACKEND_MESSAGE_BATCH 1 (the default) keeps the contract's one request per message."""
+    backend = _MessageLog()
+    outbox, db = _message_outbox(clock, backend, 1)
+    _append_messages(outbox, ["1", "2", "3"])
+    success_result_of(outbox.start())
+    assert backend.calls == [("one", CP, "1"), ("one", CP, "2"), ("one", CP, "3")]
+    outbox.stop()
+    db.close()
+
+
+def test_messages_batched_per_charger(clock):
+    """With batching on, a charger's consecutive messages go in requests of at most BACKEND_MESSAGE_BATCH, in order."""
+    backend = _MessageLog()
+    outbox, db = _message_outbox(clock, backend, 2)
+    _append_messages(outbox, ["1", "2", "3", "4", "5"])
+    success_result_of(outbox.start())
+    clock.advance(delivery.MESSAGE_BATCH_LINGER)  # the last one waited for company
+    assert backend.calls == [("many", [(CP, "1"), (CP, "2")]), ("many", [(CP, "3"), (CP, "4")]), ("one", CP, "5")]
+    assert outbox.depth() == 0
+    outbox.stop()
+    db.close()
+
+
+def test_messages_batch_waits_briefly_for_the_answer(clock):
+    """A lone message waits MESSAGE_BATCH_LINGER for more (a CALL and its answer share a request)."""
+    backend = _MessageLog()
+    outbox, db = _message_outbox(clock, backend, 50)
+    success_result_of(outbox.start())
+    _append_messages(outbox, ["1"])
+    clock.advance(0.01)
+    _append_messages(outbox, ["1r"])
+    assert backend.calls == []
+    clock.advance(delivery.MESSAGE_BATCH_LINGER)
+    assert backend.calls == [("many", [(CP, "1"), (CP, "1r")])]
+    outbox.stop()
+    db.close()
+
+
+def test_no_batches_without_a_batch_capable_backend(clock):
+    """A backend without store_messages gets one request per message whatever the setting."""
+    backend = _MessageLog()
+    backend.store_messages = None
+    outbox, db = _message_outbox(clock, backend, 50)
+    _append_messages(outbox, ["1", "2"])
+    success_result_of(outbox.start())
+    assert backend.calls == [("one", CP, "1"), ("one", CP, "2")]
+    outbox.stop()
+    db.close()
