@@ -62,7 +62,12 @@ class _Outbound:
 class OutboundCalls:
     """
     Server-to-charger calls for one session.
+
+    Most chargers are never sent a call while connected, so the queue and the
+    message id prefix are made on the first call, and the instance has slots.
     """
+
+    __slots__ = ("_session", "_clock", "_validator", "_id_prefix", "_counter", "_pending", "_queue", "_closed")
 
     log = Logger()
 
@@ -70,10 +75,10 @@ class OutboundCalls:
         self._session = session
         self._clock = clock
         self._validator = validator
-        self._id_prefix = os.urandom(3).hex() + "-"
+        self._id_prefix: str | None = None
         self._counter = 0
         self._pending: _Outbound | None = None
-        self._queue: deque[_Outbound] = deque()
+        self._queue: deque[_Outbound] | None = None
         self._closed = False
 
     def busy(self) -> bool:
@@ -97,6 +102,8 @@ class OutboundCalls:
             self._validator.check_request(action, payload)
         except OcppError as error:
             return fail(InvalidPayload(f"{error.code}: {error.description}"))
+        if self._id_prefix is None:
+            self._id_prefix = os.urandom(3).hex() + "-"
         self._counter += 1
         message_id = self._id_prefix + str(self._counter)
         try:
@@ -106,7 +113,10 @@ class OutboundCalls:
             return fail(InvalidPayload("the payload holds a lone UTF-16 surrogate"))
         except (TypeError, ValueError) as error:
             return fail(InvalidPayload(f"the payload is not JSON: {error}"))
-        if len(self._queue) >= session.max_outbound_queue:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) >= session.max_outbound_queue:
             return fail(
                 CallQueueFull(
                     f"{session.max_outbound_queue} calls already wait for {session.charge_point_id};"
@@ -116,7 +126,7 @@ class OutboundCalls:
         outbound = _Outbound(message_id, action, payload, text, timeout)
         outbound.deferred = Deferred(lambda d: self._cancelled(outbound))
         outbound.timer = self._clock.callLater(timeout, self._timed_out, outbound)
-        self._queue.append(outbound)
+        queue.append(outbound)
         self._pump()
         return outbound.deferred
 
@@ -185,8 +195,8 @@ class OutboundCalls:
         their timers; later calls fail at once.
         """
         self._closed = True
-        waiting = list(self._queue)
-        self._queue.clear()
+        waiting = list(self._queue or ())
+        self._queue = None
         if self._pending is not None:
             waiting.insert(0, self._pending)
             self._pending = None
@@ -251,7 +261,7 @@ class OutboundCalls:
     def _cancelled(self, outbound: _Outbound) -> None:
         if self._pending is outbound:
             self._pending = None
-        elif outbound in self._queue:
+        elif self._queue and outbound in self._queue:
             self._queue.remove(outbound)
         self._stop_timer(outbound)
         outbound.deferred = None

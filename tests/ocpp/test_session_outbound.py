@@ -246,3 +246,26 @@ def test_callback_may_chain_another_call(clock):
     assert [f[2] for f in sink.frames] == ["Reset", "ClearCache"]
     session.frame_received(_result(sink.frames[1][1], ACCEPTED))
     assert success_result_of(chained[0]) == ACCEPTED
+
+
+def test_outbound_state_is_made_on_the_first_call(clock):
+    """
+    A session that is never sent a call holds no outbound queue nor id prefix
+    (most chargers); the first call makes them, and one session's ids keep
+    one prefix.  A session that never called loses its connection cleanly.
+    """
+    idle, _, _ = make_session(clock)
+    assert not hasattr(idle._calls, "__dict__")
+    assert idle._calls._queue is None and idle._calls._id_prefix is None
+    assert idle.idle()
+    idle.connection_lost()
+    failure_result_of(idle.call("Reset", RESET), ChargerOffline)
+
+    session, sink, _ = make_session(clock)
+    first, second = session.call("Reset", RESET), session.call("ClearCache", {})
+    assert session._calls._queue is not None and not session.idle()
+    session.frame_received(_result(sink.frames[0][1], ACCEPTED))
+    session.frame_received(_result(sink.frames[1][1], ACCEPTED))
+    success_result_of(first), success_result_of(second)
+    prefixes = {f[1].rsplit("-", 1)[0] for f in sink.frames}
+    assert len(prefixes) == 1 and session.idle()
