@@ -77,6 +77,7 @@ from ocpptw.ocpp.frames import (
     parse,
 )
 from ocpptw.ocpp.outbound import CallQueueFull, OutboundCalls
+from ocpptw.ocpp.recent_ids import RecentIds
 from ocpptw.ocpp.validation import Validator
 
 __all__ = ["CallQueueFull", "Handler", "OcppSession"]
@@ -105,7 +106,6 @@ class OcppSession:
 
     log = Logger()
 
-    max_remembered_ids = 1000
     max_inbound_queue = 32
     max_outbound_queue = 100
 
@@ -130,8 +130,7 @@ class OcppSession:
         self._observer = observer
         self._closed = False
         # inbound
-        self._seen_order: deque[str] = deque()
-        self._seen: set[str] = set()
+        self._seen = RecentIds()
         self._inbound: deque[tuple[Call, OcppError | None]] = deque()
         self._inbound_busy = False
         self._draining = False
@@ -251,9 +250,6 @@ class OcppSession:
 
     def _remember(self, message_id: str) -> None:
         self._seen.add(message_id)
-        self._seen_order.append(message_id)
-        if len(self._seen_order) > self.max_remembered_ids:
-            self._seen.discard(self._seen_order.popleft())
 
     def _refuse(self, call: Call, code: str, description: str) -> None:
         self.log.warn(

@@ -20,6 +20,7 @@ import treq
 from twisted.internet.task import Clock
 
 from ocpptw.ocpp.errors import INTERNAL_ERROR, PROTOCOL_ERROR
+from ocpptw.ocpp.recent_ids import RecentIds
 from ocpptw.ocpp.session import OcppSession
 from ocpptw.store.outbox_alarm import OutboxAlarm
 from tests.fuzz.support import WireCharger, fresh_id, start_gateway, stop_gateway
@@ -44,18 +45,18 @@ def _session(service, charge_point_id):
 
 @pytest_twisted.ensureDeferred
 async def test_remembered_message_ids_are_capped(gateway):
-    """A charger sending thousands of ids makes the gateway remember at most max_remembered_ids of them."""
+    """A charger sending many ids makes the gateway remember at most RecentIds.size of them."""
     wire = WireCharger(gateway.test_port, "BOUNDS1")
     await wire.connect(boot=True)
     charger = wire.charger
-    cap = OcppSession.max_remembered_ids
+    cap = RecentIds.size
     ids = [f"many-{n}" for n in range(cap + 200)]
     for message_id in ids:
         charger.send_text(json.dumps([2, message_id, "Heartbeat", {}]))
     for message_id in ids:
         assert (await charger.next())[:2] == [3, message_id]
     session = _session(gateway, "BOUNDS1")
-    assert len(session._seen) == len(session._seen_order) <= cap
+    assert len(session._seen) <= cap
     # the most recent ids are still refused as repeats; the oldest were forgotten
     charger.send_text(json.dumps([2, ids[-1], "Heartbeat", {}]))
     assert (await charger.next())[2] == PROTOCOL_ERROR

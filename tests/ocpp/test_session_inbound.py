@@ -111,13 +111,15 @@ def test_duplicate_call_id_is_protocol_error(clock):
     assert calls == ["Heartbeat"]
 
 
-def test_remembered_ids_are_bounded(clock):
-    """Only the last max_remembered_ids ids are kept; older ones may be reused."""
+def test_remembered_ids_are_bounded(clock, monkeypatch):
+    """Only the last RecentIds.size ids are kept; older ones may be reused."""
+    from ocpptw.ocpp.recent_ids import RecentIds
+
+    monkeypatch.setattr(RecentIds, "size", 3)
     session, sink, _ = make_session(clock)
-    session.max_remembered_ids = 3
     for message_id in ("a", "b", "c", "d"):
         session.frame_received(call_frame(message_id, "Heartbeat", {}))
-    assert len(session._seen) == len(session._seen_order) == 3
+    assert len(session._seen) == 3
     session.frame_received(call_frame("a", "Heartbeat", {}))
     session.frame_received(call_frame("d", "Heartbeat", {}))
     assert [f[0] for f in sink.frames] == [3, 3, 3, 3, 3, 4]
