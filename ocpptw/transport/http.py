@@ -114,14 +114,14 @@ class ChargerSocketResource(WebSocketResource):
     for the connection.
 
     Autobahn takes the transport over from the L{twisted.web.http.HTTPChannel}
-    but leaves the channel registered as the transport's producer, and the
-    channel keeps the upgrade's L{Request} (headers, content, addresses): about
-    3 kB per connected charger for as long as it stays connected, none of it
-    used again.  Here the channel is unregistered and forgets the request,
-    which drops both (by reference counting: the channel and the request no
-    longer refer to each other).  The transport then has no producer, as the
-    Autobahn protocol registers none; the channel's own producer methods did
-    nothing while a request was being handled anyway.
+    but leaves the channel registered as the transport's producer (on TLS,
+    through the TLS layer), and the channel keeps the upgrade's L{Request}
+    (headers, content, addresses): some 3 to 5 kB of memory per connected
+    charger for as long as it stays connected, none of it used again.  Here
+    the channel is unregistered and forgets the request, which frees both at
+    once by reference counting.  The transport then has no producer, as the
+    Autobahn protocol registers none; the channel's producer methods did
+    nothing while its request was being handled anyway.
     """
 
     def render(self, request: Request) -> Any:
@@ -134,10 +134,12 @@ class ChargerSocketResource(WebSocketResource):
 
 def release_channel(channel: Any) -> None:
     """
-    Detach a twisted.web channel whose transport a WebSocket protocol took.
+    Detach a twisted.web channel whose transport a WebSocket protocol took:
+    unregister it from the transport (as Twisted does itself when it hands a
+    connection over to HTTP/2) and drop its requests.
     """
     producer = getattr(channel, "_networkProducer", None)
-    if producer is not None and getattr(producer, "producer", None) is channel:
+    if producer is not None:
         producer.unregisterProducer()
     requests = getattr(channel, "requests", None)
     if requests:

@@ -85,6 +85,7 @@ class Server:
     chargers: Chargers
     registry: ChargerRegistry
     gate: Gate
+    site: object = None
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ async def server(server_options):
     api = CommandApi(LocalCommandBus(registry, validator, 30), registry, options.get("token"), 30)
     site = build_site(factory, "/ocpp", [lambda: (True, "")], lambda: (b"x 1\n", "text/plain"), api)
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    yield Server(port.getHost().port, chargers, registry, gate)
+    yield Server(port.getHost().port, chargers, registry, gate, site)
     for cp in list(registry):
         registry.get(cp).close(1000, "test over")
     await until(lambda: len(registry) == 0)
@@ -399,14 +400,11 @@ async def test_charger_missing_pongs_is_dropped(server):
     assert (await answering.call("Heartbeat", {}))[0] == 3  # a charger that answers pings stays
 
 
-@pytest_twisted.ensureDeferred
-async def test_upgrade_releases_the_http_request(server, monkeypatch):
+def _spy_on_upgrades(monkeypatch):
     """
-    Once a charger's socket is upgraded, twisted.web's channel and request
-    for it are freed (by reference counting, not left to the collector), and
-    the charger is served as before.
+    Weak references to each upgraded request and its channel, as the
+    upgrade resource sees them.
     """
-    import gc
     import weakref
 
     from autobahn.twisted.resource import WebSocketResource
@@ -419,23 +417,61 @@ async def test_upgrade_releases_the_http_request(server, monkeypatch):
         return render(self, request)
 
     monkeypatch.setattr(WebSocketResource, "render", spy)
+    return seen
+
+
+async def _released_after_upgrade(server, port, identity, seen, tls=None):
+    """
+    Connect C{identity}, check that twisted.web's request and channel are
+    gone without the cyclic collector, then close the socket cleanly.
+    """
+    import gc
+
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        charger = await connect_charger(server.port, "/ocpp/RELEASED")
-        assert charger.subprotocol == "ocpp1.6"
+        charger = await connect_charger(port, f"/ocpp/{identity}", tls=tls)
+        assert charger.subprotocol == "ocpp1.6", (charger.close_code, charger.close_reason)
         assert (await charger.call("Heartbeat", {}))[0] == 3
         assert len(seen) == 1
         request, channel = seen[0]
         assert request() is None and channel() is None
-        connection = server.registry.get("RELEASED")
-        assert connection._protocol.transport.producer is None
+        connection = server.registry.get(identity)
+        assert getattr(connection._protocol.transport, "producer", None) is None
     finally:
         if was_enabled:
             gc.enable()
     connection.close(1000, "bye")
     assert (await charger.wait_closed())[0] == 1000
-    await until(lambda: server.registry.get("RELEASED") is None)
+    await until(lambda: server.registry.get(identity) is None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_releases_the_http_request(server, monkeypatch):
+    """
+    Once a charger's socket is upgraded, twisted.web's channel and request
+    for it are freed (by reference counting, not left to the collector), and
+    the charger is served and closed as before.
+    """
+    await _released_after_upgrade(server, server.port, "RELEASED", _spy_on_upgrades(monkeypatch))
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_over_tls_releases_the_http_request(server, monkeypatch):
+    """The same over wss, where the socket's transport is the TLS layer."""
+    from twisted.internet import reactor, ssl
+
+    from tests.transport.certs import issue, make_ca
+
+    ca = make_ca("Release CA")
+    leaf = issue(ca, "localhost", server=True)
+    context = ssl.PrivateCertificate.loadPEM(leaf.key_pem + leaf.cert_pem).options()
+    port = reactor.listenSSL(0, server.site, context, interface="127.0.0.1")
+    try:
+        tls = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(ca.cert_pem))
+        await _released_after_upgrade(server, port.getHost().port, "RELEASEDTLS", _spy_on_upgrades(monkeypatch), tls)
+    finally:
+        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred
