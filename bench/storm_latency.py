@@ -76,53 +76,58 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-#: C{twistd} with the listening socket's accept loop changed, for the
-#: what-if runs (C{--accept-batch}, C{--listen-backlog}): how many
-#: connections one readiness of the listening socket accepts (Twisted
-#: adapts it, from 100 upwards), and the kernel's queue of connections
-#: not yet accepted (C{TCP4ServerEndpoint}'s default is 50).
+#: C{twistd} changed for what-if runs (C{BENCH_*} variables): no cyclic
+#: garbage collection, or every slow reactor callback named in the log.
 TWISTD_WHAT_IF = """
 import os, sys
-from twisted.internet import tcp
-batch = int(os.environ.get("BENCH_ACCEPT_BATCH") or 0)
-backlog = int(os.environ.get("BENCH_LISTEN_BACKLOG") or 0)
-rate = float(os.environ.get("BENCH_ACCEPT_RATE") or 0)
 if os.environ.get("BENCH_GC_OFF"):  # no cyclic garbage collection (what-if: its pauses)
     import gc
     gc.disable()
-bucket = {"tokens": 1.0, "t": None}
-_read, _init = tcp.Port.doRead, tcp.Port.__init__
-def doRead(self):
-    if rate:  # a token bucket on accept(): the rest wait in the kernel's queue
-        from twisted.internet import reactor
-        now = reactor.seconds()
-        burst = max(1.0, rate / 100)
-        bucket["tokens"] = min(burst, bucket["tokens"] + (now - (bucket["t"] or now)) * rate)
-        bucket["t"] = now
-        if bucket["tokens"] < 1:
-            self.stopReading()
-            reactor.callLater((1 - bucket["tokens"]) / rate, self.startReading)
-            return None
-        self.numberAccepts = int(bucket["tokens"])
-        before = self.sessionno
-        result = _read(self)
-        bucket["tokens"] -= self.sessionno - before
-        return result
-    if batch:
-        self.numberAccepts = batch
-    return _read(self)
-def __init__(self, *args, **kwargs):
-    _init(self, *args, **kwargs)
-    if backlog:
-        self.backlog = backlog
-tcp.Port.doRead, tcp.Port.__init__ = doRead, __init__
+slow_ms = float(os.environ.get("BENCH_SLOW_MS") or 0)
+if slow_ms:  # what-if: name every reactor callback slower than this, on stderr
+    import time as _time
+    from twisted.internet import base, epollreactor
+    def _name(fn):
+        fn = getattr(fn, "__func__", fn)
+        return getattr(fn, "__qualname__", repr(fn))
+    _rw, _ruc = epollreactor.EPollReactor._doReadOrWrite, base.ReactorBase.runUntilCurrent
+    def _doReadOrWrite(self, selectable, fd, event):
+        t = _time.perf_counter()
+        proto = getattr(selectable, 'protocol', None)
+        proto = getattr(proto, 'wrappedProtocol', proto)
+        state = getattr(proto, 'state', None)
+        try:
+            return _rw(self, selectable, fd, event)
+        finally:
+            ms = (_time.perf_counter() - t) * 1000
+            if ms > slow_ms:
+                print(f"slow io {ms:.1f} ms {type(selectable).__name__} {type(proto).__name__} state={state} ev={event}", file=sys.stderr, flush=True)
+    import gc
+    def _gc(phase, info, _t=[0.0]):
+        if phase == "start":
+            _t[0] = _time.perf_counter()
+        elif (_time.perf_counter() - _t[0]) * 1000 > slow_ms / 2:
+            print(f"slow gc gen{info['generation']} {(_time.perf_counter() - _t[0]) * 1000:.1f} ms collected={info['collected']}", file=sys.stderr, flush=True)
+    gc.callbacks.append(_gc)
+    _dc_init = base.DelayedCall.__init__
+    def runUntilCurrent(self):
+        t = _time.perf_counter()
+        calls = [(_name(c[0])) for c in self.threadCallQueue] if self.threadCallQueue else []
+        try:
+            return _ruc(self)
+        finally:
+            ms = (_time.perf_counter() - t) * 1000
+            if ms > slow_ms:
+                print(f"slow timers {ms:.1f} ms threadcalls={calls[:5]} n={len(calls)}", file=sys.stderr, flush=True)
+    epollreactor.EPollReactor._doReadOrWrite = _doReadOrWrite
+    base.ReactorBase.runUntilCurrent = runUntilCurrent
 from twisted.scripts.twistd import run
 sys.argv[0] = "twistd"
 run()
 """
 
 
-def start_what_if(port: int, workdir: Path, env_extra: dict, log: Any, batch: int, backlog: int) -> Any:
+def start_what_if(port: int, workdir: Path, env_extra: dict, log: Any) -> Any:
     """
     Like C{run.start_server("ocpptw", ...)}, with L{TWISTD_WHAT_IF}.
     """
@@ -133,8 +138,6 @@ def start_what_if(port: int, workdir: Path, env_extra: dict, log: Any, batch: in
         DATA_DIR=str(workdir / "data"),
         OCPP_PING_INTERVAL="0",
         DRAIN_GRACE="3",
-        BENCH_ACCEPT_BATCH=str(batch),
-        BENCH_LISTEN_BACKLOG=str(backlog),
     )
     env.update({k: v for k, v in env_extra.items() if k.startswith("BENCH_")})
     env.update(env_extra)
@@ -210,10 +213,9 @@ async def one_round(
     busy = wait_quiet(a.quiet_below, a.quiet_wait)
     loadavg = os.getloadavg()
     server_env = {k: v for k, v in env.items() if not k.startswith("BENCH_")}
-    batch, backlog = int(env.get("BENCH_ACCEPT_BATCH", 0)), int(env.get("BENCH_LISTEN_BACKLOG", 0))
     if any(k.startswith("BENCH_") for k in env):
         server_env.update({k: v for k, v in env.items() if k.startswith("BENCH_")})
-        server = start_what_if(port, workdir, server_env, log, batch, backlog)
+        server = start_what_if(port, workdir, server_env, log)
     else:
         server = start_server("ocpptw", port, workdir, server_env, log)
     CHILDREN.append(server)
@@ -462,8 +464,8 @@ def main() -> int:
         action="append",
         default=[],
         help="NAME:VAR=VALUE,VAR=VALUE gateway settings to compare (default: the gateway's defaults); "
-        "BENCH_ACCEPT_BATCH=N, BENCH_LISTEN_BACKLOG=N and BENCH_ACCEPT_RATE=N (accepts per second) "
-        "change the listening socket, BENCH_GC_OFF=1 disables the cyclic garbage collector (what-if runs)",
+        "BENCH_GC_OFF=1 disables the cyclic garbage collector, BENCH_SLOW_MS=N "
+        "logs every reactor callback and garbage collection slower than N ms to the server log (what-if runs)",
     )
     ap.add_argument("--out", default=str(HERE / "results"), help="results directory (%(default)s)")
     ap.add_argument(
