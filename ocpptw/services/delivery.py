@@ -64,8 +64,11 @@ OPERATIONS: tuple[str, ...] = (
 )
 
 #: Seconds a batch of messages that could still grow waits for more (from
-#: its first message's append): a CALL and its answer share a request.
-MESSAGE_BATCH_LINGER = 0.25
+#: its first message's append), with batching on: a CALL and its answer share
+#: a request, also when the answer waited for the backend; the message log
+#: at the backend is then up to this much behind.  Never delays another
+#: operation: a batch followed by one goes at once.
+MESSAGE_BATCH_LINGER = 1.0
 
 log = Logger()
 
