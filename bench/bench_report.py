@@ -17,10 +17,16 @@ def metrics(kind: str, r: dict, args: list[str]) -> dict[str, float | None]:
     """
     c, k, lat, srv = r["connections"], r["calls"], r["latency_ms"], r.get("server", {})
     unanswered = k["timeouts"] + k["lost"] + k.get("unsent", 0) + sum(k["errors"].values())
+    drain = r.get("outbox_drain") or {}
+    with_drain = None
+    if drain and srv.get("cpu_us_per_call") and srv.get("cpu_seconds_load"):
+        with_drain = round(srv["cpu_us_per_call"] * (1 + drain["cpu_seconds"] / srv["cpu_seconds_load"]), 1)
     if kind == "closed":
         return {
             "calls/s ↑": k["per_second"],
             "server CPU µs/call ↓": srv.get("cpu_us_per_call"),
+            "… with the outbox drained after ↓": with_drain,
+            "outbox left after 120 s ↓": drain.get("left"),
             "latency p50 ms ↓": lat["p50"],
             "latency p99 ms ↓": lat["p99"],
             "errors + timeouts ↓": unanswered,
@@ -35,6 +41,7 @@ def metrics(kind: str, r: dict, args: list[str]) -> dict[str, float | None]:
             "latency max ms ↓": lat["max"],
             "errors + timeouts ↓": unanswered,
             "server CPU % ↓": srv.get("cpu_percent_load"),
+            "outbox left after 120 s ↓": drain.get("left"),
             "boot storm s ↓": c["boot_storm_seconds"],
             "simulator CPU %": r["sim"]["cpu_percent_load"],
         }
