@@ -179,8 +179,8 @@ class LocalEventPublisher:
     def publish(self, event: dict) -> Deferred[None]:
         if event["type"] == OCPP_MESSAGE:
             data = event["data"]
-            frame = (event["deviceId"], data["direction"], data["messageType"], data["messageId"], data.get("action"),
-                     data.get("payload"), None, data.get("errorCode"), event["occurredAt"])
+            frame = (event["deviceId"], data.get("direction"), data.get("messageType"), data.get("messageId"),
+                     data.get("action"), data.get("payload"), None, data.get("errorCode"), event["occurredAt"])
             if self._log_frames is None:
                 return self._frame_to_outbox(*frame)
             self._add_frame(*frame)

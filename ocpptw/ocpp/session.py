@@ -222,7 +222,11 @@ class OcppSession:
     def _call_received(self, call: Call, text: str) -> None:
         message_id, action = call.message_id, call.action
         if self._observer is not None:
-            self._observe(_IN, _CALL, message_id, action, call.payload, None, None, call_payload_text(text))
+            try:
+                payload_text: str | None = call_payload_text(text)
+            except ValueError:  # cannot happen for a frame parse() accepted; the observer encodes then
+                payload_text = None
+            self._observe(_IN, _CALL, message_id, action, call.payload, None, None, payload_text)
         if message_id in self._seen:
             self._refuse(call, PROTOCOL_ERROR, "message id already used on this connection")
             return
