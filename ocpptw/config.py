@@ -183,7 +183,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ACCEPT_PER_TURN", "accept_per_turn", _int(1, 10000), "1", "connections accepted per reactor turn; the rest wait in the listen queue"),
     Setting("ACCEPT_RATE", "accept_rate", _int(0, 1000000), "400", "connections accepted per second, 0 no limit but ACCEPT_PER_TURN"),
     Setting("LISTEN_BACKLOG", "listen_backlog", _int(1, 65535), "4096", "connections the kernel queues before they are accepted"),
-    Setting("GC_YOUNG_INTERVAL", "gc_young_interval", _seconds, "0.5", "seconds between collections of young objects, which then are frozen; 0 leaves Python's collector as it is"),
+    Setting("GC_YOUNG_INTERVAL", "gc_young_interval", _seconds, "0.1", "seconds between collections of young objects, which then are frozen; 0 leaves Python's collector as it is"),
     Setting("GC_FULL_INTERVAL", "gc_full_interval", _seconds, "900", "seconds between full garbage collections (with GC_YOUNG_INTERVAL), 0 none"),
     Setting("DRAIN_GRACE", "drain_grace", _seconds, "20", "seconds the SIGTERM drain may take"),
     Setting("EMBEDDED_PRICE_PER_KWH", "embedded_price", _decimal, "", "embedded store: tariff per kWh (unset: no billing)"),
@@ -244,7 +244,7 @@ class Config:
     accept_per_turn: int = 1
     accept_rate: int = 400
     listen_backlog: int = 4096
-    gc_young_interval: float = 0.5
+    gc_young_interval: float = 0.1
     gc_full_interval: float = 900.0
     drain_grace: float = 20.0
     embedded_price: Decimal | None = None

@@ -50,7 +50,7 @@ class HeapService(Service):
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, young_every: float = 0.5, full_every: float = 900.0, collector: Any = gc) -> None:
+    def __init__(self, clock: IReactorTime, young_every: float = 0.1, full_every: float = 900.0, collector: Any = gc) -> None:
         self._clock = clock
         self._gc = collector
         self.young_every = young_every
