@@ -55,7 +55,7 @@ class SimWorker:
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or (443 if self.secure else 80)
         base = url.path if url.path.endswith("/") else url.path + "/"
-        self.factory = make_factory(options.url, options.call_timeout)
+        self.factory = make_factory(options.url, options.connect_timeout)
         mix = options.mix
         self.chargers = [
             Charger(
