@@ -102,6 +102,24 @@ def make_event(type: str, device_id: str, data: dict, clock: IReactorTime, insta
     }
 
 
+def frame_data(
+    direction: str, message_type: str, message_id: str, action: str | None, payload: Any, error_code: str | None
+) -> dict[str, Any]:
+    """
+    What an C{ocpp.message} event's C{data} and the backend's
+    C{ocpp-message} body share: C{{direction, messageType, messageId,
+    action?, payload?, errorCode?}}.
+    """
+    data: dict[str, Any] = {"direction": direction, "messageType": message_type, "messageId": message_id}
+    if action is not None:
+        data["action"] = action
+    if payload is not None:
+        data["payload"] = payload
+    if error_code is not None:
+        data["errorCode"] = error_code
+    return data
+
+
 def message_body(event: dict) -> dict:
     """
     The body of C{POST /api/charger/{deviceId}/ocpp-message} for an
@@ -266,13 +284,7 @@ class LocalEventPublisher:
         A frame as a C{backend.store_message} outbox entry, its body that of
         C{POST /api/charger/{deviceId}/ocpp-message} (see L{message_body}).
         """
-        body: dict[str, Any] = {"direction": direction, "messageType": message_type, "messageId": message_id}
-        if action is not None:
-            body["action"] = action
-        if payload is not None:
-            body["payload"] = payload
-        if error_code is not None:
-            body["errorCode"] = error_code
+        body = frame_data(direction, message_type, message_id, action, payload, error_code)
         body["timestamp"] = stamp
         return self._outbox.append(device_id, STORE_MESSAGE, {"deviceId": device_id, "body": body}).addCallback(_none)
 

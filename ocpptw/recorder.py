@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ocpptw.events import OCPP_MESSAGE, make_event
+from ocpptw.events import OCPP_MESSAGE, frame_data, make_event
 from ocpptw.interfaces import IEventPublisher, StorageFull
 
 
@@ -68,13 +68,8 @@ class FrameRecorder:
                 return
             self._watched = d
         else:
-            data: dict[str, Any] = {"direction": direction, "messageType": message_type, "messageId": message_id}
-            if action is not None:
-                data["action"] = action
-            if payload is not None:
-                data["payload"] = payload
+            data = frame_data(direction, message_type, message_id, action, payload, error_code)
             if error_code is not None:
-                data["errorCode"] = error_code
                 data["errorDescription"] = error_description or ""
             d = self._publisher.publish(make_event(OCPP_MESSAGE, charge_point_id, data, self._clock, self._instance))
         if self._refused:
