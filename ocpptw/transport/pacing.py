@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import tcp
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from zope.interface import implementer
 
@@ -163,9 +163,7 @@ class PacedServerEndpoint:
         try:
             port = PacedPort(self._port, factory, self._backlog, self._interface, self._reactor, self.pacer)
             port.startListening()
-        except Exception as e:
-            from twisted.internet.defer import fail
-
+        except Exception as e:  # noqa: BLE001 - the caller's Deferred reports it
             return fail(e)
         if self._tls is not None:
             port._type = "TLS"
