@@ -21,23 +21,12 @@ from tests.helpers import success_result_of
 from tests.store.test_outbox import Observer, Recorder, db, make, rows  # noqa: F401 (fixtures)
 
 
-class Batches:
-    """A batch deliverer that records each call's bodies and answers as told."""
+class Batches(Recorder):
+    """A batch deliverer: L{Recorder}, each call's list of bodies one entry of C{calls}."""
 
-    def __init__(self, answer="ok"):
-        self.calls = []
-        self.pending = []
-        self.answer = answer
-
-    def __call__(self, bodies):
-        self.calls.append(bodies)
-        if self.answer == "ok":
-            return succeed(None)
-        if self.answer == "hold":
-            d = Deferred()
-            self.pending.append(d)
-            return d
-        return fail(self.answer())
+    @property
+    def calls(self):
+        return self.bodies
 
 
 def setup(outbox, limit=3, single="ok", batch="ok", **kwargs):
