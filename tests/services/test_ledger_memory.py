@@ -8,7 +8,6 @@ structure for the gateway-assigned ids in use.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 import pytest
 import pytest_twisted
@@ -18,10 +17,7 @@ from ocpptw.services import ledger as ledger_module
 from ocpptw.services.ledger import DAY, GATEWAY_ID_BASE, SCHEMA, Ledger, Transaction
 from ocpptw.store.sqlite import Database, InlineDatabase
 from tests.helpers import bounded, failure_result_of, no_result, success_result_of
-from tests.services.support import Rig
-
-CP = "CP-1"
-T0 = "2026-09-22T08:00:00Z"
+from tests.services.test_sessions import CP, T0, now, rig, start, stop  # noqa: F401 (rig is a fixture)
 
 
 @pytest.fixture
@@ -29,30 +25,6 @@ def db():
     database = InlineDatabase(schema=SCHEMA)
     yield database
     database.close()
-
-
-@pytest.fixture
-def rig(clock):
-    r = Rig(clock)
-    success_result_of(r.chargers.boot(CP, {"chargePointVendor": "V", "chargePointModel": "M"}, now(r)))
-    r.add_tag("TAG1", user_id="user-1", prepaid="10.00")
-    r.publisher.events.clear()
-    yield r
-    r.close()
-
-
-def now(rig):
-    return datetime.fromtimestamp(rig.clock.seconds(), tz=timezone.utc)
-
-
-def start(rig, meter_start=1000, timestamp=T0):
-    payload = {"connectorId": 1, "idTag": "TAG1", "meterStart": meter_start, "timestamp": timestamp}
-    return rig.sessions.start(CP, payload, now(rig))
-
-
-def stop(rig, transaction_id, meter_stop=13580):
-    payload = {"transactionId": transaction_id, "meterStop": meter_stop, "timestamp": "2026-09-22T09:00:00Z"}
-    return rig.sessions.stop(CP, payload, now(rig))
 
 
 def started(db, clock, **kw):
