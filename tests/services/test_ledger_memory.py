@@ -8,7 +8,6 @@ structure for the gateway-assigned ids in use.
 
 from __future__ import annotations
 
-
 import pytest
 import pytest_twisted
 from twisted.internet.defer import fail
