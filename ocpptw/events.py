@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timezone
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -24,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ocpptw.clock import now_z
 from ocpptw.interfaces import IBackend, IEventPublisher, IOutbox
 from ocpptw.services.delivery import STORE_MESSAGE
 
@@ -69,19 +69,6 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-_UTC = timezone.utc
-_fromtimestamp = datetime.fromtimestamp
-
-
-def stamp(clock: IReactorTime) -> str:
-    """
-    L{ocpptw.clock.now_z}, formatted directly (it is called for every frame
-    and every event).
-    """
-    m = _fromtimestamp(clock.seconds(), _UTC)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (m.year, m.month, m.day, m.hour, m.minute, m.second, m.microsecond // 1000)
-
-
 def make_event(type: str, device_id: str, data: dict, clock: IReactorTime, instance: str) -> dict:
     """
     One event envelope.
@@ -96,7 +83,7 @@ def make_event(type: str, device_id: str, data: dict, clock: IReactorTime, insta
         "id": new_id(),
         "type": type,
         "deviceId": device_id,
-        "occurredAt": stamp(clock),
+        "occurredAt": now_z(clock),
         "instance": instance,
         "data": data,
     }
@@ -241,7 +228,7 @@ class LocalEventPublisher:
             every frame of one write shares that Deferred: add callbacks to
             it once (L{ocpptw.recorder.FrameRecorder} does).
         """
-        at = stamp(self._clock)
+        at = now_z(self._clock)
         if self._log_frames is None:
             return self._frame_to_outbox(device_id, direction, message_type, message_id, action, payload, payload_text,
                                          error_code, at)

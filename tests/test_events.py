@@ -196,11 +196,11 @@ def test_ids_are_uuid4_strings():
         assert str(value) == str(uuid.UUID(int=value.int, version=4))
 
 
-def test_stamp_is_now_z(clock):
-    """stamp gives clock.now_z's text, to the millisecond, including rounding at the edges."""
-    from ocpptw.clock import now_z
+def test_now_z_is_iso_z(clock):
+    """now_z, formatted directly, gives iso_z's text, to the millisecond, including rounding at the edges."""
+    from ocpptw.clock import iso_z, now_z, utcnow
 
     for seconds in (0.0, 0.0005, 0.9995, 0.99999949, 0.9999995, 59.9999996, 951782400.001, 1_790_035_200.123456,
                     4102444799.9999999, 253402300799.0):
         clock.advance(seconds - clock.seconds())
-        assert events.stamp(clock) == now_z(clock)
+        assert now_z(clock) == iso_z(utcnow(clock))
