@@ -135,6 +135,28 @@ def _decimal(name: str, text: str) -> Decimal | None:
     return amount
 
 
+def _accept_rate(name: str, text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be auto or an integer, got {text!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be auto or zero or more, got {value}")
+    return value
+
+
+def _share(name: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number between 0 and 1, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"{name} must be more than 0 and at most 1, got {text!r}")
+    return value
+
+
 def _csv(name: str, text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -181,7 +203,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HANDSHAKE_CONCURRENCY", "handshake_concurrency", _int(1, 100000), "256", "WebSocket handshakes in progress at once; more get 503"),
     Setting("HANDSHAKE_RATE_PER_IP", "handshake_rate_per_ip", _int(0, 1000000), "0", "handshakes per second from one address, 0 no limit"),
     Setting("ACCEPT_PER_TURN", "accept_per_turn", _int(1, 10000), "1", "connections accepted per reactor turn; the rest wait in the listen queue"),
-    Setting("ACCEPT_RATE", "accept_rate", _int(0, 1000000), "400", "connections accepted per second, 0 no limit but ACCEPT_PER_TURN"),
+    Setting("ACCEPT_RATE", "accept_rate", _accept_rate, "auto", "connections accepted per second: auto follows the reactor's lag (ACCEPT_LAG_TARGET), a number fixes it, 0 no limit but ACCEPT_PER_TURN"),
+    Setting("ACCEPT_CPU_SHARE", "accept_cpu_share", _share, "0.25", "with ACCEPT_RATE=auto: share of one CPU core new connections may take in a storm, on top of the connected chargers' load"),
     Setting("LISTEN_BACKLOG", "listen_backlog", _int(1, 65535), "4096", "connections the kernel queues before they are accepted"),
     Setting("GC_YOUNG_INTERVAL", "gc_young_interval", _seconds, "0.1", "seconds between collections of young objects, which then are frozen; 0 leaves Python's collector as it is"),
     Setting("GC_FULL_INTERVAL", "gc_full_interval", _seconds, "900", "seconds between full garbage collections (with GC_YOUNG_INTERVAL), 0 none"),
@@ -242,7 +265,8 @@ class Config:
     handshake_concurrency: int = 256
     handshake_rate_per_ip: int = 0
     accept_per_turn: int = 1
-    accept_rate: int = 400
+    accept_rate: int | None = None
+    accept_cpu_share: float = 0.25
     listen_backlog: int = 4096
     gc_young_interval: float = 0.1
     gc_full_interval: float = 900.0

@@ -226,6 +226,16 @@ class Metrics:
             "1 while the outbox holds more than OUTBOX_ALARM_DEPTH entries or its oldest is older than OUTBOX_ALARM_AGE",
             registry=registry,
         )
+        self._accept_rate = Gauge(
+            "ocpp_accept_rate",
+            "Connections a listener may accept per second now (ACCEPT_RATE; 0 is no limit)",
+            registry=registry,
+        )
+        self._busy = Gauge(
+            "ocpp_cpu_busy_ratio",
+            "Share of one CPU core the process used over the last quarter second (measured with ACCEPT_RATE=auto)",
+            registry=registry,
+        )
 
     # -- label hygiene ---------------------------------------------------------
 
@@ -368,6 +378,16 @@ class Metrics:
         Read the alarm's C{raised} at scrape time (L{ocpptw.store.outbox_alarm.OutboxAlarm}).
         """
         self._outbox_alarm.set_function(lambda: 1.0 if alarm.raised else 0.0)
+
+    def watch_accept(self, rate: Callable[[], float], busy: Callable[[], float] | None = None) -> None:
+        """
+        Read the accept rate (and, with C{ACCEPT_RATE=auto}, the busy share
+        the governor measured) at scrape time
+        (L{ocpptw.transport.governor.AcceptGovernor}).
+        """
+        self._accept_rate.set_function(rate)
+        if busy is not None:
+            self._busy.set_function(busy)
 
     # -- exposition --------------------------------------------------------------
 

@@ -74,16 +74,32 @@ def _publisher(gateway: Any, config: Config, reactor: Any, outbox: Any, backend:
     return AmqpEventPublisher(connection, outbox, reactor, config.rabbitmq_exchange, metrics=gateway.metrics)
 
 
-def _pacing(config: Config, reactor: Any) -> tuple[Any, int]:
+def _pacing(gateway: Any, config: Config, reactor: Any) -> tuple[Any, int]:
+    """
+    A listener's accept pace; with C{ACCEPT_RATE=auto} every listener's
+    pace is steered by one L{AcceptGovernor}.
+    """
     from ocpptw.transport.pacing import AcceptPacer
 
-    return AcceptPacer(reactor, config.accept_per_turn, config.accept_rate), config.listen_backlog
+    pacer = AcceptPacer(reactor, config.accept_per_turn, config.accept_rate or 0)
+    if config.accept_rate is None:
+        governor = getattr(gateway, "accept_governor", None)
+        if governor is None:
+            from ocpptw.transport.governor import AcceptGovernor
+
+            governor = gateway.accept_governor = AcceptGovernor(reactor, [], config.accept_cpu_share)
+            governor.setServiceParent(gateway)
+            gateway.metrics.watch_accept(lambda: governor.rate, lambda: governor.busy)
+        governor.steer(pacer)
+    else:
+        gateway.metrics.watch_accept(lambda: pacer.rate)
+    return pacer, config.listen_backlog
 
 
-def _plain_endpoint(config: Config, reactor: Any) -> Any:
+def _plain_endpoint(gateway: Any, config: Config, reactor: Any) -> Any:
     from ocpptw.transport.pacing import PacedServerEndpoint
 
-    pacer, backlog = _pacing(config, reactor)
+    pacer, backlog = _pacing(gateway, config, reactor)
     return PacedServerEndpoint(reactor, config.port, pacer, backlog, interface=config.host)
 
 
@@ -97,16 +113,16 @@ def _listeners(gateway: Any, config: Config, reactor: Any, factory: Any, checks:
 
     gateway.site = build_site(factory, config.ocpp_path, checks, metrics.render, api)
     if not config.tls:
-        gateway.listener = _plain_endpoint(config, reactor)
+        gateway.listener = _plain_endpoint(gateway, config, reactor)
         return
     from ocpptw.transport.tls import tls_server_endpoint
 
     tls_port = config.tls_port if config.tls_port is not None else config.port
-    gateway.listener = tls_server_endpoint(reactor, config, tls_port, config.host, pacing=_pacing(config, reactor))
+    gateway.listener = tls_server_endpoint(reactor, config, tls_port, config.host, pacing=_pacing(gateway, config, reactor))
     if tls_port != config.port:
         plain_factory = factory if config.security_profile < 2 else None
         plain = build_site(plain_factory, config.ocpp_path, checks, metrics.render, api, require_tls=tls_port)
-        gateway.extra_listeners.append((_plain_endpoint(config, reactor), plain))
+        gateway.extra_listeners.append((_plain_endpoint(gateway, config, reactor), plain))
 
 
 def wire(gateway: Any, config: Config, reactor: Any) -> None:

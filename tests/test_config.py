@@ -47,6 +47,10 @@ def test_layers_override_in_order():
         ("OCPP_SECURITY_PROFILE", "4", "OCPP_SECURITY_PROFILE must be between 0 and 3"),
         ("OCPP_PATH", "/", "OCPP_PATH must be a path"),
         ("EMBEDDED_PRICE_PER_KWH", "cheap", "EMBEDDED_PRICE_PER_KWH must be a decimal"),
+        ("ACCEPT_RATE", "fast", "ACCEPT_RATE must be auto or an integer"),
+        ("ACCEPT_RATE", "-5", "ACCEPT_RATE must be auto or zero or more"),
+        ("ACCEPT_CPU_SHARE", "0", "ACCEPT_CPU_SHARE must be more than 0 and at most 1"),
+        ("ACCEPT_CPU_SHARE", "half", "ACCEPT_CPU_SHARE must be a number"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, fragment):
@@ -105,6 +109,13 @@ def test_instance_slot_is_stable_and_overridable():
     a = load_config("", {"INSTANCE_ID": "gw-a"}, {})
     assert a.instance_slot == load_config("", {"INSTANCE_ID": "gw-a"}, {}).instance_slot
     assert load_config("", {"INSTANCE_ID": "gw-a", "INSTANCE_SLOT": "7"}, {}).instance_slot == 7
+
+
+def test_accept_rate_is_auto_by_default_or_a_number():
+    assert load_config("", {}, {}).accept_rate is None
+    assert load_config("", {"ACCEPT_RATE": "AUTO"}, {}).accept_rate is None
+    assert load_config("", {"ACCEPT_RATE": "250"}, {}).accept_rate == 250
+    assert load_config("", {"ACCEPT_RATE": "0"}, {}).accept_rate == 0
 
 
 def test_readme_documents_every_setting():
