@@ -42,7 +42,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from run import _max_files, free_port, start_server, stop, wait_port, wait_quiet  # noqa: E402
+from run import _max_files, ensure_peer_venv, free_port, start_server, stop, wait_port, wait_quiet  # noqa: E402
 
 from ocpptw.sim import SimOptions  # noqa: E402
 from ocpptw.sim_stats import Histogram, read_process  # noqa: E402
@@ -83,6 +83,8 @@ import os, sys
 if os.environ.get("BENCH_GC_OFF"):  # no cyclic garbage collection (what-if: its pauses)
     import gc
     gc.disable()
+if os.environ.get("BENCH_SWITCH_MS"):  # what-if: the GIL's switch interval
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_MS"]) / 1000)
 slow_ms = float(os.environ.get("BENCH_SLOW_MS") or 0)
 if slow_ms:  # what-if: name every reactor callback slower than this, on stderr
     import time as _time
@@ -213,7 +215,14 @@ async def one_round(
     busy = wait_quiet(a.quiet_below, a.quiet_wait)
     loadavg = os.getloadavg()
     server_env = {k: v for k, v in env.items() if not k.startswith("BENCH_")}
-    if any(k.startswith("BENCH_") for k in env):
+    kind = env.get("BENCH_SERVER", "ocpptw")
+    storm_core = env.get("BENCH_STORM_CORE", "1")
+    what_if = {k for k in env if k.startswith("BENCH_")} - {"BENCH_SERVER", "BENCH_STORM_CORE", "BENCH_STORM_SINK"}
+    if kind != "ocpptw":
+        if kind == "peer":
+            ensure_peer_venv()
+        server = start_server(kind, port, workdir, {}, log)
+    elif what_if:
         server_env.update({k: v for k, v in env.items() if k.startswith("BENCH_")})
         server = start_what_if(port, workdir, server_env, log)
     else:
@@ -249,9 +258,17 @@ async def one_round(
         t0 = worker.load_t0
         await sleep(a.warmup + a.baseline)
         cpu0 = read_process(server.pid)
+        storm_url = url
+        if env.get("BENCH_STORM_SINK"):
+            # What-if: the storm connects to a socket nobody accepts from, so
+            # only the kernel's and the generator's part of a storm is seen.
+            import socket
+
+            sink = socket.create_server(("127.0.0.1", 0), backlog=a.burst * 2)
+            storm_url = f"ws://127.0.0.1:{sink.getsockname()[1]}/ocpp/"
         storm_cmd = [
-            "taskset", "-c", "1", "nice", "-n", "19", PY, "-c", STORM_WRAPPER,
-            "--url", url, "-n", str(a.burst), "--prefix", "STORM", "--idle",
+            "taskset", "-c", storm_core, "nice", "-n", "19", PY, "-c", STORM_WRAPPER,
+            "--url", storm_url, "-n", str(a.burst), "--prefix", "STORM", "--idle",
             "--duration", str(a.storm_window + a.after + 30), "--settle", "0",
             "--connect-rate", "0", "--connect-concurrency", str(a.burst),
             "--connect-retries", "30", "--connect-timeout", "30", "--call-timeout", "30", "--json",
@@ -465,7 +482,11 @@ def main() -> int:
         default=[],
         help="NAME:VAR=VALUE,VAR=VALUE gateway settings to compare (default: the gateway's defaults); "
         "BENCH_GC_OFF=1 disables the cyclic garbage collector, BENCH_SLOW_MS=N "
-        "logs every reactor callback and garbage collection slower than N ms to the server log (what-if runs)",
+        "logs every reactor callback and garbage collection slower than N ms to the server log, "
+        "BENCH_SWITCH_MS=N sets the interpreter's thread switch interval (what-if runs); "
+        "BENCH_SERVER=ceiling|peer measures bench/raw_server.py or the peer instead, "
+        "BENCH_STORM_CORE=0 runs the storm on the server's core, BENCH_STORM_SINK=1 sends the "
+        "storm to a socket nobody accepts from (the kernel's and the generator's part alone)",
     )
     ap.add_argument("--out", default=str(HERE / "results"), help="results directory (%(default)s)")
     ap.add_argument(
