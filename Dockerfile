@@ -44,7 +44,7 @@ EXPOSE 9000
 # Liveness only: /ready also fails while the backend or broker is down, which is
 # no reason to restart the container.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '9000'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % (os.environ.get('HTTP_PORT') or os.environ.get('PORT', '9000')), timeout=4)"]
 
 # twistd handles SIGTERM as the drain (stop accepting, finish calls, flush the
 # outbox, close sockets with 1001). -n: foreground; --pidfile=: no stale pid file

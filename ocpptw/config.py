@@ -195,6 +195,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TLS_KEY", "tls_key", _optional_text, "", "PEM private key for wss"),
     Setting("TLS_CA", "tls_ca", _optional_text, "", "PEM CA bundle; enables client certificates"),
     Setting("TLS_PORT", "tls_port", _int(0, 65535), "", "port for wss when it should differ from PORT (default: PORT serves wss)"),
+    Setting("HTTP_PORT", "http_port", _int(0, 65535), "", "plain HTTP port of its own for /health, /ready, /metrics and the API, never queued behind a connection storm (default: they are served on PORT)"),
     Setting("CLIENT_CERT_HEADER", "client_cert_header", _optional_text, "", "header in which a TLS-terminating proxy forwards the client certificate"),
     Setting("TRUSTED_PROXIES", "trusted_proxies", _csv, "", "comma-separated addresses whose forwarded client certificates are trusted"),
     Setting("ADMIN_API_TOKEN", "admin_token", _optional_text, "", "bearer token for the command and admin API", secret=True),
@@ -204,6 +205,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HANDSHAKE_RATE_PER_IP", "handshake_rate_per_ip", _int(0, 1000000), "0", "handshakes per second from one address, 0 no limit"),
     Setting("ACCEPT_PER_TURN", "accept_per_turn", _int(1, 10000), "1", "connections accepted per reactor turn; the rest wait in the listen queue"),
     Setting("ACCEPT_RATE", "accept_rate", _accept_rate, "auto", "connections accepted per second: auto follows the reactor's lag (ACCEPT_LAG_TARGET), a number fixes it, 0 no limit but ACCEPT_PER_TURN"),
+    Setting("ACCEPT_MAX_WAIT", "accept_max_wait", _positive_seconds, "30", "with ACCEPT_RATE=auto: seconds a connection should wait in the listen queue at most; a longer queue is accepted faster, whatever it costs"),
     Setting("ACCEPT_CPU_SHARE", "accept_cpu_share", _share, "0.25", "with ACCEPT_RATE=auto: share of one CPU core new connections may take in a storm, on top of the connected chargers' load"),
     Setting("LISTEN_BACKLOG", "listen_backlog", _int(1, 65535), "4096", "connections the kernel queues before they are accepted"),
     Setting("GC_YOUNG_INTERVAL", "gc_young_interval", _seconds, "0.1", "seconds between collections of young objects, which then are frozen; 0 leaves Python's collector as it is"),
@@ -257,6 +259,7 @@ class Config:
     tls_key: str | None = None
     tls_ca: str | None = None
     tls_port: int | None = None
+    http_port: int | None = None
     client_cert_header: str | None = None
     trusted_proxies: tuple[str, ...] = ()
     admin_token: str | None = None
@@ -267,6 +270,7 @@ class Config:
     accept_per_turn: int = 1
     accept_rate: int | None = None
     accept_cpu_share: float = 0.25
+    accept_max_wait: float = 30.0
     listen_backlog: int = 4096
     gc_young_interval: float = 0.1
     gc_full_interval: float = 900.0
@@ -359,7 +363,7 @@ def load_config(
         for layer in (dotenv, environ or {}, cli or {}):
             if s.env in layer:
                 text = layer[s.env]
-        if text is None or (text == "" and s.attr in {"tls_port", "instance_slot", "instance_id"}):
+        if text is None or (text == "" and s.attr in {"tls_port", "http_port", "instance_slot", "instance_id"}):
             continue
         values[s.attr] = s.parse(s.env, text)
     if not values.get("instance_id"):
@@ -383,6 +387,8 @@ def _check(config: Config) -> None:
         raise ConfigError("OCPP_SECURITY_PROFILE=3 needs TLS_CA (or CLIENT_CERT_HEADER behind a proxy)")
     if config.client_cert_header is not None and not config.trusted_proxies:
         raise ConfigError("CLIENT_CERT_HEADER needs TRUSTED_PROXIES: the header is trusted only from them")
+    if config.http_port and config.http_port in (config.port, config.tls_port):
+        raise ConfigError(f"HTTP_PORT must differ from PORT and TLS_PORT, got {config.http_port}")
     if config.enable_rabbitmq and config.rabbitmq_url is None:
         raise ConfigError("ENABLE_RABBITMQ=true needs RABBITMQ_URL")
 

@@ -231,6 +231,11 @@ class Metrics:
             "Connections a listener may accept per second now (ACCEPT_RATE; 0 is no limit)",
             registry=registry,
         )
+        self._accept_queue = Gauge(
+            "ocpp_accept_queue",
+            "Connections waiting in the listen queue to be accepted",
+            registry=registry,
+        )
         self._busy = Gauge(
             "ocpp_cpu_busy_ratio",
             "Share of one CPU core the process used over the last quarter second (measured with ACCEPT_RATE=auto)",
@@ -379,15 +384,19 @@ class Metrics:
         """
         self._outbox_alarm.set_function(lambda: 1.0 if alarm.raised else 0.0)
 
-    def watch_accept(self, rate: Callable[[], float], busy: Callable[[], float] | None = None) -> None:
+    def watch_accept(
+        self, rate: Callable[[], float], busy: Callable[[], float] | None = None, waiting: Callable[[], int] | None = None
+    ) -> None:
         """
-        Read the accept rate (and, with C{ACCEPT_RATE=auto}, the busy share
-        the governor measured) at scrape time
-        (L{ocpptw.transport.governor.AcceptGovernor}).
+        Read the accept rate, the connections waiting in the listen queue
+        and, with C{ACCEPT_RATE=auto}, the busy share the governor measured
+        at scrape time (L{ocpptw.transport.governor.AcceptGovernor}).
         """
         self._accept_rate.set_function(rate)
         if busy is not None:
             self._busy.set_function(busy)
+        if waiting is not None:
+            self._accept_queue.set_function(waiting)
 
     # -- exposition --------------------------------------------------------------
 

@@ -82,17 +82,18 @@ def _pacing(gateway: Any, config: Config, reactor: Any) -> tuple[Any, int]:
     from ocpptw.transport.pacing import AcceptPacer
 
     pacer = AcceptPacer(reactor, config.accept_per_turn, config.accept_rate or 0)
+    pacer.on_abandoned = lambda: gateway.metrics.handshake("abandoned")
     if config.accept_rate is None:
         governor = getattr(gateway, "accept_governor", None)
         if governor is None:
             from ocpptw.transport.governor import AcceptGovernor
 
-            governor = gateway.accept_governor = AcceptGovernor(reactor, [], config.accept_cpu_share)
+            governor = gateway.accept_governor = AcceptGovernor(reactor, [], config.accept_cpu_share, config.accept_max_wait)
             governor.setServiceParent(gateway)
-            gateway.metrics.watch_accept(lambda: governor.rate, lambda: governor.busy)
+            gateway.metrics.watch_accept(lambda: governor.rate, lambda: governor.busy, governor.waiting)
         governor.steer(pacer)
     else:
-        gateway.metrics.watch_accept(lambda: pacer.rate)
+        gateway.metrics.watch_accept(lambda: pacer.rate, waiting=lambda: pacer.waiting())
     return pacer, config.listen_backlog
 
 
@@ -112,6 +113,14 @@ def _listeners(gateway: Any, config: Config, reactor: Any, factory: Any, checks:
     from ocpptw.transport.http import build_site
 
     gateway.site = build_site(factory, config.ocpp_path, checks, metrics.render, api)
+    if config.http_port is not None:
+        from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
+        # Probes, scrapes and the API on a socket of their own: never paced,
+        # never queued behind a storm of chargers.
+        kind = TCP6ServerEndpoint if ":" in config.host else TCP4ServerEndpoint
+        probes = build_site(None, config.ocpp_path, checks, metrics.render, api)
+        gateway.extra_listeners.append((kind(reactor, config.http_port, interface=config.host), probes))
     if not config.tls:
         gateway.listener = _plain_endpoint(gateway, config, reactor)
         return

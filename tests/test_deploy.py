@@ -152,14 +152,21 @@ def test_k8s_manifests_parse_and_share_labels():
 
 
 def test_k8s_probes():
-    """Liveness asks /health and readiness /ready, on the container's port."""
+    """
+    Liveness asks /health and readiness /ready on the gateway's HTTP_PORT,
+    which no storm of chargers queues up; Prometheus scrapes it too.
+    """
     c = container()
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
     port_names = {p["name"]: p["containerPort"] for p in c["ports"]}
+    probe_port = int(configmap()["HTTP_PORT"])
     for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"]["port"] in port_names
+        assert port_names[c[probe]["httpGet"]["port"]] == probe_port
     assert int(configmap()["PORT"]) in port_names.values()
+    assert probe_port != int(configmap()["PORT"])
+    service = next(d for d in yaml.safe_load_all((K8S / "service.yaml").read_text()) if d["metadata"]["name"] == "ocpptw")
+    assert int(service["metadata"]["annotations"]["prometheus.io/port"]) == probe_port
 
 
 def test_k8s_runs_as_non_root():

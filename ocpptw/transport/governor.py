@@ -21,6 +21,13 @@ every C{window} seconds the process's CPU time is read:
 The rate stays where the last storm left it when the storm is over, so the
 next one starts from a pace this machine has shown it can take.  Every
 listener's L{AcceptPacer} follows the one rate: they share one process.
+
+One bound overrides the share: no charger should wait in the listen queue
+much longer than C{max_wait} seconds, or it gives up, tries again at the back
+of the queue and the storm never ends.  So a listener whose queue holds
+C{n} connections accepts at least C{n / max_wait} a second (up to the
+ceiling): a storm too big for the share is admitted in about C{max_wait}
+seconds at the connected chargers' expense, as fast as the process can.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class AcceptGovernor(Service):
     @param clock: the reactor.
     @param pacers: the L{ocpptw.transport.pacing.AcceptPacer}s to steer.
     @param share: the share of one core a storm's new connections may take.
+    @param max_wait: seconds a connection should wait in a listen queue at
+        most.
     @param cpu: seconds of CPU the process has used (C{time.process_time}).
     """
 
@@ -59,6 +68,7 @@ class AcceptGovernor(Service):
         clock: IReactorTime,
         pacers: list[Any],
         share: float,
+        max_wait: float = 30.0,
         *,
         start: float = START_RATE,
         floor: float = FLOOR,
@@ -70,6 +80,7 @@ class AcceptGovernor(Service):
         self._cpu = cpu
         self.pacers = pacers
         self.share = share
+        self.max_wait = max_wait
         self.floor = floor
         self.ceiling = ceiling
         self.window = window
@@ -111,8 +122,11 @@ class AcceptGovernor(Service):
         now, cpu = self._clock.seconds(), self._cpu()
         if now > self._then:
             paused = self._paused()
-            self.decide((cpu - self._cpu_then) / (now - self._then), paused != self._pauses)
+            waiting = [pacer.waiting() for pacer in self.pacers]
+            self.decide((cpu - self._cpu_then) / (now - self._then), paused != self._pauses or any(waiting))
             self._pauses = paused
+            for pacer, queued in zip(self.pacers, waiting):
+                pacer.rate = min(self.ceiling, max(self.rate, queued / self.max_wait))
         self._then, self._cpu_then = now, cpu
         self._call = self._clock.callLater(self.window, self.tick)
 
@@ -130,5 +144,12 @@ class AcceptGovernor(Service):
         self.rate = min(self.ceiling, max(self.floor, self.rate * factor))
         for pacer in self.pacers:
             pacer.rate = self.rate
+
+    def waiting(self) -> int:
+        """
+        Connections waiting in the listen queues now.
+        """
+        return sum(pacer.waiting() for pacer in self.pacers)
+
     def _paused(self) -> int:
         return sum(pacer.pauses for pacer in self.pacers)

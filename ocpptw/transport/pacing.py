@@ -18,10 +18,20 @@ SYNs into the clients' retransmission waves (1, 3, 7, 15 s...).
 
 The pace only applies to the accept loop: a charger already accepted is
 served at full speed, and the listen queue is first come, first served.
+
+A charger that gave up while its connection waited in the queue (closed or
+reset it: the kernel's socket is no longer established) is dropped at the
+accept, before any HTTP or TLS work is spent on it, and does not count
+against the pace: in a long storm the queue fills with such connections as
+the chargers' own connect timeouts expire and they try again.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
@@ -59,6 +69,13 @@ class AcceptPacer:
         self.accepted = 0
         #: Times the accept loop paused for the rate.
         self.pauses = 0
+        #: Connections dropped at the accept: their client had given up.
+        self.abandoned = 0
+        #: Called once per abandoned connection (a metric), or C{None}.
+        self.on_abandoned: Callable[[], None] | None = None
+        #: How many connections wait in the listen queue now (set by the
+        #: listening port; 0 where the platform cannot tell).
+        self.waiting: Callable[[], int] = lambda: 0
 
     def allowance(self) -> int:
         """
@@ -79,6 +96,14 @@ class AcceptPacer:
         if self.rate:
             self._tokens -= count
 
+    def gave_up(self) -> None:
+        """
+        One connection was found abandoned at the accept and dropped.
+        """
+        self.abandoned += 1
+        if self.on_abandoned is not None:
+            self.on_abandoned()
+
     def wait(self) -> float:
         """
         Seconds until the next accept is allowed.
@@ -87,9 +112,70 @@ class AcceptPacer:
         return max(0.0, (1.0 - self._tokens) / self.rate) if self.rate else 0.0
 
 
+#: Connections found abandoned that one accept may drop before it yields.
+MOST_SKIPPED = 64
+
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_ESTABLISHED = 1
+
+
+def established(skt: socket.socket) -> bool:
+    """
+    Whether an accepted TCP socket is still established (C{False} once the
+    client closed or reset it), by the first field of C{TCP_INFO}; C{True}
+    where the platform cannot tell.
+    """
+    if _TCP_INFO is None:
+        return True
+    try:
+        return skt.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _ESTABLISHED
+    except OSError:
+        return False
+
+
+def listen_queue(listening: socket.socket) -> int:
+    """
+    How many connections wait in a listening TCP socket's accept queue (on
+    Linux, C{tcpi_unacked} of C{TCP_INFO} for a listening socket); 0 where
+    the platform cannot tell.
+    """
+    if _TCP_INFO is None:
+        return 0
+    try:
+        info = listening.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 32)
+    except OSError:
+        return 0
+    return int.from_bytes(info[24:28], sys.byteorder) if len(info) >= 28 else 0
+
+
+class _SkipAbandoned:
+    """
+    A listening socket whose C{accept} drops connections the client already
+    gave up (see the module's docstring); everything else is the socket's.
+    """
+
+    def __init__(self, listening: socket.socket, pacer: AcceptPacer) -> None:
+        self._listening = listening
+        self._pacer = pacer
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        for _ in range(MOST_SKIPPED):
+            skt, addr = self._listening.accept()
+            if established(skt):
+                return skt, addr
+            skt.close()
+            self._pacer.gave_up()
+        # Let the reactor serve the open connections before more are looked at.
+        raise BlockingIOError(errno.EAGAIN, "abandoned connections skipped")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._listening, name)
+
+
 class PacedPort(tcp.Port):
     """
-    A TCP listening port whose accept loop follows an L{AcceptPacer}.
+    A TCP listening port whose accept loop follows an L{AcceptPacer} and
+    drops abandoned connections.
     """
 
     _resume: Any = None
@@ -97,6 +183,12 @@ class PacedPort(tcp.Port):
     def __init__(self, port: int, factory: Any, backlog: int, interface: str, reactor: Any, pacer: AcceptPacer) -> None:
         super().__init__(port, factory, backlog, interface, reactor)
         self._pacer = pacer
+
+    def startListening(self) -> None:
+        super().startListening()
+        listening = self.socket
+        self.socket = _SkipAbandoned(listening, self._pacer)
+        self._pacer.waiting = lambda: listen_queue(listening)
 
     def doRead(self) -> None:
         allowed = self._pacer.allowance()

@@ -118,6 +118,30 @@ def test_no_storm_leaves_the_rate_where_the_last_one_settled():
     assert pacer.rate == settled
 
 
+def test_a_long_queue_is_admitted_within_max_wait():
+    """
+    Whatever the share says, a listener with C{n} connections queued
+    accepts at least C{n / max_wait} a second, up to the ceiling; the
+    governor's own rate still follows the share.
+    """
+    clock = Clock()
+    process = Process(clock)
+    pacer = AcceptPacer(clock, per_turn=1)
+    governor = AcceptGovernor(clock, [pacer], 0.25, 20.0, cpu=process)
+    governor.startService()
+    pacer.waiting = lambda: 8000
+    process.run(1.0, WINDOW)
+    assert governor.rate == START_RATE * 0.5  # far over the share
+    assert pacer.rate == 400  # 8,000 in 20 s
+    assert governor.waiting() == 8000
+    pacer.waiting = lambda: 10**7
+    process.run(1.0, WINDOW)
+    assert pacer.rate == CEILING
+    pacer.waiting = lambda: 10
+    process.run(0.2, WINDOW)
+    assert pacer.rate == governor.rate
+
+
 def test_stopping_cancels_the_window():
     clock, _, _, governor = governed()
     assert clock.getDelayedCalls()
@@ -153,6 +177,7 @@ async def test_auto_is_the_default_and_steers_the_listener(tmp_path):
         samples = scrape(gateway.metrics)
         assert samples["ocpp_accept_rate"][()] == START_RATE
         assert samples["ocpp_cpu_busy_ratio"][()] == governor.busy
+        assert samples["ocpp_accept_queue"][()] == 0
     finally:
         await bounded(gateway.stopService())
     assert not governor.running

@@ -13,7 +13,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 
-from ocpptw.transport.pacing import AcceptPacer, PacedPort, PacedServerEndpoint
+from ocpptw.transport.pacing import AcceptPacer, PacedPort, PacedServerEndpoint, listen_queue
 
 
 def test_per_turn_only(clock):
@@ -146,3 +146,58 @@ async def test_listen_failure_is_a_failed_deferred():
             await endpoint.listen(protocol.Factory.forProtocol(_Hold))
     finally:
         taken.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_abandoned_connections_are_dropped_at_the_accept():
+    """
+    Connections whose client closed or reset them while they waited in the
+    listen queue are closed at the accept without a protocol and without
+    using the pace; the live one behind them is served.
+    """
+    pacer = AcceptPacer(reactor, per_turn=1, rate=1000)
+    seen = []
+    pacer.on_abandoned = lambda: seen.append(True)
+    factory = protocol.Factory.forProtocol(_Hold)
+    factory.made = []
+    port = PacedPort(0, factory, 64, "127.0.0.1", reactor, pacer)
+    port.startListening()
+    port.stopReading()  # everyone waits in the listen queue
+    address = ("127.0.0.1", port.getHost().port)
+    gave_up_fin, gave_up_rst, live = socket.socket(), socket.socket(), socket.socket()
+    try:
+        for s in (gave_up_fin, gave_up_rst, live):
+            s.connect(address)
+        gave_up_fin.sendall(b"GET /ocpp/CP1 HTTP/1.1\r\n")
+        gave_up_fin.close()
+        gave_up_rst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        gave_up_rst.close()
+        port.startReading()
+        for _ in range(500):
+            if factory.made:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        assert len(factory.made) == 1
+        assert pacer.abandoned == 2 and len(seen) == 2
+        assert pacer.accepted == 1
+        made = factory.made[0].transport.getPeer().port
+        assert made == live.getsockname()[1]
+    finally:
+        live.close()
+        for p in factory.made:
+            p.transport.loseConnection()
+        await defer.maybeDeferred(port.stopListening)
+
+
+def test_listen_queue_counts_the_connections_waiting():
+    """The accept queue's length is read off a listening socket."""
+    listening = socket.create_server(("127.0.0.1", 0), backlog=16)
+    clients = [socket.create_connection(listening.getsockname()) for _ in range(3)]
+    try:
+        assert listen_queue(listening) == 3
+        listening.accept()[0].close()
+        assert listen_queue(listening) == 2
+    finally:
+        for c in clients:
+            c.close()
+        listening.close()
