@@ -204,7 +204,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HANDSHAKE_CONCURRENCY", "handshake_concurrency", _int(1, 100000), "256", "WebSocket handshakes in progress at once; more get 503"),
     Setting("HANDSHAKE_RATE_PER_IP", "handshake_rate_per_ip", _int(0, 1000000), "0", "handshakes per second from one address, 0 no limit"),
     Setting("ACCEPT_PER_TURN", "accept_per_turn", _int(1, 10000), "1", "connections accepted per reactor turn; the rest wait in the listen queue"),
-    Setting("ACCEPT_RATE", "accept_rate", _accept_rate, "auto", "connections accepted per second: auto follows the reactor's lag (ACCEPT_LAG_TARGET), a number fixes it, 0 no limit but ACCEPT_PER_TURN"),
+    Setting("ACCEPT_RATE", "accept_rate", _accept_rate, "auto", "connections accepted per second: auto paces a storm so that it takes about ACCEPT_CPU_SHARE of a core (within ACCEPT_MAX_WAIT), a number fixes it, 0 no limit but ACCEPT_PER_TURN"),
     Setting("ACCEPT_MAX_WAIT", "accept_max_wait", _positive_seconds, "30", "with ACCEPT_RATE=auto: seconds a connection should wait in the listen queue at most; a longer queue is accepted faster, whatever it costs"),
     Setting("ACCEPT_CPU_SHARE", "accept_cpu_share", _share, "0.25", "with ACCEPT_RATE=auto: share of one CPU core new connections may take in a storm, on top of the connected chargers' load"),
     Setting("LISTEN_BACKLOG", "listen_backlog", _int(1, 65535), "4096", "connections the kernel queues before they are accepted"),
