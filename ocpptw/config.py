@@ -135,16 +135,16 @@ def _decimal(name: str, text: str) -> Decimal | None:
     return amount
 
 
+_rate = _int(0, 1000000)
+
+
 def _accept_rate(name: str, text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
     try:
-        value = int(text.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be auto or an integer, got {text!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must be auto or zero or more, got {value}")
-    return value
+        return _rate(name, text)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (or auto)") from None
 
 
 def _share(name: str, text: str) -> float:
