@@ -588,6 +588,32 @@ async def test_kill_9_after_the_commit_loses_nothing(tmp_path):
         database.close()
 
 
+def play(clock, outbox, held, answers, steps):
+    """
+    Append each C{(key, operation, answer, wait)} step (the answer is the
+    entry's first attempt's), letting held deliveries go now and then, and
+    finally let everything settle.
+    """
+    for n, (key, operation, answer, wait) in enumerate(steps):
+        answers[n] = [answer]
+        outbox.append(key, operation, {"key": key, "n": n})
+        clock.advance(wait)
+        if held and wait > 1:
+            held.pop(0).callback(None)
+    for _ in range(2 * len(steps) + 2):
+        while held:
+            held.pop(0).callback(None)
+        clock.advance(2)
+
+
+def assert_each_once_in_order(succeeded, count, keys):
+    """Every entry succeeded once, and each key's entries in append order."""
+    assert sorted(n for _, n in succeeded) == list(range(count))
+    for key in keys:
+        numbers = [n for k, n in succeeded if k == key]
+        assert numbers == sorted(numbers)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     plan=st.lists(
@@ -629,21 +655,9 @@ def test_random_failures_never_reorder_or_duplicate(plan, cap):
 
     outbox.register("op", deliver)
     success_result_of(outbox.start())
-    for n, (key, answer, wait) in enumerate(plan):
-        answers[n] = [answer]
-        outbox.append(key, "op", {"key": key, "n": n})
-        clock.advance(wait)
-        if held and wait > 1:
-            held.pop(0).callback(None)
-    for _ in range(2 * len(plan) + 2):
-        while held:
-            held.pop(0).callback(None)
-        clock.advance(2)
+    play(clock, outbox, held, answers, [(key, "op", answer, wait) for key, answer, wait in plan])
     assert outbox.depth() == 0
-    assert sorted(n for _, n in succeeded) == list(range(len(plan)))
-    for key in "ABC":
-        numbers = [n for k, n in succeeded if k == key]
-        assert numbers == sorted(numbers)
+    assert_each_once_in_order(succeeded, len(plan), "ABC")
     success_result_of(outbox.stop())
     assert [c for c in clock.getDelayedCalls() if c.active()] == []
     database.close()

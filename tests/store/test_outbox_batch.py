@@ -18,7 +18,7 @@ from ocpptw.interfaces import BackendRejected, BackendUnavailable, NotFound
 from ocpptw.store.outbox import SCHEMA, Outbox
 from ocpptw.store.sqlite import InlineDatabase
 from tests.helpers import success_result_of
-from tests.store.test_outbox import Observer, Recorder, db, make, rows  # noqa: F401 (fixtures)
+from tests.store.test_outbox import Observer, Recorder, assert_each_once_in_order, db, make, play, rows  # noqa: F401 (fixtures)
 
 
 class Batches(Recorder):
@@ -297,22 +297,10 @@ def test_random_batches_never_reorder_lose_or_split_a_key(plan, limit, linger):
     outbox.register("other", lambda body: attempt([body]))
     outbox.register_batch("msg", attempt, limit, linger=linger)
     success_result_of(outbox.start())
-    for n, (key, operation, answer, wait) in enumerate(plan):
-        answers[n] = [answer]
-        outbox.append(key, operation, {"key": key, "n": n})
-        clock.advance(wait)
-        if held and wait > 1:
-            held.pop(0).callback(None)
-    for _ in range(2 * len(plan) + 2):
-        while held:
-            held.pop(0).callback(None)
-        clock.advance(2)
+    play(clock, outbox, held, answers, plan)
     assert outbox.depth() == 0
     assert outbox.dead_letters() == 0
-    assert sorted(n for _, n in succeeded) == list(range(len(plan)))
-    for key in "AB":
-        numbers = [n for k, n in succeeded if k == key]
-        assert numbers == sorted(numbers)
+    assert_each_once_in_order(succeeded, len(plan), "AB")
     success_result_of(outbox.stop())
     assert [c for c in clock.getDelayedCalls() if c.active()] == []
     database.close()
