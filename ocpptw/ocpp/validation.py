@@ -131,35 +131,38 @@ _requests: dict[str, Callable[[Any], Any]] = {}
 _responses: dict[str, Callable[[Any], Any]] = {}
 
 
-def _bound_integers(node: Any) -> None:
+def _objects(node: Any) -> Any:
+    """
+    Every JSON object (dict) in a schema, outermost first.
+    """
+    if type(node) is dict:
+        yield node
+        for child in node.values():
+            yield from _objects(child)
+    elif type(node) is list:
+        for child in node:
+            yield from _objects(child)
+
+
+def _bound_integers(schema: Any) -> None:
     """
     Give every C{integer} in a schema the 64-bit bounds, unless it has its own.
     """
-    if type(node) is dict:
+    for node in _objects(schema):
         if node.get("type") == "integer":
             node.setdefault("minimum", INT_MIN)
             node.setdefault("maximum", INT_MAX)
-        for child in node.values():
-            _bound_integers(child)
-    elif type(node) is list:
-        for child in node:
-            _bound_integers(child)
 
 
-def _drop_dead_additional_properties(node: Any) -> None:
+def _drop_dead_additional_properties(schema: Any) -> None:
     """
     Drop C{additionalProperties} where the C{type} is one that is not an
     object: the type check comes first and refuses anything else.
     """
-    if type(node) is dict:
+    for node in _objects(schema):
         kind = node.get("type")
         if type(kind) is str and kind != "object":
             node.pop("additionalProperties", None)
-        for child in node.values():
-            _drop_dead_additional_properties(child)
-    elif type(node) is list:
-        for child in node:
-            _drop_dead_additional_properties(child)
 
 
 _generators: dict[type, type] = {}
