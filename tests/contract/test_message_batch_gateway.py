@@ -52,14 +52,23 @@ def _logged(fake: FakeBackend) -> list[tuple[str, str, str]]:
     return [(b["direction"], b["messageType"], b["messageId"]) for device, b in fake.stored_messages() if device == CP]
 
 
+async def _run(tmp_path, fake: FakeBackend, calls: int, **settings: str) -> tuple[object, Book]:
+    """
+    A gateway against C{fake} with C{settings}, one charger making C{calls}
+    calls, then the drain: the gateway and what the charger sent.
+    """
+    gateway = await start_gateway(tmp_path / "data", {"BACKEND_API_URL": fake.url, **settings})
+    try:
+        book = await _talk(gateway, calls)
+    finally:
+        await stop_gateway(gateway)
+    return gateway, book
+
+
 @pytest_twisted.ensureDeferred
 async def test_frames_go_in_batches_in_order(tmp_path, fake):
     """With BACKEND_MESSAGE_BATCH=50 a charger's frames arrive complete and in order, mostly in batches."""
-    gateway = await start_gateway(tmp_path / "data", {"BACKEND_API_URL": fake.url, "BACKEND_MESSAGE_BATCH": "50"})
-    try:
-        book = await _talk(gateway, 10)
-    finally:
-        await stop_gateway(gateway)
+    gateway, book = await _run(tmp_path, fake, 10, BACKEND_MESSAGE_BATCH="50")
     assert _logged(fake) == _expected(book)
     batches = [r for r in fake.requests if r.path == f"/api/charger/{CP}/ocpp-messages"]
     singles = [r for r in fake.requests if r.path == f"/api/charger/{CP}/ocpp-message"]
@@ -72,11 +81,7 @@ async def test_frames_go_in_batches_in_order(tmp_path, fake):
 async def test_a_backend_without_the_batch_form_still_gets_every_frame(tmp_path, fake):
     """A backend that answers the batch endpoint with 404 gets every frame through ocpp-message, nothing parked."""
     fake.fail_with(404, endpoint="store_messages")
-    gateway = await start_gateway(tmp_path / "data", {"BACKEND_API_URL": fake.url, "BACKEND_MESSAGE_BATCH": "50"})
-    try:
-        book = await _talk(gateway, 5)
-    finally:
-        await stop_gateway(gateway)
+    gateway, book = await _run(tmp_path, fake, 5, BACKEND_MESSAGE_BATCH="50")
     assert _logged(fake) == _expected(book)
     assert any(r.path.endswith("/ocpp-messages") for r in fake.requests)
     assert gateway.outbox.dead_letters() == 0
@@ -85,11 +90,7 @@ async def test_a_backend_without_the_batch_form_still_gets_every_frame(tmp_path,
 @pytest_twisted.ensureDeferred
 async def test_default_is_the_contracts_single_message_endpoint(tmp_path, fake):
     """Without BACKEND_MESSAGE_BATCH every frame is its own POST .../ocpp-message, as the contract says."""
-    gateway = await start_gateway(tmp_path / "data", {"BACKEND_API_URL": fake.url})
-    try:
-        book = await _talk(gateway, 3)
-    finally:
-        await stop_gateway(gateway)
+    gateway, book = await _run(tmp_path, fake, 3)
     assert _logged(fake) == _expected(book)
     assert not any(r.path.endswith("/ocpp-messages") for r in fake.requests)
     assert len([r for r in fake.requests if r.path == f"/api/charger/{CP}/ocpp-message"]) == len(_expected(book))
