@@ -458,26 +458,25 @@ class Outbox:
         )
 
     def _deliver(self, key: str, entry: _Entry, deliver: Callable[[dict], Any]) -> None:
-        started = self._clock.seconds()
-        d = maybeDeferred(deliver, json.loads(entry.body))
-        if not d.called:
-            d.addTimeout(self._delivery_timeout, self._clock)
-        self._in_flight[key] = d
-        d.addCallbacks(
-            self._succeeded, self._failed, callbackArgs=(entry, started), errbackArgs=(entry,)
-        )
-        d.addErrback(lambda f: self.log.failure("outbox bookkeeping failed for {key}", f, key=key))
+        self._attempt(key, deliver, json.loads(entry.body), self._succeeded, self._failed, entry)
 
     def _deliver_batch(self, key: str, entries: list[_Entry], deliver: Callable[[list[dict]], Any]) -> None:
-        started = self._clock.seconds()
         loads = json.loads
-        d = maybeDeferred(deliver, [loads(entry.body) for entry in entries])
+        bodies = [loads(entry.body) for entry in entries]
+        self._attempt(key, deliver, bodies, self._batch_succeeded, self._batch_failed, entries)
+
+    def _attempt(self, key: str, deliver: Callable[[Any], Any], body: Any, succeeded: Any, failed: Any, what: Any) -> None:
+        """
+        One delivery of C{body} (an entry's or a batch's) for C{key}, in
+        flight until it ends in C{succeeded(result, what, started)} or
+        C{failed(failure, what)}.
+        """
+        started = self._clock.seconds()
+        d = maybeDeferred(deliver, body)
         if not d.called:
             d.addTimeout(self._delivery_timeout, self._clock)
         self._in_flight[key] = d
-        d.addCallbacks(
-            self._batch_succeeded, self._batch_failed, callbackArgs=(entries, started), errbackArgs=(entries,)
-        )
+        d.addCallbacks(succeeded, failed, callbackArgs=(what, started), errbackArgs=(what,))
         d.addErrback(lambda f: self.log.failure("outbox bookkeeping failed for {key}", f, key=key))
 
     def _next(self, entry: _Entry) -> None:
