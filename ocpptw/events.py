@@ -46,7 +46,6 @@ EVENT_TYPES: tuple[str, ...] = (
     CHARGING_STOPPED,
 )
 
-_MESSAGE_FIELDS = ("direction", "messageType", "messageId", "action", "payload", "errorCode")
 
 
 _ids = random.SystemRandom().getrandbits(64)
@@ -105,18 +104,6 @@ def frame_data(
     if error_code is not None:
         data["errorCode"] = error_code
     return data
-
-
-def message_body(event: dict) -> dict:
-    """
-    The body of C{POST /api/charger/{deviceId}/ocpp-message} for an
-    C{ocpp.message} event: C{{direction, messageType, messageId, action?,
-    payload?, errorCode?, timestamp}}, C{timestamp} being C{occurredAt}.
-    """
-    data = event["data"]
-    body = {name: data[name] for name in _MESSAGE_FIELDS if data.get(name) is not None}
-    body["timestamp"] = event["occurredAt"]
-    return body
 
 
 def _none(_: Any) -> None:
@@ -269,7 +256,8 @@ class LocalEventPublisher:
     ) -> Deferred[None]:
         """
         A frame as a C{backend.store_message} outbox entry, its body that of
-        C{POST /api/charger/{deviceId}/ocpp-message} (see L{message_body}).
+        C{POST /api/charger/{deviceId}/ocpp-message}: L{frame_data} and the
+        C{timestamp}.
         """
         body = frame_data(direction, message_type, message_id, action, payload, error_code)
         body["timestamp"] = stamp

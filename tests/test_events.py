@@ -12,13 +12,24 @@ from twisted.internet.defer import succeed
 from zope.interface.verify import verifyObject
 
 from ocpptw import events
-from ocpptw.events import LocalEventPublisher, make_event, message_body
+from ocpptw.events import LocalEventPublisher, make_event
 from ocpptw.interfaces import IEventPublisher
 from ocpptw.services.delivery import STORE_MESSAGE
 from ocpptw.store import embedded
 from ocpptw.store import outbox as outbox_module
 from ocpptw.store.sqlite import InlineDatabase
 from tests.helpers import failure_result_of, no_result, success_result_of
+
+
+def message_body(event):
+    """
+    The contract's ocpp-message body for an ocpp.message event: its fields
+    that are set, and occurredAt as the timestamp.
+    """
+    fields = ("direction", "messageType", "messageId", "action", "payload", "errorCode")
+    body = {name: event["data"][name] for name in fields if event["data"].get(name) is not None}
+    body["timestamp"] = event["occurredAt"]
+    return body
 
 
 def message_event(clock, **data):
@@ -60,12 +71,22 @@ def test_event_types_are_the_contract_types():
     }
 
 
-def test_message_body_follows_the_backend_contract(clock):
-    """The ocpp-message body has the contract's fields only, with occurredAt as timestamp."""
+def test_message_body_follows_the_backend_contract(clock, parts):
+    """A published ocpp.message becomes an ocpp-message body with the contract's fields only, occurredAt as timestamp."""
+    _, _, _, outbox = parts
+
+    class HttpLike:
+        pass
+
+    publisher = LocalEventPublisher(outbox, HttpLike(), clock)
+    bodies = []
+    outbox.register(STORE_MESSAGE, lambda body: bodies.append(body["body"]) or succeed(None))
     event = message_event(clock, messageType="CALLERROR", errorCode="FormationViolation",
                           errorDescription="bad", action=None, payload=None)
-    assert message_body(event) == {"direction": "in", "messageType": "CALLERROR", "messageId": "m1",
-                                   "errorCode": "FormationViolation", "timestamp": event["occurredAt"]}
+    success_result_of(publisher.publish(event))
+    clock.advance(1)
+    assert bodies == [{"direction": "in", "messageType": "CALLERROR", "messageId": "m1",
+                       "errorCode": "FormationViolation", "timestamp": event["occurredAt"]}]
 
 
 def test_local_publisher_sends_messages_through_the_outbox(clock, parts):
