@@ -6,7 +6,7 @@
 from twisted.application.service import Application
 from twisted.logger import ILogObserver
 
-from ocpptw.logs import observer_for
+from ocpptw.observability.logs import observer_for
 from ocpptw.tap import Options, makeService
 
 options = Options()

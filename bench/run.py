@@ -182,7 +182,7 @@ def run_sim(port: int, pid: int, args: list[str], bound: float) -> dict:
         "1",
         PY,
         "-m",
-        "ocpptw.sim",
+        "ocpptw.sim.cli",
         "--url",
         f"ws://127.0.0.1:{port}/ocpp/",
         "--json",

@@ -8,7 +8,7 @@ long time, sampled every minute, so that slow leaks show.
     .venv/bin/python bench/soak.py --minutes 60 --chargers 5000 --rate 500
     .venv/bin/python bench/soak.py --minutes 2 --interval 10 --chargers 200
 
-The simulated chargers (C{ocpptw.sim}, open loop, the default action mix:
+The simulated chargers (C{ocpptw.sim.cli}, open loop, the default action mix:
 heartbeats, status, meter values, whole charging sessions) connect once and
 stay connected for the whole run.  Every C{--interval} seconds the server's
 resident memory, open file descriptors (C{/proc/PID/fd}), connected
@@ -254,7 +254,7 @@ def run_soak(
             report["baseline"] = {k: v for k, v in baseline.items() if k != "buckets"}
             base_targets = fd_targets(proc.pid)
             sim_cmd = [
-                PY, "-m", "ocpptw.sim", "--url", f"ws://127.0.0.1:{port}/ocpp/", "--json",
+                PY, "-m", "ocpptw.sim.cli", "--url", f"ws://127.0.0.1:{port}/ocpp/", "--json",
                 "-n", str(chargers), "--prefix", "SOAK", "--rate", str(rate), "--duration", str(seconds),
                 "--connect-rate", str(connect_rate), "--processes", str(processes), "--call-timeout", "30",
             ] + (["--mix", mix] if mix else [])  # fmt: skip

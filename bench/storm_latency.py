@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from run import _max_files, ensure_peer_venv, free_port, start_server, stop, wait_port, wait_quiet  # noqa: E402
 
-from ocpptw.sim import SimOptions  # noqa: E402
-from ocpptw.sim_stats import Histogram, read_process  # noqa: E402
+from ocpptw.sim.cli import SimOptions  # noqa: E402
+from ocpptw.sim.stats import Histogram, read_process  # noqa: E402
 
 PY = sys.executable
 perf = time.perf_counter
@@ -60,7 +60,7 @@ CHILDREN: list[subprocess.Popen] = []
 #: processes' instants compare).
 STORM_WRAPPER = """
 import json, sys
-from ocpptw import sim_ramp
+from ocpptw.sim import ramp as sim_ramp
 _init, _finish = sim_ramp.Ramp.__init__, sim_ramp.Ramp._finish
 def _announce(self, *args, **kwargs):
     _init(self, *args, **kwargs)
@@ -71,7 +71,7 @@ def _done(self):
     print(json.dumps({"ramp_done": self.last_done, "last_open": self.last_open, "booted": s.booted,
                       "failed": s.connect_failed, "retries": s.connect_retries}), file=sys.stderr, flush=True)
 sim_ramp.Ramp.__init__, sim_ramp.Ramp._finish = _announce, _done
-from ocpptw.sim import main
+from ocpptw.sim.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -205,7 +205,7 @@ async def one_round(
 ) -> dict[str, Any]:
     from twisted.internet.task import deferLater
 
-    from ocpptw.sim_worker import SimWorker
+    from ocpptw.sim.worker import SimWorker
 
     def sleep(seconds: float) -> Any:
         return deferLater(reactor, seconds, lambda: None)

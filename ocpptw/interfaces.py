@@ -227,7 +227,7 @@ class IEventPublisher(Interface):
 
     def publish(event: dict) -> "Deferred[None]":
         """
-        Publish one event envelope (L{ocpptw.events.make_event}).  Fires once
+        Publish one event envelope (L{ocpptw.services.events.make_event}).  Fires once
         the event is durable: confirmed by the broker, or written to the
         outbox.  Never fails because the broker is down.
         """

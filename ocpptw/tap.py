@@ -50,20 +50,20 @@ class Options(usage.Options):
             self.config = load_config(dotenv, os.environ, cli, hostname=socket.gethostname())
         except ConfigError as e:
             raise SystemExit(f"ocpp: {e}") from None
-        from ocpptw.logs import configure
+        from ocpptw.observability.logs import configure
 
         configure(self.config.log_level)
         parent = getattr(self, "parent", None)
         if parent is not None and not parent.get("logger") and not parent.get("logfile"):
             # Our observers redact secrets and honour LOG_LEVEL.
-            parent["logger"] = f"ocpptw.logs.{self.config.log_format}_observer_factory"
+            parent["logger"] = f"ocpptw.observability.logs.{self.config.log_format}_observer_factory"
 
 
 def makeService(options: Options) -> IService:
     """
     Build the gateway's service tree from parsed options.
     """
-    from ocpptw.gateway import make_gateway
+    from ocpptw.app.gateway import make_gateway
     from ocpptw.transport.tls import TlsError
 
     try:

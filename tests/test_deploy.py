@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from ocpptw.config import SETTINGS, load_config
-from ocpptw.gateway import DRAIN_EXTRA
-from ocpptw.metrics import Metrics
+from ocpptw.app.gateway import DRAIN_EXTRA
+from ocpptw.observability.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"

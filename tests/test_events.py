@@ -1,5 +1,5 @@
 """
-Tests for L{ocpptw.events}: the envelope, and the publisher used when
+Tests for L{ocpptw.services.events}: the envelope, and the publisher used when
 RabbitMQ is off.
 """
 
@@ -11,8 +11,9 @@ import pytest
 from twisted.internet.defer import succeed
 from zope.interface.verify import verifyObject
 
-from ocpptw import events
-from ocpptw.events import LocalEventPublisher, make_event
+from ocpptw.services import events
+from ocpptw.adapters.local_events import LocalEventPublisher
+from ocpptw.services.events import make_event
 from ocpptw.interfaces import IEventPublisher
 from ocpptw.services.delivery import STORE_MESSAGE
 from ocpptw.store import embedded

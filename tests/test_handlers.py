@@ -1,5 +1,5 @@
 """
-Tests for L{ocpptw.handlers}: every charger-to-server action answered
+Tests for L{ocpptw.ocpp.router}: every charger-to-server action answered
 schema-valid, boot gating, and the hot path answered without Deferreds.
 """
 
@@ -12,7 +12,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from ocpptw.handlers import Router
+from ocpptw.ocpp.router import Router
 from ocpptw.interfaces import IFrameSink
 from ocpptw.ocpp.actions import CHARGER_TO_SERVER
 from ocpptw.ocpp.errors import OcppError

@@ -1,5 +1,5 @@
 """
-Tests for L{ocpptw.heap}: the pace of young passes and full collections on
+Tests for L{ocpptw.observability.heap}: the pace of young passes and full collections on
 a C{Clock}, and what freezing does to real cyclic garbage.
 """
 
@@ -10,7 +10,7 @@ import weakref
 
 from twisted.internet.task import Clock
 
-from ocpptw.heap import HeapService
+from ocpptw.observability.heap import HeapService
 
 
 class FakeGc:

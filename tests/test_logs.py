@@ -1,5 +1,5 @@
 """
-Tests for L{ocpptw.logs}: JSON and text lines, level filtering, redaction
+Tests for L{ocpptw.observability.logs}: JSON and text lines, level filtering, redaction
 everywhere, twistd's logger factories and the stdlib logging bridge.
 """
 
@@ -13,7 +13,7 @@ import pytest
 from twisted.logger import LogLevel, Logger, LogPublisher
 
 from ocpptw.config import load_config
-from ocpptw.logs import (
+from ocpptw.observability.logs import (
     MASK,
     bridge_stdlib_logging,
     configure,

@@ -1,5 +1,5 @@
 """
-Tests for L{ocpptw.metrics}: what the gateway's hooks record, read back
+Tests for L{ocpptw.observability.metrics}: what the gateway's hooks record, read back
 through the Prometheus text format as a scraper would.
 """
 
@@ -9,7 +9,7 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ocpptw.metrics import Metrics, known_actions
+from ocpptw.observability.metrics import Metrics, known_actions
 
 
 def scrape(metrics: Metrics) -> dict[str, dict[tuple, float]]:

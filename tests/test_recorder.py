@@ -1,5 +1,5 @@
 """
-Tests for L{ocpptw.recorder}: every frame in and out reaches the message log
+Tests for L{ocpptw.services.recorder}: every frame in and out reaches the message log
 (or the events exchange) and the metrics.
 """
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import LogLevel, globalLogPublisher
 
-from ocpptw.events import LocalEventPublisher
+from ocpptw.adapters.local_events import LocalEventPublisher
 from ocpptw.interfaces import StorageFull
-from ocpptw.metrics import Metrics
-from ocpptw.recorder import FrameRecorder
+from ocpptw.observability.metrics import Metrics
+from ocpptw.services.recorder import FrameRecorder
 from ocpptw.store import embedded
 from ocpptw.store.sqlite import InlineDatabase
 from tests.helpers import success_result_of
@@ -82,7 +82,7 @@ def test_a_refusing_disk_is_logged_once_per_outage(clock):
         recorder.frame(Session(), "in", "CALL", "4", "Heartbeat", {}, None, None, "{}")
     finally:
         globalLogPublisher.removeObserver(logged.append)
-    levels = [(e["log_level"], e["log_format"]) for e in logged if e.get("log_namespace", "").startswith("ocpptw.recorder")]
+    levels = [(e["log_level"], e["log_format"]) for e in logged if e.get("log_namespace", "").startswith("ocpptw.services.recorder")]
     assert [level for level, _ in levels] == [LogLevel.warn, LogLevel.info]
 
 

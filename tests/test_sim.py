@@ -14,10 +14,10 @@ import pytest_twisted
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 
-from ocpptw import sim_payloads
-from ocpptw.sim import SimOptions, parse_args, run_simulation
-from ocpptw.sim_charger import parse_mix
-from ocpptw.sim_stats import Histogram, Stats
+from ocpptw.sim import payloads as sim_payloads
+from ocpptw.sim.cli import SimOptions, parse_args, run_simulation
+from ocpptw.sim.charger import parse_mix
+from ocpptw.sim.stats import Histogram, Stats
 from tests.helpers import bounded, until
 
 
@@ -217,13 +217,13 @@ async def test_refused_connections_are_reported():
 
 @pytest_twisted.ensureDeferred
 async def test_command_line_with_two_processes(stand_in):
-    """C{python -m ocpptw.sim --processes 2 --json} adds up both workers' figures."""
+    """C{python -m ocpptw.sim.cli --processes 2 --json} adds up both workers' figures."""
     from twisted.internet import reactor
     from twisted.internet.utils import getProcessOutputAndValue
 
     args = [
         "-m",
-        "ocpptw.sim",
+        "ocpptw.sim.cli",
         "--url",
         stand_in.url,
         "-n",

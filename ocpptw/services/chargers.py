@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ocpptw.clock import iso_z
-from ocpptw.events import CHARGER_LAST_SEEN, CHARGER_METADATA_UPDATE, CHARGER_STATUS_UPDATE, make_event
+from ocpptw.services.events import CHARGER_LAST_SEEN, CHARGER_METADATA_UPDATE, CHARGER_STATUS_UPDATE, make_event
 from ocpptw.interfaces import (
     BackendRejected,
     BackendUnavailable,
@@ -39,7 +39,7 @@ from ocpptw.interfaces import (
     NotFound,
 )
 from ocpptw.services.delivery import ENSURE_CHARGER, UPDATE_LAST_SEEN, UPDATE_STATUS
-from ocpptw.services.ledger import Ledger
+from ocpptw.store.ledger import Ledger
 from ocpptw.services.meter import utc_timestamp
 
 ACCEPTED, REJECTED = "Accepted", "Rejected"

@@ -42,7 +42,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ocpptw.services.billing import ZERO, money, money_str, refund_amount, session_cost
-from ocpptw.services.ledger import Transaction
+from ocpptw.store.ledger import Transaction
 
 UPDATE_STATUS = "backend.update_status"
 UPDATE_LAST_SEEN = "backend.update_last_seen"
@@ -238,7 +238,7 @@ def register_deliveries(
 
     @param outbox: provides L{ocpptw.interfaces.IOutbox}.
     @param backend: provides L{ocpptw.interfaces.IBackend}.
-    @param ledger: the L{ocpptw.services.ledger.Ledger}.
+    @param ledger: the L{ocpptw.store.ledger.Ledger}.
     @param wallet: provides L{ocpptw.interfaces.IWalletService}.
     @param publisher: not needed by any delivery (events reach consumers
         through the publisher itself); accepted so the wiring can pass it.

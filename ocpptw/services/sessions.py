@@ -10,7 +10,7 @@ StopTransaction, with CONTRACT section 5's guarantees.
   - StartTransaction waits for the backend at most C{start_deadline}
     (C{BACKEND_START_DEADLINE}).  Past it, or when the backend is
     unreachable, the gateway assigns the transactionId itself
-    (L{ocpptw.services.ledger}), answers C{Accepted} with idTagInfo
+    (L{ocpptw.store.ledger}), answers C{Accepted} with idTagInfo
     C{Accepted} (the charger has normally authorized the idTag already;
     refusing would strand drivers during an outage), publishes
     C{charging.started} with C{sessionId: null}, and writes the start with
@@ -51,7 +51,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ocpptw.clock import iso_z, parse_iso
-from ocpptw.events import CHARGING_METER_VALUES, CHARGING_STARTED, CHARGING_STOPPED, make_event
+from ocpptw.services.events import CHARGING_METER_VALUES, CHARGING_STARTED, CHARGING_STOPPED, make_event
 from ocpptw.interfaces import (
     BackendRejected,
     BackendUnavailable,
@@ -67,7 +67,7 @@ from ocpptw.services import meter
 from ocpptw.services.billing import money_str
 from ocpptw.services.chargers import durable, timestamp_z
 from ocpptw.services.delivery import START_SESSION, STOP_SESSION, stop_figures
-from ocpptw.services.ledger import Ledger, Transaction
+from ocpptw.store.ledger import Ledger, Transaction
 
 ACCEPTED = "Accepted"
 _STATUSES = frozenset(("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"))

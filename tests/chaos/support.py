@@ -58,7 +58,7 @@ async def start_gateway(data_dir: Path, env: dict[str, str] | None = None, fast:
     """
     from twisted.internet import reactor
 
-    from ocpptw.gateway import make_gateway
+    from ocpptw.app.gateway import make_gateway
 
     settings = {
         "DATA_DIR": str(data_dir),

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ocpptw.config import load_config
-from ocpptw.gateway import make_gateway
+from ocpptw.app.gateway import make_gateway
 from tests.helpers import bounded
 from tests.wsclient import connect_charger
 

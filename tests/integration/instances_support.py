@@ -66,7 +66,7 @@ async def start_gateway(config: Config) -> Any:
     """
     from twisted.internet import reactor
 
-    from ocpptw.gateway import make_gateway
+    from ocpptw.app.gateway import make_gateway
 
     gateway = make_gateway(config, reactor)
     gateway.startService()

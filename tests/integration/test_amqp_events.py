@@ -95,7 +95,7 @@ async def rig():
 @pytest_twisted.ensureDeferred
 async def test_every_event_type_arrives_with_the_contract_envelope_and_properties(rig):
     """Each of the seven types is routed by its type, with JSON body, persistence and message_id = id."""
-    from ocpptw.events import EVENT_TYPES as PRODUCT_TYPES
+    from ocpptw.services.events import EVENT_TYPES as PRODUCT_TYPES
 
     assert set(PRODUCT_TYPES) == set(EVENT_TYPES)
     _, received = await collect(rig.client, rig.names.events)

@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ocpptw.config import load_config
-from ocpptw.gateway import make_gateway
+from ocpptw.app.gateway import make_gateway
 from tests.helpers import bounded, until
 from tests.wsclient import connect_charger
 

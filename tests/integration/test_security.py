@@ -16,7 +16,7 @@ from twisted.internet import ssl
 
 from ocpptw.admin import main as admin
 from ocpptw.config import load_config
-from ocpptw.gateway import make_gateway
+from ocpptw.app.gateway import make_gateway
 from tests.helpers import bounded
 from tests.transport.certs import issue, make_ca
 from tests.wsclient import connect_charger

@@ -14,10 +14,10 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, IEventPublisher
-from ocpptw.services import ledger as ledger_module
+from ocpptw.store import ledger as ledger_module
 from ocpptw.services.chargers import ChargerService
 from ocpptw.services.delivery import register_deliveries
-from ocpptw.services.ledger import Ledger
+from ocpptw.store.ledger import Ledger
 from ocpptw.services.sessions import SessionService
 from ocpptw.services.wallet import WalletService
 from ocpptw.store import embedded

@@ -12,7 +12,7 @@ from zope.interface.verify import verifyObject
 
 from ocpptw.interfaces import BackendUnavailable, IChargerService
 from ocpptw.services.chargers import ChargerService, ensure_body
-from ocpptw.services.ledger import SCHEMA, Ledger
+from ocpptw.store.ledger import SCHEMA, Ledger
 from ocpptw.store.sqlite import InlineDatabase
 from tests.helpers import failure_result_of, no_result, success_result_of
 from tests.services.support import Rig

@@ -11,7 +11,7 @@ import pytest
 from twisted.internet.defer import succeed
 
 from ocpptw.services import delivery
-from ocpptw.services.ledger import GATEWAY_ID_BASE, Transaction
+from ocpptw.store.ledger import GATEWAY_ID_BASE, Transaction
 from tests.helpers import success_result_of
 from tests.services.support import Rig
 

@@ -12,10 +12,10 @@ from decimal import Decimal
 
 import pytest_twisted
 
-from ocpptw.services import ledger as ledger_module
+from ocpptw.store import ledger as ledger_module
 from ocpptw.services.chargers import ChargerService
 from ocpptw.services.delivery import register_deliveries
-from ocpptw.services.ledger import GATEWAY_ID_BASE, Ledger
+from ocpptw.store.ledger import GATEWAY_ID_BASE, Ledger
 from ocpptw.services.sessions import SessionService
 from ocpptw.services.wallet import WalletService
 from ocpptw.store import embedded

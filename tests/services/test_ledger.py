@@ -1,5 +1,5 @@
 """
-Tests for L{ocpptw.services.ledger}: the gateway's durable state, on disk,
+Tests for L{ocpptw.store.ledger}: the gateway's durable state, on disk,
 bounded, and surviving restarts (what memory holds:
 L{tests.services.test_ledger_memory}).
 """
@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 import pytest_twisted
 
-from ocpptw.services import ledger as ledger_module
-from ocpptw.services.ledger import DAY, GATEWAY_ID_BASE, SCHEMA, Ledger, Transaction
+from ocpptw.store import ledger as ledger_module
+from ocpptw.store.ledger import DAY, GATEWAY_ID_BASE, SCHEMA, Ledger, Transaction
 from ocpptw.store.sqlite import Database, InlineDatabase
 from tests.helpers import bounded, success_result_of
 

@@ -1,5 +1,5 @@
 """
-Tests for what L{ocpptw.services.ledger} keeps in memory: open and recently
+Tests for what L{ocpptw.store.ledger} keeps in memory: open and recently
 stopped transactions only, the rest read from disk on a miss with every
 guarantee intact (a repeated StartTransaction gets the same id, a repeated
 StopTransaction is already stopped, delivery reconciles), and a flat
@@ -12,8 +12,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import fail
 
-from ocpptw.services import ledger as ledger_module
-from ocpptw.services.ledger import DAY, GATEWAY_ID_BASE, SCHEMA, Ledger, Transaction
+from ocpptw.store import ledger as ledger_module
+from ocpptw.store.ledger import DAY, GATEWAY_ID_BASE, SCHEMA, Ledger, Transaction
 from ocpptw.store.sqlite import Database, InlineDatabase
 from tests.helpers import bounded, failure_result_of, no_result, success_result_of
 from tests.services.test_sessions import CP, T0, now, rig, start, stop  # noqa: F401 (rig is a fixture)

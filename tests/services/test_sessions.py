@@ -11,7 +11,7 @@ import pytest
 from zope.interface.verify import verifyObject
 
 from ocpptw.interfaces import ISessionService
-from ocpptw.services.ledger import GATEWAY_ID_BASE
+from ocpptw.store.ledger import GATEWAY_ID_BASE
 from tests.helpers import failure_result_of, no_result, success_result_of
 from tests.services.support import Rig
 
@@ -188,7 +188,7 @@ def test_gateway_ids_never_reused_after_restart(rig):
     first = success_result_of(start(rig))["transactionId"]
     second = success_result_of(start(rig, meter_start=2000))["transactionId"]
     assert second == first + 1
-    from ocpptw.services.ledger import Ledger
+    from ocpptw.store.ledger import Ledger
 
     reopened = Ledger(rig.state, rig.clock)
     success_result_of(reopened.start())

@@ -152,7 +152,7 @@ def test_stopping_cancels_the_window():
 async def _running(tmp_path, **env):
     from twisted.internet import reactor
 
-    from ocpptw.gateway import make_gateway
+    from ocpptw.app.gateway import make_gateway
 
     settings = {"DATA_DIR": str(tmp_path), "PORT": "0", "WEBSOCKET_HOST": "127.0.0.1", "DRAIN_GRACE": "0.5", **env}
     gateway = make_gateway(load_config("", settings, {}, hostname="test"), reactor)

@@ -22,7 +22,7 @@ async def _get(port: int, path: str) -> tuple[int, bytes]:
 async def test_probes_answer_on_their_own_port_while_chargers_wait(tmp_path):
     from twisted.internet import reactor
 
-    from ocpptw.gateway import make_gateway
+    from ocpptw.app.gateway import make_gateway
 
     settings = {
         "DATA_DIR": str(tmp_path),

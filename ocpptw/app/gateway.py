@@ -190,14 +190,14 @@ def make_gateway(config: Config, reactor: Any | None = None, daemon: bool = Fals
 
     @param daemon: running under twistd: SIGTERM drains and exits 0.
     """
-    from ocpptw.wiring import wire
+    from ocpptw.app.wiring import wire
 
     reactor = _or_global_reactor(reactor)
     gateway = GatewayService(config, reactor)
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     wire(gateway, config, reactor)
     if daemon:
-        from ocpptw.logs import bridge_stdlib_logging
+        from ocpptw.observability.logs import bridge_stdlib_logging
 
         bridge_stdlib_logging()
         gateway.exit_zero_on_sigterm()

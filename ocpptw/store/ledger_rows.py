@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.services.test_ledger,tests.services.test_ledger_memory -*-
 """
-How L{ocpptw.services.ledger} stores transactions: the L{Transaction}
+How L{ocpptw.store.ledger} stores transactions: the L{Transaction}
 record, the schema of C{DATA_DIR/gateway.sqlite}'s ledger tables and the
 SQL the ledger runs on the database thread.
 

@@ -32,10 +32,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ocpptw.sim_charger import DEFAULT_MIX, parse_mix
-from ocpptw.sim_report import build_report, format_report
-from ocpptw.sim_stats import Stats, raise_fd_limit, read_process
-from ocpptw.sim_worker import ramp_deadline
+from ocpptw.sim.charger import DEFAULT_MIX, parse_mix
+from ocpptw.sim.report import build_report, format_report
+from ocpptw.sim.stats import Stats, raise_fd_limit, read_process
+from ocpptw.sim.worker import ramp_deadline
 
 DEFAULT_URL = "ws://127.0.0.1:9000/ocpp/"
 
@@ -188,7 +188,7 @@ async def run_simulation(reactor, options: SimOptions) -> dict[str, Any]:
     """
     from twisted.internet.task import deferLater
 
-    from ocpptw.sim_worker import SimWorker
+    from ocpptw.sim.worker import SimWorker
 
     wall0 = time.monotonic()
     samples: dict[str, Any] = {"start": _sample(options)}
@@ -229,7 +229,7 @@ def _child(options: SimOptions, index: int, sock: socket.socket) -> int:
     from twisted.internet.defer import Deferred, ensureDeferred
     from twisted.internet.task import LoopingCall
 
-    from ocpptw.sim_worker import SimWorker
+    from ocpptw.sim.worker import SimWorker
 
     sock.setblocking(False)
 

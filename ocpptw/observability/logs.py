@@ -21,7 +21,7 @@ dicts too; C{user:password@} in URLs, C{Basic}/C{Bearer} credentials and
 C{password=...} in any text are masked, the message and tracebacks
 included.
 
-With twistd, C{--logger ocpptw.logs.json_observer_factory} (or
+With twistd, C{--logger ocpptw.observability.logs.json_observer_factory} (or
 C{text_observer_factory}) selects the observer; L{configure} sets the
 level those factories use.
 """
@@ -300,7 +300,7 @@ def observer_for(
 
 def json_observer_factory() -> ILogObserver:
     """
-    For C{twistd --logger ocpptw.logs.json_observer_factory}: JSON lines on
+    For C{twistd --logger ocpptw.observability.logs.json_observer_factory}: JSON lines on
     standard output.
     """
     return observer_for("json")
@@ -308,7 +308,7 @@ def json_observer_factory() -> ILogObserver:
 
 def text_observer_factory() -> ILogObserver:
     """
-    For C{twistd --logger ocpptw.logs.text_observer_factory}: redacted text
+    For C{twistd --logger ocpptw.observability.logs.text_observer_factory}: redacted text
     lines on standard output.
     """
     return observer_for("text")

@@ -55,7 +55,7 @@ def _backend(gateway: Any, config: Config, reactor: Any) -> Any:
 
 def _publisher(gateway: Any, config: Config, reactor: Any, outbox: Any, backend: Any) -> Any:
     if not config.enable_rabbitmq:
-        from ocpptw.events import LocalEventPublisher
+        from ocpptw.adapters.local_events import LocalEventPublisher
 
         return LocalEventPublisher(outbox, backend, reactor)
     from ocpptw.adapters.amqp import AmqpConnection
@@ -138,12 +138,12 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
     """
     Build every part and hang it on C{gateway}.
     """
-    from ocpptw.handlers import Router
-    from ocpptw.metrics import Metrics
+    from ocpptw.ocpp.router import Router
+    from ocpptw.observability.metrics import Metrics
     from ocpptw.ocpp.session import OcppSession
     from ocpptw.ocpp.validation import Validator
-    from ocpptw.recorder import FrameRecorder
-    from ocpptw.services import ledger as ledger_module
+    from ocpptw.services.recorder import FrameRecorder
+    from ocpptw.store import ledger as ledger_module
     from ocpptw.services.chargers import ChargerService
     from ocpptw.services.commands import LocalCommandBus
     from ocpptw.services.delivery import register_deliveries
@@ -258,7 +258,7 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
     alarm.setServiceParent(gateway)
     metrics.watch_outbox_alarm(alarm)
     if config.gc_young_interval:
-        from ocpptw.heap import HeapService
+        from ocpptw.observability.heap import HeapService
 
         HeapService(reactor, config.gc_young_interval, config.gc_full_interval).setServiceParent(gateway)
     _listeners(gateway, config, reactor, factory, checks, metrics, api)

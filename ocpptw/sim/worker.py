@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 
-from ocpptw.sim_charger import Charger, SimProtocol, make_factory
-from ocpptw.sim_ramp import Ramp
-from ocpptw.sim_stats import Stats, own_cpu_seconds
+from ocpptw.sim.charger import Charger, SimProtocol, make_factory
+from ocpptw.sim.ramp import Ramp
+from ocpptw.sim.stats import Stats, own_cpu_seconds
 
 perf = time.perf_counter
 

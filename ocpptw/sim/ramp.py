@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from ocpptw.sim_charger import Charger
+from ocpptw.sim.charger import Charger
 
 perf = time.perf_counter
 

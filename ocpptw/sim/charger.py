@@ -2,7 +2,7 @@
 """
 One simulated charger: its WebSocket client protocol (Autobahn), its one CALL
 in flight, the mix of actions it sends and its answers to the central
-system's calls.  The worker (L{ocpptw.sim_worker}) decides when it sends.
+system's calls.  The worker (L{ocpptw.sim.worker}) decides when it sends.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from urllib.parse import quote
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.types import ConnectingRequest
 
-from ocpptw import sim_payloads as p
+from ocpptw.sim import payloads as p
 
 perf = time.perf_counter
 

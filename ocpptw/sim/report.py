@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ocpptw.sim_stats import Stats
+from ocpptw.sim.stats import Stats
 
 
 def _server(samples: dict[str, Any], stats: Stats, pid: int | None) -> dict[str, Any] | None:

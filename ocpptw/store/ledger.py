@@ -57,7 +57,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ocpptw.interfaces import StorageFull
-from ocpptw.services.ledger_rows import (
+from ocpptw.store.ledger_rows import (
     BY_ID,
     BY_START,
     COUNTER_BITS,

@@ -5,7 +5,7 @@ and a metric.  Called by each L{ocpptw.ocpp.session.OcppSession} as its
 observer; never waits: the event is durable on its own (broker confirm or
 outbox), and the charger's answer does not wait for it.
 
-A publisher that keeps the message log itself (L{ocpptw.events.LocalEventPublisher}:
+A publisher that keeps the message log itself (L{ocpptw.adapters.local_events.LocalEventPublisher}:
 C{log_frame}) is handed the frame without an envelope, with the payload's
 text when the session has it, so nothing is encoded twice.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ocpptw.events import OCPP_MESSAGE, frame_data, make_event
+from ocpptw.services.events import OCPP_MESSAGE, frame_data, make_event
 from ocpptw.interfaces import IEventPublisher, StorageFull
 
 
@@ -26,7 +26,7 @@ class FrameRecorder:
     The sessions' observer.
 
     @param publisher: where C{ocpp.message} events go.
-    @param metrics: an L{ocpptw.metrics.Metrics} or C{None}.
+    @param metrics: an L{ocpptw.observability.metrics.Metrics} or C{None}.
     """
 
     log = Logger()
