@@ -1,16 +1,14 @@
-# twistd -ny ocpp.tac
+# twistd -ny ocpp.tac   (foreground)      twistd -y ocpp.tac   (daemonized)
 #
-# The same gateway as `twistd -n ocpp`, configured from .env.ocpp and the
+# The same gateway as `twistd ocpp`, configured from .env.ocpp and the
 # environment only.  The package must be installed (twistd -y does not put
-# this directory on sys.path).
+# this directory on sys.path).  Logs go where twistd sends them (--logfile,
+# twistd.log when daemonized, standard output with -n).
 from twisted.application.service import Application
-from twisted.logger import ILogObserver
 
-from ocpptw.observability.logs import observer_for
 from ocpptw.tap import Options, makeService
 
 options = Options()
 options.parseOptions([])
 application = Application("ocpp")
-application.setComponent(ILogObserver, observer_for(options.config))
 makeService(options).setServiceParent(application)

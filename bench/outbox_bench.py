@@ -42,6 +42,7 @@ async def grouped(reactor, directory: Path, synchronous: str, count: int, window
     from ocpptw.store.sqlite import Database
 
     db = Database(directory / f"grouped-{synchronous}.sqlite", reactor, SCHEMA, synchronous=synchronous)
+    db.open()
     outbox = Outbox(db, reactor, max_age=3600.0)
     started = time.perf_counter()
     done = 0
@@ -60,6 +61,7 @@ async def serial(reactor, directory: Path, synchronous: str, count: int) -> tupl
     from ocpptw.store.sqlite import Database
 
     db = Database(directory / f"serial-{synchronous}.sqlite", reactor, SCHEMA, synchronous=synchronous)
+    db.open()
     outbox = Outbox(db, reactor, max_age=3600.0)
     started = time.perf_counter()
     for n in range(count):

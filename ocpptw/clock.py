@@ -1,13 +1,20 @@
 # -*- test-case-name: tests.test_clock -*-
 """
-Time, always UTC, always read from an injected L{IReactorTime}.
+Time, always UTC, always read from an injected L{IReactorTime}; and
+L{Periodic}, the one base for work the gateway repeats (heap collections,
+the outbox alarm, log retention, certificate checks, the accept governor).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 _UTC = timezone.utc
 
@@ -56,3 +63,68 @@ def parse_iso(text: str) -> datetime:
         return moment.astimezone(_UTC)
     except OverflowError:
         raise ValueError(f"{text!r} is not a time in UTC's calendar") from None
+
+
+class Periodic(Service):
+    """
+    Calls L{tick} every C{interval} seconds on C{clock} while running.
+
+    A tick that returns a L{Deferred} delays the next one until it fires
+    (L{LoopingCall}'s rule), and L{stopService} waits for it.  A tick that
+    fails is logged and the next one runs on time: periodic work never stops
+    because one round went wrong.
+
+    @param clock: the reactor, or a L{twisted.internet.task.Clock} in tests.
+    @param interval: seconds between two ticks.
+    @param now: also tick at start.
+    """
+
+    log = Logger()
+    #: What the job does, in words, for the log line of a failed tick.
+    job = "periodic work"
+
+    def __init__(self, clock: IReactorTime, interval: float, now: bool = False) -> None:
+        self.clock = clock
+        self.interval = interval
+        self._now = now
+        self._loop: LoopingCall | None = None
+        self._running_tick: Deferred[Any] | None = None
+
+    def tick(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement tick()")
+
+    def _guarded_tick(self) -> Any:
+        try:
+            result = self.tick()
+        except Exception:
+            self.log.failure("{job} failed", job=self.job)
+            return None
+        if isinstance(result, Deferred):
+            self._running_tick = result
+            return result.addErrback(self._failed).addBoth(self._tick_done)
+        return None
+
+    def _failed(self, failure: Any) -> None:
+        self.log.failure("{job} failed", failure, job=self.job)
+
+    def _tick_done(self, result: Any) -> Any:
+        self._running_tick = None
+        return result
+
+    def startService(self) -> None:
+        super().startService()
+        loop = self._loop = LoopingCall(self._guarded_tick)
+        loop.clock = self.clock
+        loop.start(self.interval, now=self._now)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        loop, self._loop = self._loop, None
+        if loop is not None and loop.running:
+            loop.stop()
+        running = self._running_tick
+        if running is None:
+            return None
+        waiter: Deferred[None] = Deferred()
+        running.addBoth(lambda result: (waiter.callback(None), result)[1])
+        return waiter

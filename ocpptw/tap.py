@@ -66,7 +66,30 @@ def makeService(options: Options) -> IService:
     from ocpptw.app.gateway import make_gateway
     from ocpptw.transport.tls import TlsError
 
+    _one_line_start_failures()
     try:
         return make_gateway(options.config, daemon=True)
     except (TlsError, OSError) as e:
         raise SystemExit(f"ocpp: {e}") from None
+
+
+def _one_line_start_failures() -> None:
+    """
+    A start that fails (a port in use, a C{DATA_DIR} that cannot be
+    written) ends twistd with our one line, not a traceback: the gateway
+    has logged it, and twistd's parent prints it when it daemonizes.
+    """
+    import sys
+
+    from ocpptw.app.gateway import StartFailed
+
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+        if issubclass(kind, StartFailed):
+            if sys.__stderr__ is not None:  # the terminal; in a daemon, the log has the line already
+                sys.__stderr__.write(f"ocpp: {error}\n")
+            return
+        previous(kind, error, tb)
+
+    sys.excepthook = hook

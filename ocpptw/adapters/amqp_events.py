@@ -22,6 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, TimeoutError, fail, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -74,7 +75,7 @@ def event_properties(event: dict) -> Any:
 
 
 @implementer(IEventPublisher)
-class AmqpEventPublisher:
+class AmqpEventPublisher(Service):
     """
     L{IEventPublisher} over an L{ocpptw.adapters.amqp.AmqpConnection}.
 
@@ -237,6 +238,10 @@ class AmqpEventPublisher:
             self.log.warn("Could not re-open the RabbitMQ event channel: {reason}", reason=describe_failure(failure))
 
         self._open(connection).addErrback(failed)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.stop()
 
     def stop(self) -> None:
         """

@@ -42,6 +42,7 @@ import random
 from typing import Any, Callable
 from urllib.parse import quote
 
+from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -149,7 +150,7 @@ class _Call:
 
 
 @implementer(IBackend)
-class HttpBackend:
+class HttpBackend(Service):
     """
     L{IBackend} over HTTP.
 
@@ -296,6 +297,10 @@ class HttpBackend:
         return self._circuit.state()
 
     # -- lifecycle -----------------------------------------------------------
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.close()
 
     def close(self) -> Deferred[None]:
         """

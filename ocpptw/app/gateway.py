@@ -10,15 +10,31 @@ in-flight calls finish, flush the outbox, close sockets with 1001, stop.
 
 from __future__ import annotations
 
-from pathlib import Path
+import sqlite3
 from typing import Any
 
-from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from ocpptw.adapters.amqp import AmqpConnection
+from ocpptw.adapters.amqp_commands import AmqpCommandServer
+from ocpptw.app.tree import OrderedMultiService
+from ocpptw.app.wiring import Parts, build
 from ocpptw.config import Config
+from ocpptw.interfaces import IBackend, ICommandBus, IEventPublisher
+from ocpptw.observability.metrics import Metrics
+from ocpptw.services.registry import ChargerRegistry
+from ocpptw.store.ledger import Ledger
+from ocpptw.store.outbox import Outbox
+from ocpptw.store.outbox_alarm import OutboxAlarm
+from ocpptw.store.sqlite import Database
+from ocpptw.transport.governor import AcceptGovernor
+from ocpptw.transport.handshake import Gate
+from ocpptw.transport.tls import TlsError
 
 #: Close code and reason for sockets closed by the drain.
 GOING_AWAY = (1001, "gateway shutting down")
@@ -43,106 +59,194 @@ def _or_global_reactor(reactor: Any | None) -> Any:
     return reactor
 
 
-class GatewayService(MultiService):
+class StartFailed(Exception):
     """
-    The whole gateway.  Attributes are the wired parts, for tests and
-    operators' tooling.
+    The gateway could not start: its message is the one line the operator
+    reads (twistd prints it before it detaches, and the log has it).
+    """
+
+
+class GatewayService(OrderedMultiService):
+    """
+    The whole gateway: the parts of L{Parts} as a service tree, started in
+    order (stores, broker, periodic work, listeners) and stopped in reverse
+    after the SIGTERM drain.
+
+    @ivar started: fires once every part has started (or fails with why not).
     """
 
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, parts: Parts, reactor: IReactorCore, daemon: bool = False) -> None:
         super().__init__()
-        self.config = config
+        self.parts = parts
+        self.config = parts.config
         self.reactor = reactor
-        self.databases: list[Any] = []
-        self.closers: list[Any] = []
-        self.starters: list[Any] = []
-        self.port: Any = None
-        self.listener: Any = None
-        self.extra_listeners: list[tuple[Any, Any]] = []
-        self.extra_ports: list[Any] = []
-        self.gate: Any = None
-        self.registry: Any = None
-        self.outbox: Any = None
-        self.publisher: Any = None
-        self.backend: Any = None
-        self.metrics: Any = None
+        self._daemon = daemon
         self.started: Deferred[None] = Deferred()
+        for service in parts.services():
+            service.setServiceParent(self)
 
-    def exit_zero_on_sigterm(self) -> None:
-        """
-        Make SIGTERM drain and exit 0, as orchestrators expect.  twistd would
-        otherwise re-raise the signal after the drain and exit with -15.
-        Call before the reactor runs; the handler is installed once it does.
-        """
-        import signal
+    # -- the parts, by name, for tests and operators' tooling ------------------
 
-        def install() -> None:
-            def on_term(signum: int, frame: Any) -> None:
-                self.log.info("SIGTERM: draining")
-                self.reactor.callFromThread(self.reactor.stop)
+    @property
+    def registry(self) -> ChargerRegistry:
+        return self.parts.registry
 
-            signal.signal(signal.SIGTERM, on_term)
+    @property
+    def outbox(self) -> Outbox:
+        return self.parts.outbox
 
-        self.reactor.callWhenRunning(install)
+    @property
+    def ledger(self) -> Ledger:
+        return self.parts.ledger
 
-    def startService(self) -> None:
-        # Children (the broker connection) start with the parent; the
-        # listener waits until local state is loaded.
-        super().startService()
+    @property
+    def publisher(self) -> IEventPublisher:
+        return self.parts.publisher
+
+    @property
+    def backend(self) -> IBackend:
+        return self.parts.stores.backend
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.parts.metrics
+
+    @property
+    def gate(self) -> Gate:
+        return self.parts.gate
+
+    @property
+    def bus(self) -> ICommandBus:
+        return self.parts.bus
+
+    @property
+    def amqp(self) -> AmqpConnection | None:
+        return self.parts.broker.connection if self.parts.broker is not None else None
+
+    @property
+    def command_server(self) -> AmqpCommandServer | None:
+        return self.parts.broker.command_server if self.parts.broker is not None else None
+
+    @property
+    def databases(self) -> tuple[Database, ...]:
+        return self.parts.stores.databases
+
+    @property
+    def outbox_alarm(self) -> OutboxAlarm:
+        return self.parts.alarm
+
+    @property
+    def accept_governor(self) -> AcceptGovernor | None:
+        return self.parts.listeners.governor
+
+    @property
+    def listener(self) -> IStreamServerEndpoint:
+        return self.parts.listeners.chargers.endpoint
+
+    @property
+    def port(self) -> IListeningPort | None:
+        return self.parts.listeners.chargers.port
+
+    @property
+    def extra_ports(self) -> list[IListeningPort]:
+        return [s.port for s in self.parts.listeners.others if s.port is not None]
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            raise self._failed(Failure(e)) from None
+
+    def startService(self) -> Deferred[None]:  # type: ignore[override]
         self.log.info("ocpptw starting: {settings}", settings=self.config.redacted())
-        d = self._start()
-        d.addErrback(self._failed_start)
+        if self._daemon:
+            self._exit_zero_on_sigterm()
+        try:
+            d = super().startService()
+        except Exception as e:
+            raise self._failed(Failure(e)) from None
+        d.addCallbacks(self._up, self._failed_later)
+        return d
 
-    @inlineCallbacks
-    def _start(self) -> Any:
-        for start in self.starters:
-            yield start()
-        self.port = yield self.listener.listen(self.site)
-        for endpoint, site in self.extra_listeners:
-            extra = yield endpoint.listen(site)
-            self.extra_ports.append(extra)
-            self.log.info("plain HTTP on port {port}", port=extra.getHost().port)
-        address = self.port.getHost()
+    def _up(self, _: Any) -> None:
+        address = self.parts.listeners.chargers.port.getHost()  # type: ignore[union-attr]
         scheme = "wss" if self.config.tls else "ws"
         self.log.info(
             "listening for chargers at {scheme}://{host}:{port}{path}/{{chargePointId}}",
             scheme=scheme,
-            host=address.host,
-            port=address.port,
+            host=address.host,  # type: ignore[attr-defined]
+            port=address.port,  # type: ignore[attr-defined]
             path=self.config.ocpp_path,
         )
         if self.config.admin_token is None:
             self.log.warn("ADMIN_API_TOKEN is unset: the command API answers only on loopback")
         self.started.callback(None)
 
-    def _failed_start(self, failure: Any) -> None:
-        self.log.critical("ocpptw could not start: {error}", error=failure.getErrorMessage(), log_failure=failure)
+    def _failed(self, failure: Failure) -> StartFailed:
+        """
+        Log why the start failed in one line (with the traceback only when
+        it is a bug, not the machine's or the configuration's answer).
+        """
+        reason = _reason(failure)
+        if failure.check(OSError, CannotListenError, TlsError, sqlite3.Error):
+            self.log.critical("ocpptw could not start: {reason}", reason=reason)
+        else:
+            self.log.failure("ocpptw could not start: {reason}", failure, reason=reason)
         if not self.started.called:
             self.started.errback(failure)
-        if self.reactor.running:
+            self.started.addErrback(lambda _: None)
+        return StartFailed(reason)
+
+    def _failed_later(self, failure: Failure) -> None:
+        """
+        A part failed after the reactor was running: stop it, and under
+        twistd exit non-zero once it has stopped.
+        """
+        self._failed(failure)
+        if self._daemon:
+            import atexit
+            import os
+
+            atexit.register(os._exit, 1)
+        if self.reactor.running:  # type: ignore[attr-defined]
             self.reactor.stop()
+
+    def _exit_zero_on_sigterm(self) -> None:
+        """
+        Make SIGTERM drain and exit 0, as orchestrators expect.  twistd would
+        otherwise re-raise the signal after the drain and exit with -15.
+        The handler is installed once the reactor runs (after twistd's own).
+        """
+        import signal
+
+        def install() -> None:
+            def on_term(signum: int, frame: Any) -> None:
+                self.log.info("SIGTERM: draining")
+                self.reactor.callFromThread(self.reactor.stop)  # type: ignore[attr-defined]
+
+            signal.signal(signal.SIGTERM, on_term)
+
+        self.reactor.callWhenRunning(install)
 
     @inlineCallbacks
     def stopService(self) -> Any:
-        yield self._drain()
+        if self.running:
+            yield self._drain()
         yield super().stopService()
-        for close in reversed(self.closers):
-            try:
-                yield close()
-            except Exception:
-                self.log.failure("closing a part of the gateway failed")
 
     @inlineCallbacks
     def _drain(self) -> Any:
         grace = self.config.drain_grace
         deadline = self.reactor.seconds() + grace
-        if self.gate is not None:
-            self.gate.accepting = False
-        for port in [self.port, *self.extra_ports]:
-            if port is not None:
-                yield port.stopListening()
+        self.gate.accepting = False
+        listeners = self.parts.listeners
+        for listener in (listeners.chargers, *listeners.others):
+            if listener.running:
+                yield listener.stopService()
         # Let inbound calls that are being handled finish (their answers
         # wait for durable writes), within the grace period.
         while self.registry is not None and self.reactor.seconds() < deadline:
@@ -184,21 +288,23 @@ class GatewayService(MultiService):
             yield self.gate.settled()
 
 
+def _reason(failure: Failure) -> str:
+    error = failure.value
+    if isinstance(error, CannotListenError):
+        return f"cannot listen on {error.interface or '*'}:{error.port}: {error.socketError}"
+    return failure.getErrorMessage() or failure.type.__name__  # type: ignore[union-attr]
+
+
 def make_gateway(config: Config, reactor: Any | None = None, daemon: bool = False) -> GatewayService:
     """
-    Build the gateway from C{config}.
+    Build the gateway from C{config}: nothing is opened until it starts.
 
-    @param daemon: running under twistd: SIGTERM drains and exits 0.
+    @param daemon: running under twistd: SIGTERM drains and exits 0, and a
+        start that fails once the reactor runs exits 1.
     """
-    from ocpptw.app.wiring import wire
-
     reactor = _or_global_reactor(reactor)
-    gateway = GatewayService(config, reactor)
-    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-    wire(gateway, config, reactor)
     if daemon:
         from ocpptw.observability.logs import bridge_stdlib_logging
 
         bridge_stdlib_logging()
-        gateway.exit_zero_on_sigterm()
-    return gateway
+    return GatewayService(build(config, reactor), reactor, daemon)

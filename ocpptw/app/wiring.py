@@ -1,29 +1,145 @@
 # -*- test-case-name: tests.integration.test_gateway -*-
 """
-Assembles the rooms into a L{GatewayService}: stores, backend, publisher,
-services, sessions, the WebSocket gateway and the HTTP site.
+Builds the gateway's parts from a L{Config}: small builders, each returning
+what it made, gathered in one frozen L{Parts}.
+
+Building opens nothing: no file, thread, socket or timer.  Every part that
+holds a resource is a service, and L{ocpptw.app.gateway.GatewayService}
+puts them in its tree in the order of L{Parts.services}, which acquires them
+in C{startService} and releases them, in reverse, in C{stopService}.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twisted.application.service import IService
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.web.server import Site
+
+from ocpptw.adapters.amqp import AmqpConnection
+from ocpptw.adapters.amqp_commands import AmqpCommandServer
 from ocpptw.config import Config
+from ocpptw.interfaces import IBackend, ICommandBus, IEventPublisher
+from ocpptw.observability.heap import HeapService
+from ocpptw.observability.metrics import Metrics
+from ocpptw.services.registry import ChargerRegistry
+from ocpptw.store.ledger import Ledger
+from ocpptw.store.outbox import Outbox
+from ocpptw.store.outbox_alarm import OutboxAlarm
+from ocpptw.store.retention import LogRetention
+from ocpptw.store.sqlite import Database
+from ocpptw.transport.governor import AcceptGovernor
+from ocpptw.transport.handshake import Gate
+from ocpptw.transport.listener import ListenerService
+from ocpptw.transport.pacing import AcceptPacer
+from ocpptw.transport.tls import CertificateReloadService
+
+ReadyCheck = Callable[[], tuple[bool, str]]
 
 
-def _database(gateway: Any, path: Path, reactor: Any, schema: str) -> Any:
-    from ocpptw.store.sqlite import Database
+@dataclass(frozen=True)
+class Stores:
+    """
+    Where the gateway keeps its state and finds its backend.
 
-    db = Database(path, reactor, schema)
-    gateway.closers.append(db.close)
-    if getattr(gateway, "databases", None) is None:
-        gateway.databases = []
-    gateway.databases.append(db)  # for /ready: a database whose disk refuses writes
-    return db
+    @ivar state: the outbox and the ledger (C{gateway.sqlite}).
+    @ivar embedded: the embedded store's database, when no backend URL is set.
+    @ivar retention: prunes the embedded store's message log.
+    """
+
+    state: Database
+    embedded: Database | None
+    backend: IBackend
+    retention: LogRetention | None
+
+    @property
+    def databases(self) -> tuple[Database, ...]:
+        return (self.state,) if self.embedded is None else (self.state, self.embedded)
 
 
-def _backend(gateway: Any, config: Config, reactor: Any) -> Any:
+@dataclass(frozen=True)
+class Broker:
+    """
+    The RabbitMQ connection and the command server on it (C{ENABLE_RABBITMQ}).
+    """
+
+    connection: AmqpConnection
+    command_server: AmqpCommandServer
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """
+    The listening sockets: C{chargers} on C{PORT} (or C{TLS_PORT}), and the
+    plain ones beside it (C{HTTP_PORT}; C{PORT} when wss has a port of its own).
+    """
+
+    chargers: ListenerService
+    others: tuple[ListenerService, ...]
+    governor: AcceptGovernor | None
+    certificates: CertificateReloadService | None
+
+
+@dataclass(frozen=True)
+class Parts:
+    """
+    Everything the gateway is made of, for the service tree, the drain, and
+    tests and operators' tooling.
+    """
+
+    config: Config
+    metrics: Metrics
+    stores: Stores
+    ledger: Ledger
+    outbox: Outbox
+    publisher: IEventPublisher
+    broker: Broker | None
+    registry: ChargerRegistry
+    gate: Gate
+    bus: ICommandBus
+    alarm: OutboxAlarm
+    heap: HeapService | None
+    listeners: Listeners
+
+    def services(self) -> list[IService]:
+        """
+        The services in start order (stop order is the reverse): local
+        state first, then the broker, periodic work, and the listeners last.
+        """
+        ordered: list[Any] = [*self.stores.databases]
+        if self.stores.retention is not None:
+            ordered.append(self.stores.retention)
+        if IService.providedBy(self.stores.backend):
+            ordered.append(self.stores.backend)
+        ordered += [self.ledger, self.outbox]
+        if self.broker is not None:
+            ordered.append(self.broker.connection)
+        if IService.providedBy(self.publisher):
+            ordered.append(self.publisher)
+        ordered.append(self.alarm)
+        if self.heap is not None:
+            ordered.append(self.heap)
+        if self.listeners.governor is not None:
+            ordered.append(self.listeners.governor)
+        if self.listeners.certificates is not None:
+            ordered.append(self.listeners.certificates)
+        ordered += [self.listeners.chargers, *self.listeners.others]
+        return ordered
+
+
+def build_stores(config: Config, reactor: Any, metrics: Metrics) -> Stores:
+    """
+    The state database, and the backend: the REST adapter for
+    C{BACKEND_API_URL}, else the embedded store.
+    """
+    from ocpptw.store import ledger, outbox
+
+    data = Path(config.data_dir)
+    state = Database(data / "gateway.sqlite", reactor, outbox.SCHEMA + ledger.SCHEMA)
     if config.backend_url:
         from ocpptw.adapters.backend_http import HttpBackend
 
@@ -32,33 +148,34 @@ def _backend(gateway: Any, config: Config, reactor: Any) -> Any:
             reactor,
             timeout=config.backend_timeout,
             token=config.backend_token,
-            observer=gateway.metrics,
+            observer=metrics,
             cooldown=config.circuit_cooldown,
         )
-        gateway.closers.append(backend.close)
-        return backend
+        return Stores(state, None, backend, None)
     from ocpptw.store import embedded
 
-    db = _database(gateway, Path(config.data_dir) / "embedded.sqlite", reactor, embedded.SCHEMA)
-    if config.embedded_log_retention:
-        from ocpptw.store.retention import LogRetention
-
-        LogRetention(db, reactor, config.embedded_log_retention).setServiceParent(gateway)
-    return embedded.EmbeddedBackend(
+    db = Database(data / "embedded.sqlite", reactor, embedded.SCHEMA)
+    retention = LogRetention(db, reactor, config.embedded_log_retention) if config.embedded_log_retention else None
+    store = embedded.EmbeddedBackend(
         db,
         reactor,
         price_per_kwh=config.embedded_price,
         currency=config.embedded_currency,
         auth_mode=config.embedded_auth_mode,
     )
+    return Stores(state, db, store, retention)
 
 
-def _publisher(gateway: Any, config: Config, reactor: Any, outbox: Any, backend: Any) -> Any:
+def build_events(
+    config: Config, reactor: Any, outbox: Outbox, backend: IBackend, metrics: Metrics
+) -> tuple[IEventPublisher, AmqpConnection | None]:
+    """
+    Where events go: RabbitMQ when enabled, else the local publisher.
+    """
     if not config.enable_rabbitmq:
         from ocpptw.adapters.local_events import LocalEventPublisher
 
-        return LocalEventPublisher(outbox, backend, reactor)
-    from ocpptw.adapters.amqp import AmqpConnection
+        return LocalEventPublisher(outbox, backend, reactor), None
     from ocpptw.adapters.amqp_events import AmqpEventPublisher
 
     connection = AmqpConnection(
@@ -68,107 +185,103 @@ def _publisher(gateway: Any, config: Config, reactor: Any, outbox: Any, backend:
         events_exchange=config.rabbitmq_exchange,
         command_exchange=config.rabbitmq_command_exchange,
     )
-    connection.setServiceParent(gateway)
-    gateway.amqp = connection
-    gateway.metrics.watch_broker(connection.ready)
-    return AmqpEventPublisher(connection, outbox, reactor, config.rabbitmq_exchange, metrics=gateway.metrics)
+    metrics.watch_broker(connection.ready)
+    publisher = AmqpEventPublisher(connection, outbox, reactor, config.rabbitmq_exchange, metrics=metrics)
+    return publisher, connection
 
 
-def _pacing(gateway: Any, config: Config, reactor: Any) -> tuple[Any, int]:
+def build_pacer(config: Config, reactor: Any, metrics: Metrics, governor: AcceptGovernor | None) -> AcceptPacer:
     """
-    A listener's accept pace; with C{ACCEPT_RATE=auto} every listener's
-    pace is steered by one L{AcceptGovernor}.
+    A listener's accept pace; with C{ACCEPT_RATE=auto} steered by C{governor}.
     """
-    from ocpptw.transport.pacing import AcceptPacer
-
     pacer = AcceptPacer(reactor, config.accept_per_turn, config.accept_rate or 0)
-    pacer.on_abandoned = lambda: gateway.metrics.handshake("abandoned")
-    if config.accept_rate is None:
-        governor = getattr(gateway, "accept_governor", None)
-        if governor is None:
-            from ocpptw.transport.governor import AcceptGovernor
-
-            governor = gateway.accept_governor = AcceptGovernor(reactor, [], config.accept_cpu_share, config.accept_max_wait)
-            governor.setServiceParent(gateway)
-            gateway.metrics.watch_accept(lambda: governor.rate, lambda: governor.busy, governor.waiting)
+    pacer.on_abandoned = lambda: metrics.handshake("abandoned")
+    if governor is not None:
         governor.steer(pacer)
     else:
-        gateway.metrics.watch_accept(lambda: pacer.rate, waiting=lambda: pacer.waiting())
-    return pacer, config.listen_backlog
+        metrics.watch_accept(lambda: pacer.rate, waiting=lambda: pacer.waiting())
+    return pacer
 
 
-def _plain_endpoint(gateway: Any, config: Config, reactor: Any) -> Any:
+def build_listeners(
+    config: Config,
+    reactor: Any,
+    metrics: Metrics,
+    site: Callable[..., Site],
+    charger_factory: Any,
+) -> Listeners:
+    """
+    One listener on C{PORT} (wss when TLS is configured); with a
+    C{TLS_PORT} of its own, C{PORT} stays plain for probes, scrapes and the
+    API, and for chargers only where the security profile allows plain ws;
+    C{HTTP_PORT} serves probes, scrapes and the API on a socket of their own,
+    never paced, never queued behind a storm of chargers.
+
+    @param site: C{(ws_factory, require_tls=None) -> Site}.
+    """
     from ocpptw.transport.pacing import PacedServerEndpoint
 
-    pacer, backlog = _pacing(gateway, config, reactor)
-    return PacedServerEndpoint(reactor, config.port, pacer, backlog, interface=config.host)
+    governor = None
+    if config.accept_rate is None:
+        governor = AcceptGovernor(reactor, [], config.accept_cpu_share, config.accept_max_wait)
+        metrics.watch_accept(lambda: governor.rate, lambda: governor.busy, governor.waiting)
 
+    def paced(port: int, tls: Any = None) -> IStreamServerEndpoint:
+        pacer = build_pacer(config, reactor, metrics, governor)
+        return PacedServerEndpoint(reactor, port, pacer, config.listen_backlog, config.host, tls=tls)
 
-def _listeners(gateway: Any, config: Config, reactor: Any, factory: Any, checks: list, metrics: Any, api: Any) -> None:
-    """
-    One listener on PORT (wss when TLS is configured); with a TLS_PORT of
-    its own, PORT stays plain for probes, scrapes and the API, and for
-    chargers only where the security profile allows plain ws.
-    """
-    from ocpptw.transport.http import build_site
-
-    gateway.site = build_site(factory, config.ocpp_path, checks, metrics.render, api)
+    others: list[ListenerService] = []
     if config.http_port is not None:
         from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
-        # Probes, scrapes and the API on a socket of their own: never paced,
-        # never queued behind a storm of chargers.
         kind = TCP6ServerEndpoint if ":" in config.host else TCP4ServerEndpoint
-        probes = build_site(None, config.ocpp_path, checks, metrics.render, api)
-        gateway.extra_listeners.append((kind(reactor, config.http_port, interface=config.host), probes))
+        others.append(ListenerService(kind(reactor, config.http_port, interface=config.host), site(None), "plain HTTP"))
+    certificates = None
     if not config.tls:
-        gateway.listener = _plain_endpoint(gateway, config, reactor)
-        return
-    from ocpptw.transport.tls import tls_server_endpoint
+        chargers = ListenerService(paced(config.port), site(charger_factory), "chargers (ws)")
+    else:
+        from ocpptw.transport.tls import context_factory_for
 
-    tls_port = config.tls_port if config.tls_port is not None else config.port
-    gateway.listener = tls_server_endpoint(reactor, config, tls_port, config.host, pacing=_pacing(gateway, config, reactor))
-    if tls_port != config.port:
-        plain_factory = factory if config.security_profile < 2 else None
-        plain = build_site(plain_factory, config.ocpp_path, checks, metrics.render, api, require_tls=tls_port)
-        gateway.extra_listeners.append((_plain_endpoint(gateway, config, reactor), plain))
+        tls_port = config.tls_port if config.tls_port is not None else config.port
+        context = context_factory_for(config, reactor)
+        certificates = CertificateReloadService(context, reactor)
+        chargers = ListenerService(paced(tls_port, context), site(charger_factory), "chargers (wss)")
+        if tls_port != config.port:
+            plain_factory = charger_factory if config.security_profile < 2 else None
+            others.append(ListenerService(paced(config.port), site(plain_factory, require_tls=tls_port), "plain HTTP"))
+    return Listeners(chargers, tuple(others), governor, certificates)
 
 
-def wire(gateway: Any, config: Config, reactor: Any) -> None:
+def build(config: Config, reactor: Any) -> Parts:
     """
-    Build every part and hang it on C{gateway}.
+    Every part of the gateway, wired, nothing started.
     """
     from ocpptw.ocpp.router import Router
-    from ocpptw.observability.metrics import Metrics
     from ocpptw.ocpp.session import OcppSession
     from ocpptw.ocpp.validation import Validator
-    from ocpptw.services.recorder import FrameRecorder
-    from ocpptw.store import ledger as ledger_module
     from ocpptw.services.chargers import ChargerService
     from ocpptw.services.commands import LocalCommandBus
     from ocpptw.services.delivery import register_deliveries
-    from ocpptw.services.registry import ChargerRegistry
+    from ocpptw.services.recorder import FrameRecorder
     from ocpptw.services.sessions import SessionService
     from ocpptw.services.wallet import WalletService
-    from ocpptw.store import outbox as outbox_module
     from ocpptw.transport.api import CommandApi
-    from ocpptw.transport.handshake import Gate
+    from ocpptw.transport.http import build_site
     from ocpptw.transport.websocket import OcppServerFactory
 
-    metrics = gateway.metrics = Metrics()
-    data = Path(config.data_dir)
-    state = _database(gateway, data / "gateway.sqlite", reactor, outbox_module.SCHEMA + ledger_module.SCHEMA)
-    backend = gateway.backend = _backend(gateway, config, reactor)
-    outbox = gateway.outbox = outbox_module.Outbox(
-        state,
+    metrics = Metrics()
+    stores = build_stores(config, reactor, metrics)
+    backend = stores.backend
+    outbox = Outbox(
+        stores.state,
         reactor,
         config.outbox_max_age,
         initial_delay=min(0.5, config.outbox_retry_max),
         max_delay=config.outbox_retry_max,
         observer=metrics,
     )
-    ledger = gateway.ledger = ledger_module.Ledger(state, reactor)
-    publisher = gateway.publisher = _publisher(gateway, config, reactor, outbox, backend)
+    ledger = Ledger(stores.state, reactor)
+    publisher, connection = build_events(config, reactor, outbox, backend, metrics)
     wallet = WalletService(backend)
     chargers = ChargerService(
         backend,
@@ -193,16 +306,13 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
         instance=config.instance_id,
     )
     register_deliveries(outbox, backend, ledger, wallet, publisher, message_batch=config.backend_message_batch)
-    gateway.starters.append(ledger.start)
-    gateway.starters.append(lambda: outbox.start())
-    gateway.closers.append(lambda: outbox.stop())
 
-    registry = gateway.registry = ChargerRegistry(config.instance_id, reactor)
+    registry = ChargerRegistry(config.instance_id, reactor)
     validator = Validator()
     router = Router(chargers, sessions, reactor)
     recorder = FrameRecorder(publisher, reactor, config.instance_id, metrics)
 
-    def session_factory(identity: str, connection: Any, strict: bool) -> Any:
+    def session_factory(identity: str, connection: Any, strict: bool) -> OcppSession:
         session = OcppSession(identity, connection, router, reactor, validator, call_timeout=config.call_timeout, observer=recorder)
         session.strict = strict
         return session
@@ -217,7 +327,7 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
         from ocpptw.transport.admission import HandshakeAdmission
 
         admission = HandshakeAdmission(reactor, config.handshake_concurrency, config.handshake_rate_per_ip)
-    gate = gateway.gate = Gate(
+    gate = Gate(
         prefix=config.ocpp_path,
         chargers=chargers,
         registry=registry,
@@ -232,33 +342,50 @@ def wire(gateway: Any, config: Config, reactor: Any) -> None:
     )
     factory = OcppServerFactory(gate, max_frame_bytes=config.max_frame_bytes, ping_interval=config.ping_interval, reactor=reactor)
 
-    bus: Any = LocalCommandBus(registry, validator, config.call_timeout)
-    if config.enable_rabbitmq:
-        from ocpptw.adapters.amqp_commands import AmqpCommandBus, AmqpCommandServer
+    bus: ICommandBus = LocalCommandBus(registry, validator, config.call_timeout)
+    broker = None
+    if connection is not None:
+        from ocpptw.adapters.amqp_commands import AmqpCommandBus
 
-        server = AmqpCommandServer(gateway.amqp, registry, bus, config.instance_id)
-        gateway.command_server = server
-        bus = AmqpCommandBus(gateway.amqp, bus, registry)
-    gateway.bus = bus
+        server = AmqpCommandServer(connection, registry, bus, config.instance_id)
+        bus = AmqpCommandBus(connection, bus, registry)
+        broker = Broker(connection, server)
     api = CommandApi(bus, registry, config.admin_token, config.call_timeout)
 
-    checks = [lambda: (gateway.port is not None and gate.accepting, "listener not accepting")]
-    checks.append(backend.ready)
-    checks.append(publisher.ready)
-    checks.append(
-        lambda: (
-            all([db.probe() for db in gateway.databases]),  # the outbox's own refusals land on its database
-            f"cannot write to {config.data_dir}",
-        )
-    )
     metrics.watch_outbox(outbox)
-    from ocpptw.store.outbox_alarm import OutboxAlarm
-
-    alarm = gateway.outbox_alarm = OutboxAlarm(outbox, reactor, config.outbox_alarm_depth, config.outbox_alarm_age)
-    alarm.setServiceParent(gateway)
+    alarm = OutboxAlarm(outbox, reactor, config.outbox_alarm_depth, config.outbox_alarm_age)
     metrics.watch_outbox_alarm(alarm)
-    if config.gc_young_interval:
-        from ocpptw.observability.heap import HeapService
+    heap = HeapService(reactor, config.gc_young_interval, config.gc_full_interval) if config.gc_young_interval else None
 
-        HeapService(reactor, config.gc_young_interval, config.gc_full_interval).setServiceParent(gateway)
-    _listeners(gateway, config, reactor, factory, checks, metrics, api)
+    listening: list[Listeners] = []
+
+    def charger_port_up() -> tuple[bool, str]:
+        up = bool(listening) and listening[0].chargers.running and gate.accepting
+        return up, "listener not accepting"
+
+    def stores_writable() -> tuple[bool, str]:
+        # the outbox's own refusals land on its database
+        return all([db.probe() for db in stores.databases]), f"cannot write to {config.data_dir}"
+
+    checks: list[ReadyCheck] = [charger_port_up, backend.ready, publisher.ready, stores_writable]
+
+    def site(ws_factory: Any, require_tls: int | None = None) -> Site:
+        return build_site(ws_factory, config.ocpp_path, checks, metrics.render, api, require_tls=require_tls)
+
+    listeners = build_listeners(config, reactor, metrics, site, factory)
+    listening.append(listeners)
+    return Parts(
+        config=config,
+        metrics=metrics,
+        stores=stores,
+        ledger=ledger,
+        outbox=outbox,
+        publisher=publisher,
+        broker=broker,
+        registry=registry,
+        gate=gate,
+        bus=bus,
+        alarm=alarm,
+        heap=heap,
+        listeners=listeners,
+    )

@@ -31,13 +31,13 @@ import gc
 import time
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ocpptw.clock import Periodic
 
-class HeapService(Service):
+
+class HeapService(Periodic):
     """
     The collection pace above, while the service runs.
 
@@ -51,14 +51,11 @@ class HeapService(Service):
     log = Logger()
 
     def __init__(self, clock: IReactorTime, young_every: float = 0.1, full_every: float = 900.0, collector: Any = gc) -> None:
-        self._clock = clock
+        super().__init__(clock, young_every)
         self._gc = collector
         self.young_every = young_every
         self.full_every = full_every
-        self._young = LoopingCall(self.young)
-        self._young.clock = clock
-        self._full = LoopingCall(self.full)
-        self._full.clock = clock
+        self._full = _FullCollections(self, clock, full_every) if full_every else None
         #: Full collections made, and the duration of the last one (seconds).
         self.full_collections = 0
         self.last_full_seconds = 0.0
@@ -67,16 +64,19 @@ class HeapService(Service):
         super().startService()
         self._gc.collect()
         self._gc.freeze()
-        self._young.start(self.young_every, now=False)
-        if self.full_every:
-            self._full.start(self.full_every, now=False)
+        if self._full is not None:
+            self._full.startService()
 
     def stopService(self) -> Any:
-        for loop in (self._young, self._full):
-            if loop.running:
-                loop.stop()
+        if self._full is not None and self._full.running:
+            self._full.stopService()
         self._gc.unfreeze()
         return super().stopService()
+
+    job = "a young garbage collection"
+
+    def tick(self) -> None:
+        self.young()
 
     def young(self) -> None:
         """
@@ -101,3 +101,18 @@ class HeapService(Service):
             ms=self.last_full_seconds * 1000,
             frozen=self._gc.get_freeze_count(),
         )
+
+
+class _FullCollections(Periodic):
+    """
+    The full collections of a L{HeapService}, on their own pace.
+    """
+
+    job = "a full garbage collection"
+
+    def __init__(self, heap: HeapService, clock: IReactorTime, every: float) -> None:
+        super().__init__(clock, every)
+        self._heap = heap
+
+    def tick(self) -> None:
+        self._heap.full()

@@ -51,6 +51,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -147,7 +148,7 @@ class IdsInUse:
         return sum(int.from_bytes(bits, "little").bit_count() for bits in self._slots.values())
 
 
-class Ledger:
+class Ledger(Service):
     """
     The gateway's durable state: on disk, with the open and the recently
     stopped transactions in memory (see the module's docstring).
@@ -187,6 +188,10 @@ class Ledger:
         self.started = False
 
     # -- loading ---------------------------------------------------------------
+
+    def startService(self) -> Deferred[None]:  # type: ignore[override]
+        super().startService()
+        return self.start()
 
     def start(self) -> Deferred[None]:
         """

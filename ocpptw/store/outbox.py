@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -113,7 +114,7 @@ _REFUSAL_LOG_EVERY = 60.0
 
 
 @implementer(IOutbox)
-class Outbox:
+class Outbox(Service):
     """
     The durable outbox.  See L{IOutbox}.
 
@@ -190,6 +191,14 @@ class Outbox:
         self.batches_total = 0
 
     # -- lifecycle -------------------------------------------------------------
+
+    def startService(self) -> Deferred[None]:  # type: ignore[override]
+        super().startService()
+        return self.start()
+
+    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+        super().stopService()
+        return self.stop()
 
     def start(self) -> Deferred[None]:
         """

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ocpptw.clock import Periodic
 
-class OutboxAlarm(Service):
+
+class OutboxAlarm(Periodic):
     """
     Checks the outbox every C{interval} seconds while running.
 
@@ -42,28 +42,18 @@ class OutboxAlarm(Service):
         max_age: float = 3600.0,
         interval: float = 60.0,
     ) -> None:
+        super().__init__(clock, interval)
         self._outbox = outbox
         self._clock = clock
         self.max_depth = max_depth
         self.max_age = max_age
-        self.interval = interval
         self.raised = False
         self.reason = ""
-        self._loop: LoopingCall | None = None
 
-    def startService(self) -> None:
-        super().startService()
-        loop = self._loop = LoopingCall(self.check)
-        loop.clock = self._clock
-        loop.start(self.interval, now=False).addErrback(
-            lambda f: self.log.failure("the outbox alarm check failed", f)
-        )
+    job = "the outbox alarm check"
 
-    def stopService(self) -> Any:
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-        return super().stopService()
+    def tick(self) -> None:
+        self.check()
 
     def check(self) -> bool:
         """

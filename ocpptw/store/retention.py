@@ -12,13 +12,11 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ocpptw.clock import iso_z
+from ocpptw.clock import Periodic, iso_z
 
 #: (table, key column, time column) pruned, oldest key first.
 TABLES = (("messages", "id", "timestamp"), ("events", "rowid", "received_at"))
@@ -37,7 +35,7 @@ def _prune_chunk(table: str, key: str, column: str, before: str, chunk: int) -> 
     return prune
 
 
-class LogRetention(Service):
+class LogRetention(Periodic):
     """
     Every C{every} seconds, delete message-log rows and events older than
     C{retention} seconds.
@@ -48,28 +46,26 @@ class LogRetention(Service):
     log = Logger()
 
     def __init__(self, db: Any, clock: IReactorTime, retention: float, every: float = 600.0, chunk: int = 5000) -> None:
+        super().__init__(clock, every, now=True)
         self._db = db
         self._clock = clock
         self._retention = retention
         self._chunk = chunk
-        self._loop = LoopingCall(self.prune)
-        self._loop.clock = clock
-        self._every = every
         self._running_prune: Deferred[int] | None = None
         self._stopping = False
 
+    job = "pruning the message log"
+
     def startService(self) -> None:
+        self._stopping = False
         super().startService()
-        self._loop.start(self._every, now=True).addErrback(
-            lambda f: self.log.failure("message-log retention stopped", f)
-        )
 
     def stopService(self) -> Deferred[None] | None:
-        super().stopService()
         self._stopping = True
-        if self._loop.running:
-            self._loop.stop()
-        return self._running_prune.addBoth(lambda _: None) if self._running_prune is not None else None
+        return super().stopService()
+
+    def tick(self) -> Deferred[int] | None:
+        return self.prune()
 
     def prune(self) -> Deferred[int] | None:
         """

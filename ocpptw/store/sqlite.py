@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -59,9 +60,14 @@ class DatabaseClosed(RuntimeError):
     """
 
 
-class Database:
+class Database(Service):
     """
     A SQLite database used from the reactor thread through Deferreds.
+
+    Nothing is opened until L{open} (C{startService}): the file and the
+    thread that owns it belong to the running gateway, not to its
+    construction (twistd forks after building the service tree, and a
+    thread started before the fork is gone after it).
 
     @param path: the database file (C{":memory:"} for tests).
     @param reactor: provides C{callFromThread}; the results are delivered
@@ -83,11 +89,11 @@ class Database:
     ) -> None:
         self._reactor = reactor
         self._path = str(path)
+        self._schema = schema
+        self._synchronous = synchronous
         #: C{False} from a batch the disk refused until the next committed write.
         self.writable = True
         self._probing = False
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         self._queue: deque[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]] = deque()
         self._wake = threading.Condition()
         self._wake_pending = False
@@ -96,15 +102,41 @@ class Database:
         self._closing = False
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(schema, synchronous), name=f"sqlite:{Path(self._path).name}", daemon=True
-        )
-        self._thread.start()
-        self._ready.wait()
-        if self._open_error is not None:
-            raise self._open_error
+        self._thread: threading.Thread | None = None
         self.commits = 0
         self.writes = 0
+
+    def open(self) -> None:
+        """
+        Create the file's directory, open the file and start the thread
+        that owns it; return once it is open.
+
+        @raise OSError: the directory cannot be made.
+        @raise sqlite3.Error: the file cannot be opened or its schema set up.
+        """
+        if self._thread is not None:
+            return
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._ready.clear()
+        self._open_error = None
+        thread = threading.Thread(
+            target=self._run, args=(self._schema, self._synchronous), name=f"sqlite:{Path(self._path).name}", daemon=True
+        )
+        thread.start()
+        self._ready.wait()
+        if self._open_error is not None:
+            thread.join()
+            raise self._open_error
+        self._thread = thread
+
+    def startService(self) -> None:
+        self.open()
+        super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.close()
 
     # -- reactor side ------------------------------------------------------
 
@@ -165,7 +197,9 @@ class Database:
         with self._wake:
             self._closing = True
             self._wake.notify()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     # -- database thread -------------------------------------------------------
 

@@ -36,8 +36,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
+
+from ocpptw.clock import Periodic
 
 #: Accepts a second before the first storm.
 START_RATE = 100.0
@@ -51,7 +52,7 @@ MOST_CUT, MOST_GROWTH = 0.5, 1.25
 LOAD_WEIGHT = 0.2
 
 
-class AcceptGovernor(Service):
+class AcceptGovernor(Periodic):
     """
     Sets the C{rate} of C{pacers} from the process's CPU time while running.
 
@@ -76,6 +77,7 @@ class AcceptGovernor(Service):
         window: float = WINDOW,
         cpu: Callable[[], float] = time.process_time,
     ) -> None:
+        super().__init__(clock, window)
         self._clock = clock
         self._cpu = cpu
         self.pacers = pacers
@@ -89,7 +91,6 @@ class AcceptGovernor(Service):
         self.busy = 0.0
         #: The connected chargers' load: the busy share while no storm.
         self.load = 0.0
-        self._call: Any = None
         self._then = 0.0
         self._cpu_then = 0.0
         self._pauses = 0
@@ -107,13 +108,8 @@ class AcceptGovernor(Service):
         super().startService()
         self._then, self._cpu_then = self._clock.seconds(), self._cpu()
         self._pauses = self._paused()
-        self._call = self._clock.callLater(self.window, self.tick)
 
-    def stopService(self) -> Any:
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        return super().stopService()
+    job = "steering the accept rate"
 
     def tick(self) -> None:
         """
@@ -128,7 +124,6 @@ class AcceptGovernor(Service):
             for pacer, queued in zip(self.pacers, waiting):
                 pacer.rate = min(self.ceiling, max(self.rate, queued / self.max_wait))
         self._then, self._cpu_then = now, cpu
-        self._call = self._clock.callLater(self.window, self.tick)
 
     def decide(self, busy: float, limited: bool) -> None:
         """

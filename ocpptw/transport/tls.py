@@ -30,19 +30,18 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import (
-    IListeningPort,
     IOpenSSLContextFactory,
     IOpenSSLServerConnectionCreator,
     IReactorTime,
     IStreamServerEndpoint,
 )
 from twisted.internet.ssl import CertificateOptions, TLSVersion
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
+
+from ocpptw.clock import Periodic
 
 #: Seconds between checks of the certificate files.
 RELOAD_INTERVAL = 10.0
@@ -132,8 +131,10 @@ class ReloadingContextFactory:
     The server's TLS connection creator: every new connection uses the
     context built from the files' current contents.
 
-    @param clock: runs the file checks (L{start}); a C{Clock} in tests.
-    @raise TlsError: the files cannot be used at start.
+    Nothing is read until L{load} (L{CertificateReloadService} calls it when
+    the gateway starts); L{check} and L{reload} read the files again.
+
+    @param clock: unused; kept so callers may pass the reactor.
     """
 
     log = Logger()
@@ -151,13 +152,25 @@ class ReloadingContextFactory:
         self.key_path = key_path
         self.ca_path = ca_path
         self._require = require_client_certificate
-        self._clock = clock
-        self._interval = interval
-        self._loop: LoopingCall | None = None
-        self._signature = self._read_signature()
-        self._options = build_options(cert_path, key_path, ca_path, require_client_certificate)
-        self._context = self._options.getContext()
+        self.interval = interval
+        self._signature = b""
+        self._options: CertificateOptions | None = None
+        self._context: SSL.Context | None = None
         self.reloads = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._context is not None
+
+    def load(self) -> None:
+        """
+        Read the files and build the context.
+
+        @raise TlsError: the files cannot be used.
+        """
+        self._signature = self._read_signature()
+        options = build_options(self.cert_path, self.key_path, self.ca_path, self._require)
+        self._options, self._context = options, options.getContext()
 
     @property
     def requires_client_certificate(self) -> bool:
@@ -168,20 +181,15 @@ class ReloadingContextFactory:
         """
         The server certificate now served.
         """
+        assert self._options is not None, "certificates not loaded"
         return self._options.certificate  # type: ignore[return-value]
 
-    @property
-    def checking(self) -> bool:
-        """
-        Whether the files are being checked for changes (L{start}).
-        """
-        return self._loop is not None and self._loop.running
-
     def getContext(self) -> SSL.Context:
+        assert self._context is not None, "certificates not loaded"
         return self._context
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        return SSL.Connection(self._context, None)
+        return SSL.Connection(self.getContext(), None)
 
     def _read_signature(self) -> bytes:
         digest = hashlib.sha256()
@@ -228,24 +236,6 @@ class ReloadingContextFactory:
             return False
         return self.reload()
 
-    def start(self) -> None:
-        """
-        Check the files every C{interval} seconds on the clock.
-        """
-        if self._loop is not None or self._clock is None:
-            return
-        self._loop = LoopingCall(self.check)
-        self._loop.clock = self._clock
-        self._loop.start(self._interval, now=False)
-
-    def stop(self) -> None:
-        """
-        Stop checking the files.
-        """
-        loop, self._loop = self._loop, None
-        if loop is not None and loop.running:
-            loop.stop()
-
 
 def install_sighup(reactor: Any, callback: Callable[[], object]) -> Callable[[], None]:
     """
@@ -269,29 +259,50 @@ def install_sighup(reactor: Any, callback: Callable[[], object]) -> Callable[[],
     return lambda: signal.signal(sighup, previous)
 
 
-class CertificateReloadService(Service):
+class CertificateReloadService(Periodic):
     """
-    Keeps a L{ReloadingContextFactory} fresh while the gateway runs: file
-    checks on its clock, and reloads on C{SIGHUP} when C{reactor} is given.
+    Loads a L{ReloadingContextFactory}'s files when the gateway starts (in
+    C{privilegedStartService} under twistd, so that keys readable only by
+    root are read before it drops privileges), then keeps them fresh while
+    it runs: a check every C{interval} seconds on C{clock}, and a reload on
+    C{SIGHUP} when C{reactor} is given.
     """
 
-    def __init__(self, context_factory: ReloadingContextFactory, reactor: Any = None) -> None:
+    job = "checking the TLS certificate files"
+
+    def __init__(
+        self, context_factory: ReloadingContextFactory, reactor: Any = None, clock: IReactorTime | None = None
+    ) -> None:
+        super().__init__(clock if clock is not None else reactor, context_factory.interval)
         self.context_factory = context_factory
         self._reactor = reactor
         self._restore: Callable[[], None] | None = None
 
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if not self.context_factory.loaded:
+            self.context_factory.load()
+
     def startService(self) -> None:
-        super().startService()
-        self.context_factory.start()
+        if not self.context_factory.loaded:
+            self.context_factory.load()
+        if self.clock is not None:
+            super().startService()
+        else:
+            Service.startService(self)
         if self._reactor is not None:
             self._restore = install_sighup(self._reactor, self.context_factory.reload)
 
-    def stopService(self) -> None:
-        self.context_factory.stop()
+    def tick(self) -> None:
+        self.context_factory.check()
+
+    def stopService(self) -> Any:
         restore, self._restore = self._restore, None
         if restore is not None:
             restore()
-        return super().stopService()
+        if self.clock is not None:
+            return super().stopService()
+        return Service.stopService(self)
 
 
 def context_factory_for(config: Any, clock: IReactorTime) -> ReloadingContextFactory:
@@ -311,61 +322,6 @@ def context_factory_for(config: Any, clock: IReactorTime) -> ReloadingContextFac
         clock,
         require_client_certificate=not config.client_cert_header,
     )
-
-
-@implementer(IListeningPort)
-class _ReloadingPort:
-    """
-    A listening TLS port that keeps its certificates fresh until it stops
-    listening.
-    """
-
-    def __init__(self, port: IListeningPort, service: CertificateReloadService) -> None:
-        self._port = port
-        self._service = service
-
-    def startListening(self) -> Any:
-        return self._port.startListening()
-
-    def stopListening(self) -> Any:
-        if self._service.running:
-            self._service.stopService()
-        return self._port.stopListening()
-
-    def getHost(self) -> Any:
-        return self._port.getHost()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._port, name)
-
-
-@implementer(IStreamServerEndpoint)
-class ReloadingTlsEndpoint:
-    """
-    An C{SSL4ServerEndpoint} whose port reloads its certificates (file
-    checks on the reactor, C{SIGHUP}) from C{listen} until
-    C{stopListening}.
-    """
-
-    def __init__(
-        self,
-        reactor: Any,
-        context_factory: ReloadingContextFactory,
-        port: int,
-        interface: str = "",
-        pacing: tuple[Any, int] | None = None,
-    ) -> None:
-        self.context_factory = context_factory
-        self._reactor = reactor
-        self._endpoint = _endpoint(reactor, port, context_factory, interface, pacing)
-
-    def listen(self, protocol_factory: Any) -> Deferred[IListeningPort]:
-        def listening(port: IListeningPort) -> IListeningPort:
-            service = CertificateReloadService(self.context_factory, self._reactor)
-            service.startService()
-            return _ReloadingPort(port, service)
-
-        return self._endpoint.listen(protocol_factory).addCallback(listening)
 
 
 def _endpoint(
@@ -391,16 +347,15 @@ def tls_server_endpoint(
     A TLS listening endpoint for the configured certificates (with client
     certificates when C{TLS_CA} is set).
 
-    Without C{context_factory} the endpoint builds one and reloads the
-    certificates itself while it listens (L{ReloadingTlsEndpoint}).  With
-    one, the caller drives its reloads (L{CertificateReloadService}).
+    Without C{context_factory} one is built from C{config}; it must be
+    loaded (L{CertificateReloadService} does it) before the endpoint listens.
 
     @param pacing: C{(AcceptPacer, backlog)} for a paced accept loop
         (L{ocpptw.transport.pacing}), or C{None} for Twisted's own.
     @raise TlsError: the certificate files cannot be used.
     """
     if context_factory is None:
-        return ReloadingTlsEndpoint(reactor, context_factory_for(config, reactor), port, interface, pacing)
+        context_factory = context_factory_for(config, reactor)
     return _endpoint(reactor, port, context_factory, interface, pacing)
 
 
@@ -409,8 +364,7 @@ def tls_service(reactor: Any, config: Any, site: Any, port: int, interface: str 
     Everything wss needs as one service: the listener on C{port} serving
     C{site}, and the certificate reloads (file checks and C{SIGHUP}).
 
-    @raise TlsError: the certificate files cannot be used (at build time,
-        so the daemon stops at start with one line).
+    @raise TlsError: at start, when the certificate files cannot be used.
     """
     factory = context_factory_for(config, reactor)
     service = MultiService()

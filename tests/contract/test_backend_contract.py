@@ -50,6 +50,7 @@ async def subject(request, tmp_path):
         from ocpptw.store.sqlite import Database
 
         db = Database(tmp_path / "embedded.sqlite", reactor, schema=embedded.SCHEMA)
+        db.open()
         backend = embedded.EmbeddedBackend(db, reactor)
 
         def add_tag(id_tag: str, status: str) -> Any:

@@ -38,6 +38,7 @@ def outbox_factory(tmp_path):
 
     def make():
         db = Database(tmp_path / "gateway.sqlite", reactor, schema=SCHEMA)
+        db.open()
         outbox = Outbox(db, reactor, max_age=3600, initial_delay=0.05, max_delay=0.3)
         made.append((db, outbox))
         return outbox

@@ -35,7 +35,10 @@ class Gateway:
 
         self.clock = clock
         self.state = Database(path / "gateway.sqlite", reactor, outbox_module.SCHEMA + ledger_module.SCHEMA)
+        self.state.open()
         self.store_db = store or Database(path / "embedded.sqlite", reactor, embedded.SCHEMA)
+        if isinstance(self.store_db, Database):
+            self.store_db.open()
         self.backend = SwitchableBackend(embedded.EmbeddedBackend(self.store_db, clock, price_per_kwh=Decimal("0.50")))
         self.outbox = outbox_module.Outbox(self.state, clock, max_age=86400.0, initial_delay=1.0, max_delay=4.0)
         self.ledger = Ledger(self.state, clock)

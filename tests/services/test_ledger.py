@@ -135,6 +135,7 @@ async def test_real_database_on_disk(tmp_path):
 
     path = tmp_path / "gateway.sqlite"
     db = Database(path, reactor, SCHEMA)
+    db.open()
     try:
         ledger = Ledger(db, reactor)
         await bounded(ledger.start())
@@ -144,6 +145,7 @@ async def test_real_database_on_disk(tmp_path):
     finally:
         db.close()
     db = Database(path, reactor, SCHEMA)
+    db.open()
     try:
         again = Ledger(db, reactor)
         await bounded(again.start())

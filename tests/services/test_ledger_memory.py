@@ -332,6 +332,7 @@ async def test_lookups_on_the_threaded_database(tmp_path, monkeypatch):
     from twisted.internet import reactor
 
     db = Database(tmp_path / "gateway.sqlite", reactor, SCHEMA)
+    db.open()
     try:
         ledger = Ledger(db, reactor)
         await bounded(ledger.start())

@@ -21,6 +21,7 @@ def main(reactor, data_dir: Path, count: int) -> None:
     from ocpptw.store.sqlite import Database
 
     db = Database(data_dir / "gateway.sqlite", reactor, SCHEMA)
+    db.open()
     outbox = Outbox(db, reactor, max_age=3600.0, delivery_timeout=3600.0)
     outbox.register("op", lambda body: Deferred())  # entries are in flight when the kill comes
 

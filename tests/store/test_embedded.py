@@ -374,6 +374,7 @@ async def test_works_through_the_database_thread(path):
     from twisted.internet import reactor
 
     database = Database(path, reactor, SCHEMA)
+    database.open()
     backend = EmbeddedBackend(database, reactor)
     try:
         await bounded(backend.ensure_charger(BOOT))
@@ -381,6 +382,7 @@ async def test_works_through_the_database_thread(path):
     finally:
         database.close()
     database = Database(path, reactor, SCHEMA)
+    database.open()
     try:
         sessions = await bounded(EmbeddedBackend(database, reactor).active_sessions("CP1"))
         assert [s["sessionId"] for s in sessions] == [session["sessionId"]]

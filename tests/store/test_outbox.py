@@ -517,6 +517,7 @@ async def test_grouped_appends_on_the_database_thread(tmp_path):
     from twisted.internet import reactor
 
     database = Database(tmp_path / "gateway.sqlite", reactor, SCHEMA)
+    database.open()
     outbox = Outbox(database, reactor, max_age=3600.0)
     try:
         ids = await bounded(gatherResults([outbox.append(f"CP{n % 3}", "op", {"n": n}) for n in range(500)]))
@@ -570,6 +571,7 @@ async def test_kill_9_after_the_commit_loses_nothing(tmp_path):
         await bounded(child.ended)
 
     database = Database(tmp_path / "gateway.sqlite", reactor, SCHEMA)
+    database.open()
     outbox = Outbox(database, reactor, max_age=3600.0)
     delivered = []
     outbox.register("op", lambda body: delivered.append(body))

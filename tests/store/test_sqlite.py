@@ -23,6 +23,7 @@ def db(tmp_path):
     from twisted.internet import reactor
 
     database = Database(tmp_path / "x.sqlite", reactor, SCHEMA)
+    database.open()
     yield database
     database.close()
 
@@ -89,6 +90,7 @@ def test_calls_after_close_fail_their_deferred(tmp_path):
     from twisted.internet import reactor
 
     database = Database(tmp_path / "x.sqlite", reactor, SCHEMA)
+    database.open()
     database.close()
     failure_result_of(database.write(lambda c: None), DatabaseClosed)
     inline = InlineDatabase(tmp_path / "y.sqlite", SCHEMA)
@@ -186,3 +188,35 @@ def test_a_failing_write_makes_the_batch_run_again_with_savepoints(tmp_path):
     rows = database.read(lambda c: c.execute("SELECT k FROM t").fetchall())
     database.commit()
     assert success_result_of(rows) == [("g",)]
+
+
+def test_nothing_is_opened_before_start(tmp_path):
+    """Building a Database opens no file and starts no thread; startService does, stopService undoes it."""
+    import threading
+
+    from twisted.internet import reactor
+
+    before = threading.active_count()
+    database = Database(tmp_path / "later" / "x.sqlite", reactor, SCHEMA)
+    assert not (tmp_path / "later").exists() and threading.active_count() == before
+    database.startService()
+    try:
+        assert (tmp_path / "later" / "x.sqlite").exists() and threading.active_count() == before + 1
+    finally:
+        database.stopService()
+    assert threading.active_count() == before
+
+
+def test_an_unopenable_file_fails_the_start(tmp_path):
+    """A DATA_DIR that cannot be written stops the start with the OS's reason, and leaves no thread."""
+    import threading
+
+    from twisted.internet import reactor
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    before = threading.active_count()
+    database = Database(blocker / "x.sqlite", reactor, SCHEMA)
+    with pytest.raises(OSError):
+        database.startService()
+    assert threading.active_count() == before

@@ -101,6 +101,8 @@ async def listen(factory):
     from twisted.internet.endpoints import SSL4ServerEndpoint
     from twisted.internet.protocol import Factory, Protocol
 
+    if not factory.loaded:
+        factory.load()
     class Echo(Protocol):
         def dataReceived(self, data):
             self.transport.write(data)
@@ -121,6 +123,7 @@ async def test_server_certificate_kinds_with_chain(kind, pki, tmp_path):
     """RSA and ECDSA server certificates work and their chain is sent."""
     files = write_server(tmp_path, pki, kind=kind)
     factory = ReloadingContextFactory(files.cert, files.key)
+    factory.load()
     port = await listen(factory)
     try:
         cert, echo, version = await handshake(port.getHost().port, files, tmp_path)
@@ -168,6 +171,7 @@ async def test_tls_1_1_refused_tls_1_2_accepted(pki, tmp_path):
     """A client limited to TLS 1.1 is refused; the same client at 1.2 connects."""
     files = write_server(tmp_path, pki, kind="rsa")
     factory = ReloadingContextFactory(files.cert, files.key)
+    factory.load()
     # OpenSSL's default security level refuses TLS 1.1 by itself; lower it so
     # that only the gateway's own minimum version is tested.
     factory.getContext().set_cipher_list(b"DEFAULT:@SECLEVEL=0")
@@ -187,8 +191,9 @@ async def test_tls_1_1_refused_tls_1_2_accepted(pki, tmp_path):
 async def test_reload_on_clock_tick_serves_new_certificate(pki, tmp_path, clock):
     """Changed files are picked up on the next check; new connections see the new certificate."""
     files = write_server(tmp_path, pki, kind="ec")
-    factory = ReloadingContextFactory(files.cert, files.key, clock=clock, interval=10)
-    factory.start()
+    factory = ReloadingContextFactory(files.cert, files.key, interval=10)
+    service = CertificateReloadService(factory, clock=clock)
+    service.startService()
     port = await listen(factory)
     try:
         first, _, _ = await handshake(port.getHost().port, files, tmp_path)
@@ -199,7 +204,7 @@ async def test_reload_on_clock_tick_serves_new_certificate(pki, tmp_path, clock)
         assert factory.reloads == 1
         second, echo, _ = await handshake(port.getHost().port, files, tmp_path)
     finally:
-        factory.stop()
+        service.stopService()
         await port.stopListening()
     assert echo == b"ping"
     assert first != second
@@ -211,9 +216,10 @@ async def test_reload_on_clock_tick_serves_new_certificate(pki, tmp_path, clock)
 def test_failed_reload_keeps_old_certificate(pki, tmp_path, clock, fail_on_logged_errors):
     """A broken file is logged as an error and the old certificate stays; a fix is picked up."""
     files = write_server(tmp_path, pki)
-    factory = ReloadingContextFactory(files.cert, files.key, files.ca, clock=clock, interval=10)
+    factory = ReloadingContextFactory(files.cert, files.key, files.ca, interval=10)
+    service = CertificateReloadService(factory, clock=clock)
+    service.startService()
     before = factory.certificate
-    factory.start()
     try:
         with open(files.key, "wb") as f:
             f.write(b"-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
@@ -228,7 +234,7 @@ def test_failed_reload_keeps_old_certificate(pki, tmp_path, clock, fail_on_logge
         assert factory.certificate != before
         assert factory.reloads == 1
     finally:
-        factory.stop()
+        service.stopService()
 
 
 def test_mismatched_key_and_certificate_refused_at_start(pki, tmp_path):
@@ -238,7 +244,7 @@ def test_mismatched_key_and_certificate_refused_at_start(pki, tmp_path):
     with pytest.raises(TlsError, match="does not match"):
         build_options(files.cert, other.key)
     with pytest.raises(TlsError, match="cannot be read"):
-        ReloadingContextFactory(str(tmp_path / "missing.pem"), files.key)
+        ReloadingContextFactory(str(tmp_path / "missing.pem"), files.key).load()
     with pytest.raises(TlsError, match="no readable PEM certificate"):
         build_options(files.key, files.key)
     with pytest.raises(TlsError, match="TLS_CA"):
@@ -251,7 +257,9 @@ def test_client_certificate_required_only_with_ca(pki, tmp_path):
 
     files = write_server(tmp_path, pki)
     with_ca = ReloadingContextFactory(files.cert, files.key, files.ca)
+    with_ca.load()
     without = ReloadingContextFactory(files.cert, files.key)
+    without.load()
     assert with_ca.getContext().get_verify_mode() & SSL.VERIFY_FAIL_IF_NO_PEER_CERT
     assert without.getContext().get_verify_mode() == SSL.VERIFY_NONE
     assert with_ca.requires_client_certificate and not without.requires_client_certificate
@@ -280,28 +288,37 @@ def test_endpoint_and_service_from_config(pki, tmp_path, clock):
         context_factory_for(load_config(), clock)
 
 
-@pytest_twisted.ensureDeferred
-async def test_endpoint_without_factory_reloads_while_listening(pki, tmp_path):
-    """The endpoint built from the config alone picks up new files while it listens, and stops checking after."""
-    from twisted.internet import reactor
-    from twisted.internet.protocol import Factory, Protocol
-
+def test_nothing_is_read_before_the_service_starts(pki, tmp_path, clock):
+    """Building the endpoint reads no file; the reload service reads them at start and checks them while it runs."""
     files = write_server(tmp_path, pki, kind="ec")
     config = load_config(environ={"TLS_CERT": files.cert, "TLS_KEY": files.key})
-    endpoint = tls_server_endpoint(reactor, config, 0, "127.0.0.1")
-    factory = endpoint.context_factory
-    assert not factory.checking
-    port = await bounded(endpoint.listen(Factory.forProtocol(Protocol)))
+    factory = context_factory_for(config, clock)
+    assert not factory.loaded
+    service = CertificateReloadService(factory, clock=clock)
+    service.startService()
     try:
-        assert factory.checking
+        assert factory.loaded
         first = factory.certificate
         write_server(tmp_path, pki, kind="rsa")
-        assert factory.check()
+        clock.advance(factory.interval)
         assert factory.certificate != first
-        assert port.getHost().port > 0
     finally:
-        await port.stopListening()
-    assert not factory.checking
+        service.stopService()
+    assert clock.getDelayedCalls() == []
+
+
+def test_privileged_start_reads_the_files(pki, tmp_path, clock):
+    """Under twistd the files are read before privileges are shed, and not read twice."""
+    files = write_server(tmp_path, pki)
+    factory = ReloadingContextFactory(files.cert, files.key)
+    factory.load()
+    service = CertificateReloadService(factory, clock=clock)
+    service.privilegedStartService()
+    assert factory.loaded
+    loaded = factory.certificate
+    service.startService()
+    service.stopService()
+    assert factory.certificate is loaded
 
 
 @pytest_twisted.ensureDeferred
@@ -346,7 +363,7 @@ def test_sighup_triggers_reload(pki, tmp_path, clock):
             f(*a)
 
     previous = signal.getsignal(signal.SIGHUP)
-    service = CertificateReloadService(factory, Reactor())
+    service = CertificateReloadService(factory, Reactor(), clock=clock)
     service.startService()
     try:
         os.kill(os.getpid(), signal.SIGHUP)
