@@ -194,8 +194,9 @@ def _compact(record: dict) -> dict:
 
 def migrate(conn: sqlite3.Connection) -> int:
     """
-    Bring a store opened with L{SCHEMA} up to date; run by every
-    L{EmbeddedBackend} before its other calls.
+    Bring a store opened with L{SCHEMA} up to date; queued by every
+    L{EmbeddedBackend} before its first call (and run again at no cost when
+    there is nothing to do).
 
     A message log and events table made before the gateway wrote them
     directly carry a unique index (five columns of every frame, the random
@@ -219,6 +220,8 @@ def migrate(conn: sqlite3.Connection) -> int:
             ).rowcount
             conn.execute(f"DROP TABLE {table}_before_redelivered")
         conn.execute(index)
+    if moved:
+        log.info("embedded store: message log and events ({count} rows) rebuilt without their unique indexes", count=moved)
     return moved
 
 
@@ -252,16 +255,14 @@ class EmbeddedBackend:
         self._price = None if price_per_kwh is None else str(price_per_kwh)
         self._currency = currency
         self._auth_mode = auth_mode
-        # queued first: every later call runs after it
-        self._db.write(migrate).addCallbacks(self._migrated, lambda f: log.failure("updating the embedded store failed", f))
-
-    @staticmethod
-    def _migrated(moved: int) -> None:
-        if moved:
-            log.info("embedded store: message log and events ({count} rows) rebuilt without their unique indexes",
-                     count=moved)
+        self._upgraded = False
 
     def _call(self, fn: Any, write: bool = True) -> Deferred[Any]:
+        if not self._upgraded:
+            # queued before the first call, which runs after it; not at
+            # construction, which must not touch the database
+            self._upgraded = True
+            self._db.write(migrate).addErrback(lambda f: log.failure("updating the embedded store failed", f))
         d = self._db.write(fn) if write else self._db.read(fn)
         return d.addErrback(self._unavailable)
 

@@ -86,8 +86,10 @@ class Database(Service):
         reactor: Any,
         schema: str = "",
         synchronous: str = "FULL",
+        upgrade: Callable[[sqlite3.Connection], Any] | None = None,
     ) -> None:
         self._reactor = reactor
+        self._upgrade = upgrade
         self._path = str(path)
         self._schema = schema
         self._synchronous = synchronous
@@ -121,7 +123,7 @@ class Database(Service):
         self._ready.clear()
         self._open_error = None
         thread = threading.Thread(
-            target=self._run, args=(self._schema, self._synchronous), name=f"sqlite:{Path(self._path).name}", daemon=True
+            target=self._run, args=(self._schema, self._synchronous, self._upgrade), name=f"sqlite:{Path(self._path).name}", daemon=True
         )
         thread.start()
         self._ready.wait()
@@ -203,9 +205,9 @@ class Database(Service):
 
     # -- database thread -------------------------------------------------------
 
-    def _run(self, schema: str, synchronous: str) -> None:
+    def _run(self, schema: str, synchronous: str, upgrade: Callable[[sqlite3.Connection], Any] | None) -> None:
         try:
-            conn = open_connection(self._path, schema, synchronous)
+            conn = open_connection(self._path, schema, synchronous, upgrade)
         except BaseException as e:  # noqa: BLE001 - reported to the constructor
             self._open_error = e
             self._ready.set()
@@ -276,11 +278,17 @@ class InlineDatabase:
     does: a test can see what happens before and after a commit.
     """
 
-    def __init__(self, path: str | Path = ":memory:", schema: str = "", auto: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        schema: str = "",
+        auto: bool = True,
+        upgrade: Callable[[sqlite3.Connection], Any] | None = None,
+    ) -> None:
         self._path = str(path)
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn: sqlite3.Connection | None = open_connection(self._path, schema, "FULL")
+        self._conn: sqlite3.Connection | None = open_connection(self._path, schema, "FULL", upgrade)
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]] = []
         self.auto = auto
         self.commits = 0
@@ -338,10 +346,16 @@ class InlineDatabase:
             self._conn = None
 
 
-def open_connection(path: str, schema: str = "", synchronous: str = "FULL") -> sqlite3.Connection:
+def open_connection(
+    path: str,
+    schema: str = "",
+    synchronous: str = "FULL",
+    upgrade: Callable[[sqlite3.Connection], Any] | None = None,
+) -> sqlite3.Connection:
     """
     Open C{path} in WAL mode in autocommit (we issue C{BEGIN} ourselves),
-    and run C{schema}.
+    run C{schema}, then C{upgrade(connection)} (bringing a file of an
+    earlier release up to date), before anything else uses it.
     """
     if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
         raise ValueError(f"unknown synchronous mode {synchronous!r}")
@@ -352,6 +366,14 @@ def open_connection(path: str, schema: str = "", synchronous: str = "FULL") -> s
         conn.execute("PRAGMA foreign_keys=ON")
         if schema:
             conn.executescript(schema)
+        if upgrade is not None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                upgrade(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
     except BaseException:
         conn.close()
         raise

@@ -297,6 +297,7 @@ def test_a_message_log_with_the_old_unique_index_is_rebuilt(path, clock):
     conn.close()
     db = InlineDatabase(path, SCHEMA)
     backend = EmbeddedBackend(db, clock)
+    success_result_of(backend.charger_by_device("CP-none"))  # the first call brings the file up to date
     assert sql(db, "SELECT id, message_id, payload FROM messages ORDER BY id") == [
         (7, "m1", "{}"), (9, "m1", '{"currentTime":"x"}')
     ]
@@ -307,7 +308,7 @@ def test_a_message_log_with_the_old_unique_index_is_rebuilt(path, clock):
     assert sql(db, "SELECT max(id) FROM messages") == [(10,)]
     db.close()
     again = InlineDatabase(path, SCHEMA)  # a second open has nothing to do
-    EmbeddedBackend(again, clock)
+    success_result_of(EmbeddedBackend(again, clock).charger_by_device("CP-none"))
     assert sql(again, "SELECT count(*) FROM messages") == [(3,)]
     again.close()
 
@@ -347,6 +348,7 @@ def test_everything_survives_a_restart(path, clock):
 
 def test_a_full_disk_is_backend_unavailable(backend, db):
     """A write the disk refuses is BackendUnavailable, so callers retry."""
+    success_result_of(backend.charger_by_device("CP-none"))  # the store's own upgrade is done
     original = db.write
 
     def full(fn):
