@@ -263,12 +263,22 @@ def run_soak(
             sim = subprocess.Popen(sim_cmd, cwd=ROOT, stdout=sim_out, stderr=sim_err, preexec_fn=_max_files)
             samples: list[dict] = []
             previous = baseline
-            next_at = started + interval
             sim_bound = seconds + 120 + chargers / max(connect_rate, 1)
+            # Samples describe the load: from the moment every charger is
+            # connected (the simulator's load runs `seconds` from a little
+            # after that) until a second before the load can end, never
+            # while the simulator is still connecting or already leaving.
+            steady_from: float | None = None
+            next_at = sample_until = 0.0
             while sim.poll() is None and time.monotonic() - started < sim_bound:
                 if proc.poll() is not None:
                     break
-                if time.monotonic() >= next_at:
+                now = time.monotonic()
+                if steady_from is None:
+                    if parse_metrics(scrape(port))["connected"] >= chargers:
+                        steady_from = now
+                        next_at, sample_until = now + interval, now + seconds - 1.0
+                elif next_at <= sample_until and now >= next_at:
                     row = sample(proc.pid, port, started, previous)
                     previous = row
                     samples.append(row)

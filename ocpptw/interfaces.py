@@ -219,6 +219,99 @@ class IOutbox(Interface):
         when C{timeout} passed first.  Used by the SIGTERM drain.
         """
 
+    def register_batch(operation: str, deliver: "Callable[[list[dict]], Deferred]", size: int, linger: float) -> None:
+        """
+        Deliver C{operation}'s entries of one key in batches of up to
+        C{size}: C{deliver(bodies)}, waiting up to C{linger} seconds for a
+        batch to fill.
+        """
+
+
+class IOutboxObserver(Interface):
+    """
+    Told what the outbox does (the metrics).
+    """
+
+    def delivered(operation: str, seconds: float) -> None:
+        """
+        An entry of C{operation} was delivered after C{seconds} in flight.
+        """
+
+    def failed(operation: str, error: object) -> None:
+        """
+        A delivery attempt of C{operation} failed; it will be retried.
+        """
+
+    def parked(operation: str) -> None:
+        """
+        An entry of C{operation} became a dead letter.
+        """
+
+
+class IBatchedMessageLog(Interface):
+    """
+    A backend that takes a charger's OCPP messages several at a time
+    (C{POST /api/charger/{deviceId}/ocpp-messages}, C{BACKEND_MESSAGE_BATCH}).
+    """
+
+    def store_messages(items: "list[tuple[str, dict]]") -> "Deferred[None]":
+        """
+        Store C{(deviceId, body)} pairs, the bodies of the contract's
+        C{ocpp-message} call, in order.
+        """
+
+
+class IMessageLog(Interface):
+    """
+    A store that keeps the message log and the events itself (the embedded
+    store): the local publisher writes to it directly, a reactor turn's
+    frames and events in one write each.
+    """
+
+    def log_frames(rows: "list[tuple]") -> "Deferred[None]":
+        """
+        Append frames: C{(deviceId, direction, messageType, messageId,
+        action, payload JSON text or None, errorCode, timestamp)} each.
+        """
+
+    def log_events(events: "list[dict]") -> "Deferred[None]":
+        """
+        Append the gateway's own events, each once.
+        """
+
+    def record_event(event: dict) -> "Deferred[None]":
+        """
+        Keep one event that may come again (an outbox redelivery): kept once.
+        """
+
+
+class IBackendObserver(Interface):
+    """
+    Told how each backend request went (the metrics).
+    """
+
+    def request(endpoint: str, outcome: str, seconds: float) -> None:
+        """
+        One attempt at C{endpoint}: C{ok}, C{not_found}, C{rejected},
+        C{unavailable}, C{circuit_open} or C{cancelled}, after C{seconds}.
+        """
+
+
+class IBrokerObserver(Interface):
+    """
+    Told how event publishing to RabbitMQ goes (the metrics).
+    """
+
+    def broker_published(seconds: float) -> None:
+        """
+        An event was confirmed by the broker after C{seconds}.
+        """
+
+    def broker_failed(reason: object) -> None:
+        """
+        An event was not confirmed (it went to the outbox).
+        """
+
 
 class IEventPublisher(Interface):
     """
@@ -236,6 +329,56 @@ class IEventPublisher(Interface):
         """
         C{(True, "")} when connected (or not configured), else
         C{(False, reason)}.
+        """
+
+
+class IFrameLog(Interface):
+    """
+    A publisher that keeps the message log itself: it takes a frame without
+    an event envelope, with the payload's text when the session has it, so
+    nothing is encoded twice.
+    """
+
+    def log_frame(
+        device_id: str,
+        direction: str,
+        message_type: str,
+        message_id: str,
+        action: "str | None",
+        payload: object,
+        payload_text: "str | None",
+        error_code: "str | None",
+        error_description: "str | None",
+    ) -> "Deferred[None]":
+        """
+        Log one frame; fires once it is durable.
+        """
+
+
+class ISessionObserver(Interface):
+    """
+    Told of every frame an OCPP session sends or receives, and of every
+    schema violation it lets through in lenient mode.
+    """
+
+    def frame(
+        session: object,
+        direction: str,
+        message_type: str,
+        message_id: str,
+        action: "str | None",
+        payload: "dict | None",
+        error_code: "str | None",
+        error_description: "str | None",
+        payload_text: "str | None" = None,
+    ) -> None:
+        """
+        One frame C{"in"} or C{"out"}.
+        """
+
+    def violation(session: object, action: "str | None", error: object) -> None:
+        """
+        A payload that broke the schema was handled anyway (lenient mode).
         """
 
 
@@ -398,4 +541,12 @@ class ICommandBus(Interface):
         """
         Fires with the CALLRESULT payload.  Fails with L{InvalidPayload},
         L{ChargerOffline}, L{CommandTimeout} or L{CallErrorReceived}.
+        """
+
+    def check(action: str, payload: object) -> None:
+        """
+        Validate a command before it is sent anywhere.
+
+        @raise InvalidPayload: C{action} is no server-to-charger action, or
+            C{payload} does not match its schema.
         """

@@ -9,13 +9,14 @@ import uuid
 
 import pytest
 from twisted.internet.defer import succeed
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from ocpptw.services import events
 from ocpptw.adapters.local_events import LocalEventPublisher
-from ocpptw.services.events import make_event
-from ocpptw.interfaces import IEventPublisher
+from ocpptw.interfaces import IEventPublisher, IMessageLog
+from ocpptw.services import events
 from ocpptw.services.delivery import STORE_MESSAGE
+from ocpptw.services.events import make_event
 from ocpptw.store import embedded
 from ocpptw.store import outbox as outbox_module
 from ocpptw.store.sqlite import InlineDatabase
@@ -200,8 +201,15 @@ def test_frames_go_through_the_outbox_without_the_embedded_store(clock, parts):
 def test_a_frame_write_that_fails_fails_its_deferred(clock):
     """A batch of frames the store refuses fails the shared Deferred."""
 
+    @implementer(IMessageLog)
     class Refusing:
         def log_frames(self, rows):
+            raise ValueError("refused")
+
+        def log_events(self, events):
+            raise ValueError("refused")
+
+        def record_event(self, event):
             raise ValueError("refused")
 
     publisher = LocalEventPublisher(outbox=None, backend=Refusing(), clock=clock)

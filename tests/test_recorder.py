@@ -97,6 +97,11 @@ def test_one_callback_per_shared_write(clock):
 
     shared: Deferred[None] = Counting()
 
+    from zope.interface import implementer
+
+    from ocpptw.interfaces import IFrameLog
+
+    @implementer(IFrameLog)
     class Logging:
         def log_frame(self, *args):
             return shared

@@ -29,6 +29,7 @@ import uuid
 from typing import Any
 
 from twisted.internet.defer import Deferred, TimeoutError, fail, inlineCallbacks, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -320,8 +321,8 @@ class AmqpCommandBus:
 
     @param connection: the L{ocpptw.adapters.amqp.AmqpConnection}.
     @param local_bus: the L{ICommandBus} for chargers held here (its
-        C{check(action, payload)}, when present, validates before a
-        command leaves this instance).
+        C{check(action, payload)} validates before a command leaves this
+        instance).
     @param registry: the L{ChargerRegistry}.
     @param clock: the L{IReactorTime} for the RPC timeouts.
     @param default_timeout: seconds a command waits when none is given.
@@ -336,12 +337,10 @@ class AmqpCommandBus:
         connection: Any,
         local_bus: Any,
         registry: Any,
-        clock: Any = None,
+        clock: IReactorTime,
         default_timeout: float = 30.0,
         margin: float = 5.0,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
         self._connection = connection
         self._local = local_bus
         self._registry = registry
@@ -372,15 +371,20 @@ class AmqpCommandBus:
             self.log.warn("RabbitMQ closed the command RPC channel: {reason}", reason=describe_failure(reason))
             connection.close(200, "command RPC channel closed")
 
+    def check(self, action: str, payload: Any) -> None:
+        """
+        As the local bus checks: a command is refused here, before it
+        leaves this instance.
+        """
+        self._local.check(action, payload)
+
     def send(self, charge_point_id: str, action: str, payload: dict, timeout: float | None = None) -> Deferred[dict]:
         if self._registry.get(charge_point_id) is not None:
             return self._local.send(charge_point_id, action, payload, timeout)
-        check = getattr(self._local, "check", None)
-        if check is not None:
-            try:
-                check(action, payload)
-            except InvalidPayload as e:
-                return fail(e)
+        try:
+            self.check(action, payload)
+        except InvalidPayload as e:
+            return fail(e)
         channel = self._channel
         if channel is None:
             return fail(ChargerOffline(f"{charge_point_id} is not connected here and the broker is unavailable"))

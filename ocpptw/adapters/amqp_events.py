@@ -172,9 +172,13 @@ class AmqpEventPublisher(Service):
         return None
 
     def _observe(self, hook: str, value: Any) -> None:
-        method = getattr(self._metrics, hook, None)
-        if method is not None:
-            method(value)
+        metrics = self._metrics
+        if metrics is None:
+            return
+        if hook == "broker_published":
+            metrics.broker_published(value)
+        else:
+            metrics.broker_failed(value)
 
     def _to_outbox(self, key: str, event: dict, reason: Any) -> Deferred[None]:
         if reason is not None:

@@ -62,7 +62,7 @@ from ocpptw.adapters._http_answers import (
     started,
 )
 from ocpptw.adapters.circuit import Circuit, CircuitOpen
-from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, NotFound
+from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, IBatchedMessageLog, NotFound
 
 __all__ = ["CircuitOpen", "HttpBackend"]
 
@@ -149,7 +149,7 @@ class _Call:
     cancelled = False
 
 
-@implementer(IBackend)
+@implementer(IBackend, IBatchedMessageLog)
 class HttpBackend(Service):
     """
     L{IBackend} over HTTP.

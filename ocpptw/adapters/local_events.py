@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocpptw.clock import now_z
-from ocpptw.interfaces import IBackend, IEventPublisher, IOutbox
+from ocpptw.interfaces import IBackend, IEventPublisher, IFrameLog, IMessageLog, IOutbox
 from ocpptw.services.delivery import STORE_MESSAGE
 from ocpptw.services.events import OCPP_MESSAGE, frame_data
 
@@ -41,7 +41,7 @@ def _fire(result: Any, waiters: list[Deferred[None]]) -> None:
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
-@implementer(IEventPublisher)
+@implementer(IEventPublisher, IFrameLog)
 class LocalEventPublisher:
     """
     Events when RabbitMQ is off.
@@ -71,11 +71,10 @@ class LocalEventPublisher:
     def __init__(self, outbox: IOutbox, backend: IBackend | None = None, clock: IReactorTime | None = None) -> None:
         self._outbox = outbox
         self._clock = clock
-        self._record: Any = getattr(backend, "record_event", None) if backend is not None else None
-        self._record_many: Any = (
-            getattr(backend, "log_events", None) or getattr(backend, "record_events", None) if clock is not None else None
-        )
-        self._log_frames: Any = getattr(backend, "log_frames", None) if clock is not None else None
+        log = backend if IMessageLog.providedBy(backend) else None
+        self._record: Any = log.record_event if log is not None else None
+        self._record_many: Any = log.log_events if log is not None and clock is not None else None
+        self._log_frames: Any = log.log_frames if log is not None and clock is not None else None
         self._frames: list[tuple[Any, ...]] = []
         self._frame_waiters: list[Deferred[None]] = []
         self._frames_written: Deferred[None] | None = None

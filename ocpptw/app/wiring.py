@@ -348,7 +348,7 @@ def build(config: Config, reactor: Any) -> Parts:
         from ocpptw.adapters.amqp_commands import AmqpCommandBus
 
         server = AmqpCommandServer(connection, registry, bus, config.instance_id)
-        bus = AmqpCommandBus(connection, bus, registry)
+        bus = AmqpCommandBus(connection, bus, registry, reactor, default_timeout=config.call_timeout)
         broker = Broker(connection, server)
     api = CommandApi(bus, registry, config.admin_token, config.call_timeout)
 

@@ -32,7 +32,9 @@ from prometheus_client import (
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from zope.interface import implementer
 
+from ocpptw.interfaces import IBackendObserver, IBrokerObserver, IOutboxObserver
 from ocpptw.ocpp.actions import ALL_ACTIONS
 from ocpptw.ocpp.errors import CODES
 
@@ -85,6 +87,7 @@ class _Family:
         return found
 
 
+@implementer(IOutboxObserver, IBackendObserver, IBrokerObserver)
 class Metrics:
     """
     Every metric of one gateway, in its own registry.

@@ -41,6 +41,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from ocpptw.interfaces import IBatchedMessageLog
 from ocpptw.services.billing import ZERO, money, money_str, refund_amount, session_cost
 from ocpptw.store.ledger import Transaction
 
@@ -255,6 +256,5 @@ def register_deliveries(
     outbox.register(STOP_SESSION, deliveries.stop_session)
     outbox.register(WALLET_REFUND, deliveries.refund)
     outbox.register(STORE_MESSAGE, deliveries.store_message)
-    register_batch = getattr(outbox, "register_batch", None)
-    if message_batch > 1 and register_batch is not None and getattr(backend, "store_messages", None) is not None:
-        register_batch(STORE_MESSAGE, deliveries.store_messages, message_batch, linger=MESSAGE_BATCH_LINGER)
+    if message_batch > 1 and IBatchedMessageLog.providedBy(backend):
+        outbox.register_batch(STORE_MESSAGE, deliveries.store_messages, message_batch, linger=MESSAGE_BATCH_LINGER)

@@ -16,11 +16,13 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ocpptw.services.events import OCPP_MESSAGE, frame_data, make_event
-from ocpptw.interfaces import IEventPublisher, StorageFull
+from ocpptw.interfaces import IEventPublisher, IFrameLog, ISessionObserver, StorageFull
 
 
+@implementer(ISessionObserver)
 class FrameRecorder:
     """
     The sessions' observer.
@@ -37,7 +39,7 @@ class FrameRecorder:
         self._instance = instance
         self._metrics = metrics
         self._refused = False
-        self._log_frame: Any = getattr(publisher, "log_frame", None)
+        self._log_frame: Any = publisher.log_frame if IFrameLog.providedBy(publisher) else None
         self._watched: Any = None
 
     def frame(

@@ -30,7 +30,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocpptw.clock import now_z
-from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, NotFound, StorageFull
+from ocpptw.interfaces import (
+    BackendRejected,
+    BackendUnavailable,
+    IBackend,
+    IBatchedMessageLog,
+    IMessageLog,
+    NotFound,
+    StorageFull,
+)
 from ocpptw.store.sqlite import UnstorableValue
 
 log = Logger()
@@ -225,7 +233,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return moved
 
 
-@implementer(IBackend)
+@implementer(IBackend, IMessageLog, IBatchedMessageLog)
 class EmbeddedBackend:
     """
     L{IBackend} on a local SQLite file.

@@ -503,9 +503,15 @@ class Outbox(Service):
         self._check_idle()
 
     def _notify(self, hook: str, *args: Any) -> None:
-        if self._observer is not None:
+        observer = self._observer
+        if observer is not None:
             try:
-                getattr(self._observer, hook)(*args)
+                if hook == "delivered":
+                    observer.delivered(*args)
+                elif hook == "failed":
+                    observer.failed(*args)
+                else:
+                    observer.parked(*args)
             except Exception:
                 self.log.failure("outbox observer {hook} failed", hook=hook)
 

@@ -271,7 +271,7 @@ class FakeBackend(Resource):
         """
         held, self._held = self._held, []
         for request, answer in held:
-            if not request.finished and not request._disconnected:
+            if not request.finished:
                 answer()
 
     # -- network -------------------------------------------------------------
@@ -361,7 +361,10 @@ class FakeBackend(Resource):
         if fault.kind == "status":
             return _write(request, fault.status, fault.body if fault.body is not None else {"error": "injected fault"})
         if fault.kind == "hang":
-            self._held.append((request, answer))
+            held = (request, answer)
+            self._held.append(held)
+            # a client that gave up is not answered later (twisted.web would refuse the late write)
+            request.notifyFinish().addErrback(lambda _: held in self._held and self._held.remove(held))
             return NOT_DONE_YET
         if fault.kind == "stall":
             request.setResponseCode(200)

@@ -18,13 +18,18 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from ocpptw.interfaces import CallErrorReceived, ChargerOffline, CommandTimeout, ICommandBus, InvalidPayload
+from ocpptw.interfaces import (
+    CallErrorReceived,
+    ChargerOffline,
+    CommandTimeout,
+    ICommandBus,
+    InvalidPayload,
+)
 
 #: Largest command body accepted.
 MAX_BODY = 1024 * 1024

@@ -14,6 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ocpptw.transport.api import write_json
+from ocpptw.transport.compat import release_channel
 
 
 class Health(Resource):
@@ -130,20 +131,6 @@ class ChargerSocketResource(WebSocketResource):
         if result is NOT_DONE_YET and channel is not None and channel.transport is None:
             release_channel(channel)
         return result
-
-
-def release_channel(channel: Any) -> None:
-    """
-    Detach a twisted.web channel whose transport a WebSocket protocol took:
-    unregister it from the transport (as Twisted does itself when it hands a
-    connection over to HTTP/2) and drop its requests.
-    """
-    producer = getattr(channel, "_networkProducer", None)
-    if producer is not None:
-        producer.unregisterProducer()
-    requests = getattr(channel, "requests", None)
-    if requests:
-        requests.clear()
 
 
 class QuietSite(Site):

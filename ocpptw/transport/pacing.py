@@ -34,10 +34,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from zope.interface import implementer
+
+from ocpptw.transport.compat import PacedPort, mark_tls
 
 
 class AcceptPacer:
@@ -172,48 +177,9 @@ class _SkipAbandoned:
         return getattr(self._listening, name)
 
 
-class PacedPort(tcp.Port):
-    """
-    A TCP listening port whose accept loop follows an L{AcceptPacer} and
-    drops abandoned connections.
-    """
-
-    _resume: Any = None
-
-    def __init__(self, port: int, factory: Any, backlog: int, interface: str, reactor: Any, pacer: AcceptPacer) -> None:
-        super().__init__(port, factory, backlog, interface, reactor)
-        self._pacer = pacer
-
-    def startListening(self) -> None:
-        super().startListening()
-        listening = self.socket
-        self.socket = _SkipAbandoned(listening, self._pacer)
-        self._pacer.waiting = lambda: listen_queue(listening)
-
-    def doRead(self) -> None:
-        allowed = self._pacer.allowance()
-        if allowed < 1:
-            # Not now: stop watching the socket until a token is due; the
-            # kernel keeps the waiting connections in the listen queue.
-            self.stopReading()
-            self._resume = self.reactor.callLater(self._pacer.wait(), self._resume_reading)
-            return None
-        self.numberAccepts = allowed
-        before = self.sessionno
-        super().doRead()
-        self._pacer.took(self.sessionno - before)
-        return None
-
-    def _resume_reading(self) -> None:
-        self._resume = None
-        if self.connected:
-            self.startReading()
-
-    def connectionLost(self, reason: Any) -> None:
-        if self._resume is not None and self._resume.active():
-            self._resume.cancel()
-        self._resume = None
-        super().connectionLost(reason)
+def _listening_hooks(listening: socket.socket, pacer: AcceptPacer) -> _SkipAbandoned:
+    pacer.waiting = lambda: listen_queue(listening)
+    return _SkipAbandoned(listening, pacer)
 
 
 @implementer(IStreamServerEndpoint)
@@ -253,10 +219,10 @@ class PacedServerEndpoint:
 
             factory = TLSMemoryBIOFactory(self._tls, False, protocol_factory)
         try:
-            port = PacedPort(self._port, factory, self._backlog, self._interface, self._reactor, self.pacer)
+            port = PacedPort(self._port, factory, self._backlog, self._interface, self._reactor, self.pacer, _listening_hooks)
             port.startListening()
         except Exception as e:  # noqa: BLE001 - the caller's Deferred reports it
             return fail(e)
         if self._tls is not None:
-            port._type = "TLS"
+            mark_tls(port)
         return succeed(port)

@@ -16,7 +16,19 @@ from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ocpptw.transport.handshake import NO_SUBPROTOCOL, SUBPROTOCOL, ChargerConnection, Gate
+from ocpptw.transport.compat import (
+    HANDSHAKE_STATE,
+    QUIET_STATE,
+    reschedule_first_ping,
+    share_protocol_options,
+    skip_eager_debug_formatting,
+)
+from ocpptw.transport.handshake import (
+    NO_SUBPROTOCOL,
+    SUBPROTOCOL,
+    ChargerConnection,
+    Gate,
+)
 from ocpptw.transport.identity import BadIdentity, identity_from_path
 
 
@@ -109,7 +121,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
         instance's own dict only what differs from the class defaults, in a
         new dict sized for what is left (a dict never shrinks).
         """
-        forget, quiet, missing = _HANDSHAKE_STATE, _QUIET_STATE, _MISSING
+        forget, quiet, missing = HANDSHAKE_STATE, QUIET_STATE, _MISSING
         self.__dict__ = {
             name: value
             for name, value in self.__dict__.items()
@@ -121,16 +133,8 @@ class OcppServerProtocol(WebSocketServerProtocol):
         Spread the first keepalive ping over the interval: after a mass
         reconnect, pings that fire together make a latency spike.
         """
-        pending = getattr(self, "autoPingPendingCall", None)
-        if pending is None or not self.autoPingInterval:
-            return
-        try:
-            pending.cancel()
-            self.autoPingPendingCall = self.factory._batched_timer.call_later(
-                self.autoPingInterval * random.uniform(0.5, 1.0), self._sendAutoPing
-            )
-        except Exception:  # noqa: BLE001 - keep Autobahn's own schedule
-            pass
+        if self.autoPingInterval:
+            reschedule_first_ping(self, self.autoPingInterval * random.uniform(0.5, 1.0))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         connection = self._ocpp_connection
@@ -154,60 +158,11 @@ class OcppServerProtocol(WebSocketServerProtocol):
                 self._ocpp_log.failure("closing {chargePointId} crashed", chargePointId=self._ocpp_identity)
 
 
-#: What an open socket no longer needs: what Autobahn keeps of the opening
-#: handshake for its own use during it, and the charger record we got then.
-#: A read after that finds the class's C{None}.
-_HANDSHAKE_STATE = frozenset(
-    {
-        "http_headers",
-        "http_request_data",
-        "http_response_data",
-        "http_status_line",
-        "http_request_uri",
-        "http_request_path",
-        "http_request_params",
-        "http_request_host",
-        "websocket_extensions",
-        "websocket_origin",
-        "websocket_protocols",
-        "_wskey",
-        "_ocpp_record",
-    }
-)
-
-#: Autobahn's per-connection state that keeps its first value while a socket
-#: is open and well: Autobahn sets each when the connection is made and again
-#: only when it fails or closes.  Class defaults with the same values, so an
-#: open socket's own dict does not hold them.
-_QUIET_STATE: dict[str, Any] = {
-    "closedByMe": False,
-    "droppedByMe": False,
-    "failedByMe": False,
-    "localCloseCode": None,
-    "localCloseReason": None,
-    "remoteCloseCode": None,
-    "remoteCloseReason": None,
-    "wasClean": False,
-    "wasCloseHandshakeTimeout": False,
-    "wasMaxFramePayloadSizeExceeded": False,
-    "wasMaxMessagePayloadSizeExceeded": False,
-    "wasNotCleanReason": None,
-    "wasOpenHandshakeTimeout": False,
-    "wasServerConnectionDropTimeout": False,
-    "wasServingFlashSocketPolicyFile": False,
-    "openHandshakeTimeoutCall": None,
-    "closeHandshakeTimeoutCall": None,
-    "trackedTimings": None,
-    "_perMessageCompress": None,
-    "websocket_version": 13,
-    "_ocpp_entered": False,
-}
-
 _MISSING = object()
 
-for _name in _HANDSHAKE_STATE:
+for _name in HANDSHAKE_STATE:
     setattr(OcppServerProtocol, _name, None)
-for _name, _value in _QUIET_STATE.items():
+for _name, _value in QUIET_STATE.items():
     setattr(OcppServerProtocol, _name, _value)
 del _name, _value
 
@@ -254,37 +209,7 @@ class OcppServerFactory(WebSocketServerFactory):
         protocol = self.protocol
         if protocol is OcppServerProtocol or not issubclass(protocol, OcppServerProtocol):
             return
-        for name in protocol.CONFIG_ATTRS:
-            # staticmethod: an option that is a function (perMessageCompressionAccept)
-            # must not become a method of the protocol.
-            setattr(protocol, name, staticmethod(getattr(self, name)))
-
-
-def skip_eager_debug_formatting() -> None:
-    """
-    Autobahn builds the arguments of its debug log lines even when debug
-    logging is off: C{pformat()} of every protocol option on every new
-    connection (about a quarter of the server's CPU per handshake in a
-    connection storm) and C{hltype()}/C{hlval()} on every frame.  Unless
-    Autobahn logs at debug (C{txaio}'s level), those names in its modules
-    become a function that returns an empty string; only the discarded
-    debug lines lose anything.
-    """
-    import txaio
-
-    if txaio.get_global_log_level() in ("debug", "trace"):
-        return
-    import autobahn.twisted.websocket as twisted_websocket
-    import autobahn.websocket.protocol as websocket_protocol
-
-    for module in (twisted_websocket, websocket_protocol):
-        for name in ("hltype", "hlval", "pformat"):
-            if hasattr(module, name):
-                setattr(module, name, _nothing)
-
-
-def _nothing(*args: Any, **kwargs: Any) -> str:
-    return ""
+        share_protocol_options(protocol, self)
 
 
 def websocket_options(max_frame_bytes: int, ping_interval: float) -> dict[str, Any]:

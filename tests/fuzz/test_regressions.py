@@ -85,11 +85,19 @@ def test_a_batch_write_that_raises_fails_its_waiters(clock):
     from ocpptw.adapters.local_events import LocalEventPublisher
     from tests.helpers import failure_result_of
 
+    from zope.interface import implementer
+
+    from ocpptw.interfaces import IMessageLog
+
+    @implementer(IMessageLog)
     class Exploding:
-        def record_events(self, events):
+        def log_events(self, events):
             raise ValueError("cannot encode")
 
-        def store_messages(self, messages):
+        def log_frames(self, rows):
+            raise ValueError("cannot encode")
+
+        def record_event(self, event):
             raise ValueError("cannot encode")
 
     publisher = LocalEventPublisher(outbox=None, backend=Exploding(), clock=clock)

@@ -292,6 +292,9 @@ class FakeLocalBus:
     def __init__(self, registry: Any) -> None:
         self._registry = registry
 
+    def check(self, action: str, payload: Any) -> None:
+        """Every command passes."""
+
     def send(self, charge_point_id: str, action: str, payload: dict, timeout: float | None = None) -> Deferred[dict]:
         from twisted.internet.defer import fail
 

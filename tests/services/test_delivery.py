@@ -7,9 +7,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-
 from twisted.internet.defer import succeed
+from zope.interface import implementer
 
+from ocpptw.interfaces import IBatchedMessageLog
 from ocpptw.services import delivery
 from ocpptw.store.ledger import GATEWAY_ID_BASE, Transaction
 from tests.helpers import success_result_of
@@ -130,6 +131,7 @@ def test_plain_forwards(rig):
     assert rig.outbox.depth() == 0
 
 
+@implementer(IBatchedMessageLog)
 class _MessageLog:
     """A backend double with both forms of the message log."""
 
@@ -202,8 +204,15 @@ def test_messages_batch_waits_briefly_for_the_answer(clock):
 
 def test_no_batches_without_a_batch_capable_backend(clock):
     """A backend without store_messages gets one request per message whatever the setting."""
-    backend = _MessageLog()
-    backend.store_messages = None
+    class OneAtATime:
+        """Not an IBatchedMessageLog: the contract's one call per message only."""
+
+        def __init__(self):
+            self.calls = []
+
+        store_message = _MessageLog.store_message
+
+    backend = OneAtATime()
     outbox, db = _message_outbox(clock, backend, 50)
     _append_messages(outbox, ["1", "2"])
     success_result_of(outbox.start())

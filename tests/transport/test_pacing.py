@@ -13,7 +13,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 
-from ocpptw.transport.pacing import AcceptPacer, PacedPort, PacedServerEndpoint, listen_queue
+from ocpptw.transport.pacing import AcceptPacer, PacedPort, PacedServerEndpoint, _listening_hooks, listen_queue
 
 
 def test_per_turn_only(clock):
@@ -54,7 +54,7 @@ def test_port_pauses_until_a_token_is_due():
     fake = MemoryReactorClock()
     pacer = AcceptPacer(fake, per_turn=1, rate=2)
     pacer.took(1)
-    port = PacedPort(0, protocol.Factory(), 50, "127.0.0.1", fake, pacer)
+    port = PacedPort(0, protocol.Factory(), 50, "127.0.0.1", fake, pacer, _listening_hooks)
     port.connected = True
     reading = []
     port.startReading = lambda: reading.append(True)  # type: ignore[method-assign]
@@ -88,7 +88,7 @@ async def test_paced_port_accepts_one_per_turn_and_all_in_the_end():
     pacer = AcceptPacer(reactor, per_turn=1)
     factory = protocol.Factory.forProtocol(_Hold)
     factory.made = []
-    port = _CountingPort(0, factory, 64, "127.0.0.1", reactor, pacer)
+    port = _CountingPort(0, factory, 64, "127.0.0.1", reactor, pacer, _listening_hooks)
     port.per_read = []
     port.startListening()
     clients = []
@@ -160,7 +160,7 @@ async def test_abandoned_connections_are_dropped_at_the_accept():
     pacer.on_abandoned = lambda: seen.append(True)
     factory = protocol.Factory.forProtocol(_Hold)
     factory.made = []
-    port = PacedPort(0, factory, 64, "127.0.0.1", reactor, pacer)
+    port = PacedPort(0, factory, 64, "127.0.0.1", reactor, pacer, _listening_hooks)
     port.startListening()
     port.stopReading()  # everyone waits in the listen queue
     address = ("127.0.0.1", port.getHost().port)

@@ -527,7 +527,7 @@ async def test_open_socket_forgets_the_handshake(server):
     reads find the class defaults, and the charger is served and closed as
     before.
     """
-    from ocpptw.transport.websocket import _HANDSHAKE_STATE, _QUIET_STATE
+    from ocpptw.transport.compat import HANDSHAKE_STATE as _HANDSHAKE_STATE, QUIET_STATE as _QUIET_STATE
 
     server.chargers.records["FORGET"] = {"ocppValidation": "lenient"}
     charger = await connect_charger(server.port, "/ocpp/FORGET")
