@@ -126,5 +126,10 @@ class Periodic(Service):
         if running is None:
             return None
         waiter: Deferred[None] = Deferred()
-        running.addBoth(lambda result: (waiter.callback(None), result)[1])
+
+        def over(result: object) -> object:
+            waiter.callback(None)
+            return result
+
+        running.addBoth(over)
         return waiter

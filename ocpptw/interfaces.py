@@ -13,7 +13,16 @@ string on the wire and L{Decimal} in the services.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+    from decimal import Decimal
+
+    from twisted.internet.defer import Deferred
 
 # ---------------------------------------------------------------------------
 # Domain errors

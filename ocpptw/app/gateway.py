@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorThreads, IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -59,6 +59,13 @@ def _or_global_reactor(reactor: Any | None) -> Any:
     return reactor
 
 
+class IGatewayReactor(IReactorCore, IReactorTime, IReactorThreads):
+    """
+    What the gateway needs of its reactor: to run, to tell the time, and
+    to take calls from other threads (the SIGTERM handler, the databases).
+    """
+
+
 class StartFailed(Exception):
     """
     The gateway could not start: its message is the one line the operator
@@ -77,7 +84,7 @@ class GatewayService(OrderedMultiService):
 
     log = Logger()
 
-    def __init__(self, parts: Parts, reactor: IReactorCore, daemon: bool = False) -> None:
+    def __init__(self, parts: Parts, reactor: IGatewayReactor, daemon: bool = False) -> None:
         super().__init__()
         self.parts = parts
         self.config = parts.config
@@ -173,13 +180,15 @@ class GatewayService(OrderedMultiService):
         return d
 
     def _up(self, _: Any) -> None:
-        address = self.parts.listeners.chargers.port.getHost()  # type: ignore[union-attr]
+        port = self.parts.listeners.chargers.port
+        assert port is not None
+        address = port.getHost()
         scheme = "wss" if self.config.tls else "ws"
         self.log.info(
             "listening for chargers at {scheme}://{host}:{port}{path}/{{chargePointId}}",
             scheme=scheme,
-            host=address.host,  # type: ignore[attr-defined]
-            port=address.port,  # type: ignore[attr-defined]
+            host=getattr(address, "host", ""),
+            port=getattr(address, "port", ""),
             path=self.config.ocpp_path,
         )
         if self.config.admin_token is None:
@@ -212,7 +221,7 @@ class GatewayService(OrderedMultiService):
             import os
 
             atexit.register(os._exit, 1)
-        if self.reactor.running:  # type: ignore[attr-defined]
+        if self.reactor.running:
             self.reactor.stop()
 
     def _exit_zero_on_sigterm(self) -> None:
@@ -226,7 +235,7 @@ class GatewayService(OrderedMultiService):
         def install() -> None:
             def on_term(signum: int, frame: Any) -> None:
                 self.log.info("SIGTERM: draining")
-                self.reactor.callFromThread(self.reactor.stop)  # type: ignore[attr-defined]
+                self.reactor.callFromThread(self.reactor.stop)
 
             signal.signal(signal.SIGTERM, on_term)
 
@@ -249,43 +258,43 @@ class GatewayService(OrderedMultiService):
                 yield listener.stopService()
         # Let inbound calls that are being handled finish (their answers
         # wait for durable writes), within the grace period.
-        while self.registry is not None and self.reactor.seconds() < deadline:
+        while self.reactor.seconds() < deadline:
             busy = [c for c in (self.registry.get(cp) for cp in self.registry) if c and not c.session.idle()]
             if not busy:
                 break
             yield deferLater(self.reactor, 0.05, lambda: None)
-        if self.outbox is not None:
-            left = max(0.0, deadline - self.reactor.seconds())
-            emptied = yield self.outbox.flush(left)
-            if not emptied:
-                self.log.warn(
-                    "drain: {depth} outbox entries stay in {dataDir}; they are delivered at the next start",
-                    depth=self.outbox.depth(),
-                    dataDir=self.config.data_dir,
-                )
-        if self.registry is not None:
-            connections = [self.registry.get(cp) for cp in self.registry]
-            for connection in connections:
-                if connection is not None:
-                    connection.close(*GOING_AWAY)
-            # Wait for the close handshakes (bounded: Autobahn drops a peer
-            # that does not answer within its close timeout).
-            closing_deadline = self.reactor.seconds() + CLOSE_WAIT
-            while len(self.registry) and self.reactor.seconds() < closing_deadline:
-                yield deferLater(self.reactor, 0.02, lambda: None)
-            self.log.info("drain: closed {count} charger connections", count=len(connections))
-        if self.gate is not None:
-            # Handlers of connections that just closed may still be waiting
-            # for the backend; their writes must land before the stores close.
-            finish_by = max(deadline, self.reactor.seconds()) + FINISH_WAIT
-            while self.gate.finishing() and self.reactor.seconds() < finish_by:
-                yield deferLater(self.reactor, 0.02, lambda: None)
-            if self.gate.finishing():
-                self.log.warn(
-                    "drain: {count} calls were still being handled at the end of the grace period",
-                    count=self.gate.finishing(),
-                )
-            yield self.gate.settled()
+        left = max(0.0, deadline - self.reactor.seconds())
+        emptied = yield self.outbox.flush(left)
+        if not emptied:
+            self.log.warn(
+                "drain: {depth} outbox entries stay in {dataDir}; they are delivered at the next start",
+                depth=self.outbox.depth(),
+                dataDir=self.config.data_dir,
+            )
+        connections = [self.registry.get(cp) for cp in self.registry]
+        for connection in connections:
+            if connection is not None:
+                connection.close(*GOING_AWAY)
+        # Wait for the close handshakes (bounded: Autobahn drops a peer
+        # that does not answer within its close timeout).
+        closing_deadline = self.reactor.seconds() + CLOSE_WAIT
+        while len(self.registry) and self.reactor.seconds() < closing_deadline:
+            yield deferLater(self.reactor, 0.02, lambda: None)
+        self.log.info("drain: closed {count} charger connections", count=len(connections))
+        # Handlers of connections that just closed may still be waiting
+        # for the backend; their writes must land before the stores close.
+        finish_by = max(deadline, self.reactor.seconds()) + FINISH_WAIT
+        while self.gate.finishing() and self.reactor.seconds() < finish_by:
+            yield deferLater(self.reactor, 0.02, lambda: None)
+        if self.gate.finishing():
+            self.log.warn(
+                "drain: {count} calls were still being handled at the end of the grace period",
+                count=self.gate.finishing(),
+            )
+        yield self.gate.settled()
+        # Deliveries in flight finish rather than being cut off (which would
+        # leave the backend unsure, and deliver them again after the restart).
+        yield self.outbox.quiesce(max(0.0, finish_by - self.reactor.seconds()))
 
 
 def _reason(failure: Failure) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Generator
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.python.failure import Failure
 
 
 class OrderedMultiService(MultiService):
@@ -32,13 +33,17 @@ class OrderedMultiService(MultiService):
     def startService(self) -> Deferred[None]:  # type: ignore[override]
         self.running = 1
         d = self._start_children()
-        failures: list[Any] = []
-        d.addErrback(lambda f: failures.append(f) or f)
-        if failures:
-            failure = failures[0]
+        failures: list[Failure] = []
+
+        def seen(failure: Failure) -> Failure:
+            failures.append(failure)
+            return failure
+
+        d.addErrback(seen)
+        if failures:  # a child raised before the first asynchronous step
             d.addErrback(lambda _: None)
             self.running = 0
-            failure.raiseException()
+            failures[0].raiseException()
         return d
 
     @inlineCallbacks

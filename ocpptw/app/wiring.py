@@ -178,6 +178,7 @@ def build_events(
         return LocalEventPublisher(outbox, backend, reactor), None
     from ocpptw.adapters.amqp_events import AmqpEventPublisher
 
+    assert config.rabbitmq_url is not None  # the configuration gives it a default
     connection = AmqpConnection(
         reactor,
         config.rabbitmq_url,
@@ -360,7 +361,7 @@ def build(config: Config, reactor: Any) -> Parts:
     listening: list[Listeners] = []
 
     def charger_port_up() -> tuple[bool, str]:
-        up = bool(listening) and listening[0].chargers.running and gate.accepting
+        up = bool(listening and listening[0].chargers.running and gate.accepting)
         return up, "listener not accepting"
 
     def stores_writable() -> tuple[bool, str]:

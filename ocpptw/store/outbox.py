@@ -179,6 +179,7 @@ class Outbox(Service):
         self._ops_writing = False
         self._flush_waiters: list[tuple[Deferred[bool], Any]] = []
         self._stop_waiters: list[Deferred[None]] = []
+        self._quiet_waiters: list[Deferred[bool]] = []
         self._unregistered_logged: set[str] = set()
         self._loaded = False
         self._running = False
@@ -233,6 +234,33 @@ class Outbox(Service):
                 self._wake_all()
 
         return self._db.read(load).addCallback(loaded)
+
+    def quiesce(self, timeout: float) -> Deferred[bool]:
+        """
+        Start no more deliveries, and let those in flight finish, for at
+        most C{timeout} seconds: fires C{True} once none is in flight,
+        C{False} at the timeout.  A delivery cut off by L{stop} leaves the
+        backend unsure whether it arrived, and it is delivered again after
+        the next start; one that finishes here is settled once.
+        """
+        self._running = False
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._lingering.clear()
+        self._runnable.clear()
+        self._runnable_set.clear()
+        if not self._in_flight:
+            return succeed(True)
+        d: Deferred[bool] = Deferred()
+        self._quiet_waiters.append(d)
+        timer = self._clock.callLater(timeout, self._quiesce_timed_out, d)
+        return d.addBoth(lambda quiet: (timer.active() and timer.cancel(), quiet)[1])
+
+    def _quiesce_timed_out(self, d: Deferred[bool]) -> None:
+        if d in self._quiet_waiters:
+            self._quiet_waiters.remove(d)
+            d.callback(False)
 
     def stop(self) -> Deferred[None]:
         """
@@ -670,6 +698,10 @@ class Outbox(Service):
         return not self._entries and not self._appending and not self._ops_writing
 
     def _check_idle(self) -> None:
+        if self._quiet_waiters and not self._in_flight:
+            quiet, self._quiet_waiters = self._quiet_waiters, []
+            for d in quiet:
+                d.callback(True)
         if self._flush_waiters and self._idle():
             waiters, self._flush_waiters = self._flush_waiters, []
             for d, timeout in waiters:

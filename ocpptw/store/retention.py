@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ocpptw.clock import Periodic, iso_z
 
@@ -81,7 +82,11 @@ class LogRetention(Periodic):
             self._running_prune = None
             return result
 
-        return d.addBoth(done).addErrback(lambda f: self.log.failure("pruning the message log failed", f) and 0)
+        def failed(failure: Failure) -> int:
+            self.log.failure("pruning the message log failed", failure)
+            return 0
+
+        return d.addBoth(done).addErrback(failed)
 
     @inlineCallbacks
     def _prune(self, before: str) -> Any:

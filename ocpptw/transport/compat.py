@@ -125,7 +125,7 @@ def skip_eager_debug_formatting(force: bool = False) -> None:
     """
     import txaio
 
-    if not force and txaio.get_global_log_level() in ("debug", "trace"):
+    if not force and txaio.get_global_log_level() in ("debug", "trace"):  # type: ignore[attr-defined]
         return
     import autobahn.twisted.websocket as twisted_websocket
     import autobahn.websocket.protocol as websocket_protocol

@@ -256,7 +256,10 @@ def install_sighup(reactor: Any, callback: Callable[[], object]) -> Callable[[],
         previous = signal.signal(sighup, handler)
     except ValueError:
         return lambda: None
-    return lambda: signal.signal(sighup, previous)
+    def restore() -> None:
+        signal.signal(sighup, previous)
+
+    return restore
 
 
 class CertificateReloadService(Periodic):

@@ -441,6 +441,43 @@ def test_stop_cancels_deliveries_and_keeps_entries(db, make):
     assert deliver.bodies == [{"n": 1}]
 
 
+def test_quiesce_lets_deliveries_in_flight_finish_and_starts_no_more(db, make, clock):
+    """quiesce() (the drain) waits for what is in flight, delivered once, and starts nothing new."""
+    outbox = make(db)
+    deliver = Recorder("hold")
+    outbox.register("op", deliver)
+    success_result_of(outbox.start())
+    outbox.append("A", "op", {"n": 1})
+    outbox.append("A", "op", {"n": 2})
+    assert deliver.bodies == [{"n": 1}]
+    d = outbox.quiesce(5)
+    no_result(d)
+    deliver.pending.pop().callback(None)
+    assert success_result_of(d) is True
+    assert deliver.bodies == [{"n": 1}]  # the second waits for the next start
+    assert [r[0] for r in rows(db)] and outbox.depth() == 1
+    assert clock.getDelayedCalls() == []
+
+
+def test_quiesce_gives_up_at_its_timeout(db, make, clock):
+    outbox = make(db)
+    deliver = Recorder("hold")
+    outbox.register("op", deliver)
+    success_result_of(outbox.start())
+    outbox.append("A", "op", {})
+    d = outbox.quiesce(2)
+    clock.advance(2)
+    assert success_result_of(d) is False
+    success_result_of(outbox.stop())
+    assert outbox.depth() == 1
+
+
+def test_quiesce_with_nothing_in_flight_is_true(db, make):
+    outbox = make(db)
+    success_result_of(outbox.start())
+    assert success_result_of(outbox.quiesce(1)) is True
+
+
 def test_a_delivery_that_hangs_is_timed_out_and_retried(db, make, clock):
     """A deliverer that never answers is cancelled after delivery_timeout and retried with backoff."""
     outbox = make(db, delivery_timeout=10.0)
