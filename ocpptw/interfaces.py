@@ -13,7 +13,7 @@ string on the wire and L{Decimal} in the services.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
@@ -228,11 +228,17 @@ class IOutbox(Interface):
         when C{timeout} passed first.  Used by the SIGTERM drain.
         """
 
-    def register_batch(operation: str, deliver: "Callable[[list[dict]], Deferred]", size: int, linger: float) -> None:
+    def register_batch(
+        operation: str,
+        deliver: "Callable[[list[dict]], Any]",
+        limit: int,
+        max_bytes: int = 1 << 20,
+        linger: float = 0.0,
+    ) -> None:
         """
         Deliver C{operation}'s entries of one key in batches of up to
-        C{size}: C{deliver(bodies)}, waiting up to C{linger} seconds for a
-        batch to fill.
+        C{limit} bodies and C{max_bytes}: C{deliver(bodies)}, waiting up to
+        C{linger} seconds for a batch to fill.
         """
 
 

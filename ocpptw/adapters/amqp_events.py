@@ -186,7 +186,7 @@ class AmqpEventPublisher(Service):
         self._appending[key] = self._appending.get(key, 0) + 1
         self.outboxed += 1
 
-        def appended(result: Any) -> None:
+        def appended(result: Any) -> Failure | None:
             left = self._appending[key] - 1
             if left:
                 self._appending[key] = left

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import json
 import re
-from json.decoder import scanstring
+from json.decoder import scanstring  # type: ignore[attr-defined]  # public since 2.6, untyped
 from json.encoder import encode_basestring
 from math import isinf
-from typing import Any
+from typing import Any, TypeGuard
 
 from ocpptw.ocpp.errors import FORMATION_VIOLATION, OcppError
 
@@ -166,13 +166,13 @@ def _has_lone_surrogate(frame: list) -> bool:
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
 _decode = _decoder.decode
-_scan = _decoder.scan_once
+_scan = _decoder.scan_once  # type: ignore[attr-defined]
 _TRAILING_SPACE = re.compile(r"[ \t\n\r]*").fullmatch
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def _too_deep(value: object) -> bool:
-    stack = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
@@ -182,7 +182,7 @@ def _too_deep(value: object) -> bool:
     return False
 
 
-def usable_id(value: object) -> bool:
+def usable_id(value: object) -> TypeGuard[str]:
     """
     Whether C{value} is a valid OCPP-J message id.
     """

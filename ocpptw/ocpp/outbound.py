@@ -254,6 +254,7 @@ class OutboundCalls:
             )
             reason = f"no answer to {outbound.action} within {outbound.timeout} s"
         else:
+            assert self._queue is not None  # it was queued
             self._queue.remove(outbound)
             reason = f"{outbound.action} still queued after {outbound.timeout} s; not sent"
         self._settle(outbound, Failure(CommandTimeout(reason)))

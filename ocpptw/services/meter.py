@@ -136,7 +136,7 @@ def normalise_sample(timestamp: str, sampled: dict, charge_point_id: str = "") -
     if plain is not None:
         scale = _SCALE.get(unit) if unit else None
         if scale is None:
-            value = int(raw) if plain[3] is None else _plain(plain[1], plain[2], plain[3], 1)
+            value = int(raw) if plain[3] is None else _plain(plain[1], plain[2], plain[3], 1)  # type: ignore[arg-type]
         else:
             unit = scale[0]
             value = _plain(plain[1], plain[2], plain[3], scale[1])

@@ -135,13 +135,17 @@ class IdsInUse:
 
     def discard(self, transaction_id: Any) -> None:
         place = self._place(transaction_id)
-        bits = None if place is None else self._slots.get(place[0])
+        if place is None:
+            return
+        bits = self._slots.get(place[0])
         if bits is not None:
             bits[place[1] >> 3] &= ~(1 << (place[1] & 7)) & 0xFF
 
     def __contains__(self, transaction_id: Any) -> bool:
         place = self._place(transaction_id)
-        bits = None if place is None else self._slots.get(place[0])
+        if place is None:
+            return False
+        bits = self._slots.get(place[0])
         return bits is not None and bool(bits[place[1] >> 3] & (1 << (place[1] & 7)))
 
     def __len__(self) -> int:

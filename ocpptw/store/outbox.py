@@ -255,7 +255,13 @@ class Outbox(Service):
         d: Deferred[bool] = Deferred()
         self._quiet_waiters.append(d)
         timer = self._clock.callLater(timeout, self._quiesce_timed_out, d)
-        return d.addBoth(lambda quiet: (timer.active() and timer.cancel(), quiet)[1])
+
+        def settled(quiet: bool) -> bool:
+            if timer.active():
+                timer.cancel()
+            return quiet
+
+        return d.addCallback(settled)
 
     def _quiesce_timed_out(self, d: Deferred[bool]) -> None:
         if d in self._quiet_waiters:
@@ -275,8 +281,8 @@ class Outbox(Service):
         self._lingering.clear()
         self._runnable.clear()
         self._runnable_set.clear()
-        for d in list(self._in_flight.values()):
-            d.cancel()
+        for delivering in list(self._in_flight.values()):
+            delivering.cancel()
         for waiter, timeout in self._flush_waiters:
             timeout.cancel()
             waiter.callback(False)
@@ -521,7 +527,7 @@ class Outbox(Service):
         C{entry}'s delivery is over: give the free slot to the keys waiting
         for one, then look at C{entry}'s key again (behind them: fairness).
         """
-        keys = []
+        keys: list[str] = []
         while self._runnable and len(self._in_flight) + len(keys) < self._max_concurrent:
             key = self._runnable.popleft()
             self._runnable_set.discard(key)

@@ -200,7 +200,7 @@ class PacedPort(tcp.Port):
             # Not now: stop watching the socket until a token is due; the
             # kernel keeps the waiting connections in the listen queue.
             self.stopReading()
-            self._resume = self.reactor.callLater(self._pacer.wait(), self._resume_reading)
+            self._resume = self.reactor.callLater(self._pacer.wait(), self._resume_reading)  # type: ignore[attr-defined]
             return None
         self.numberAccepts = allowed
         before = self.sessionno
