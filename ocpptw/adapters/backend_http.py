@@ -494,7 +494,14 @@ def _ascii_url(url: str) -> bytes:
 
 
 def _seg(value: Any) -> str:
-    return quote(str(value), safe="")
+    """
+    One escaped path segment; C{.} and C{..} too, so that no backend or
+    proxy that normalises dot segments turns the URL into another endpoint.
+    """
+    segment = quote(str(value), safe="")
+    if segment in (".", ".."):
+        return "%2E" * len(segment)
+    return segment
 
 
 def _short(raw: bytes, limit: int = 200) -> str:

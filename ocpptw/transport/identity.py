@@ -32,7 +32,9 @@ def identity_from_path(path: str, prefix: str) -> str:
     @param prefix: the configured C{OCPP_PATH}, e.g. C{/ocpp}.
     @raise BadIdentity: 404 for a path outside C{prefix}, more than one
         segment or an empty identity; 400 for an identity that is too long,
-        contains C{/}, control characters or is not UTF-8.
+        contains C{/}, is C{.} or C{..} (also percent-encoded), or holds a
+        character outside printable ASCII (0x21-0x7E: no spaces, controls,
+        look-alike or direction-changing Unicode).
     """
     base = prefix.rstrip("/") + "/"
     if not path.startswith(base):
@@ -54,6 +56,8 @@ def identity_from_path(path: str, prefix: str) -> str:
         raise BadIdentity(400, "the charger identity must not contain '/'")
     if len(identity) > MAX_IDENTITY:
         raise BadIdentity(400, f"the charger identity is longer than {MAX_IDENTITY} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in identity):
-        raise BadIdentity(400, "the charger identity contains control characters")
+    if identity in (".", ".."):
+        raise BadIdentity(400, "the charger identity must not be a dot segment")
+    if not all(0x21 <= ord(c) <= 0x7E for c in identity):
+        raise BadIdentity(400, "the charger identity must be printable ASCII without spaces")
     return identity

@@ -576,3 +576,16 @@ def test_fake_backend_refuses_malformed_batches(fake, clock, body):
     d = backend._call("store_messages", "POST", "/api/charger/CP1/ocpp-messages", body)
     assert failure_result_of(d, BackendRejected).value.status == 400
     assert fake.messages == []
+
+
+def test_finding_6_dot_segment_identities_are_escaped_in_backend_urls(fake, clock):
+    """'.' and '..' never reach the backend as dot segments (a normalising proxy would change the endpoint)."""
+    backend, _ = make(fake, clock)
+    fake.add_charger("..")
+    success_result_of(backend.update_last_seen("..", SEEN))
+    assert success_result_of(backend.charger_by_device(".")) is None
+    assert [r.path for r in fake.requests] == [
+        "/base/api/charger/%2E%2E/last-seen",
+        "/base/api/charger/by-device/%2E",
+    ]
+    assert fake.last_seen == {"..": SEEN["lastSeen"]}

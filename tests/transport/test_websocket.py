@@ -141,8 +141,8 @@ async def test_round_trip_with_subprotocol(server):
 @pytest_twisted.ensureDeferred
 async def test_percent_encoded_identity(server):
     """The identity is the percent-decoded last segment."""
-    await connect_charger(server.port, "/ocpp/CP%20002")
-    await until(lambda: server.registry.get("CP 002") is not None)
+    await connect_charger(server.port, "/ocpp/CP%2D002")
+    await until(lambda: server.registry.get("CP-002") is not None)
 
 
 @pytest.mark.parametrize("path, status", [("/ocpp/", 404), ("/ocpp/" + "x" * 49, 400), ("/ocpp/a%2Fb", 400), ("/ocpp/a/b", 404)])
