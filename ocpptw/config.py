@@ -197,12 +197,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TLS_PORT", "tls_port", _int(0, 65535), "", "port for wss when it should differ from PORT (default: PORT serves wss)"),
     Setting("HTTP_PORT", "http_port", _int(0, 65535), "", "plain HTTP port of its own for /health, /ready, /metrics and the API, never queued behind a connection storm (default: they are served on PORT)"),
     Setting("CLIENT_CERT_HEADER", "client_cert_header", _optional_text, "", "header in which a TLS-terminating proxy forwards the client certificate"),
-    Setting("TRUSTED_PROXIES", "trusted_proxies", _csv, "", "comma-separated addresses whose forwarded client certificates are trusted"),
+    Setting("TRUSTED_PROXIES", "trusted_proxies", _csv, "", "comma-separated addresses (or networks) of proxies whose forwarded client certificates and client addresses (X-Forwarded-For) are trusted"),
     Setting("ADMIN_API_TOKEN", "admin_token", _optional_text, "", "bearer token for the command and admin API", secret=True),
     Setting("INSTANCE_ID", "instance_id", _text, "", "this instance's name in events and charger lists (default: host name)"),
     Setting("INSTANCE_SLOT", "instance_slot", _int(0, 1023), "", "0-1023, part of transactionIds the gateway assigns (default: from INSTANCE_ID)"),
     Setting("HANDSHAKE_CONCURRENCY", "handshake_concurrency", _int(1, 100000), "256", "WebSocket handshakes in progress at once; more get 503"),
     Setting("HANDSHAKE_RATE_PER_IP", "handshake_rate_per_ip", _int(0, 1000000), "0", "handshakes per second from one address, 0 no limit"),
+    Setting("MAX_CONNECTIONS_PER_IP", "max_connections_per_ip", _int(0, 10000000), "0", "open connections from one address, 0 no limit (chargers behind one NAT share an address)"),
+    Setting("MESSAGE_LOG_MAX_BYTES", "message_log_max_bytes", _int(1024, 64 * 1024 * 1024), "65536", "largest payload kept in the message log; longer ones are kept truncated and marked"),
+    Setting("MESSAGE_LOG_MAX_TOTAL_BYTES", "message_log_max_total_bytes", _int(1024 * 1024, None), "1073741824", "bound of the embedded store's whole message log; the oldest rows go first"),
     Setting("ACCEPT_PER_TURN", "accept_per_turn", _int(1, 10000), "1", "connections accepted per reactor turn; the rest wait in the listen queue"),
     Setting("ACCEPT_RATE", "accept_rate", _accept_rate, "auto", "connections accepted per second: auto paces a storm so that it takes about ACCEPT_CPU_SHARE of a core (within ACCEPT_MAX_WAIT), a number fixes it, 0 no limit but ACCEPT_PER_TURN"),
     Setting("ACCEPT_MAX_WAIT", "accept_max_wait", _positive_seconds, "30", "with ACCEPT_RATE=auto: seconds a connection should wait in the listen queue at most; a longer queue is accepted faster, whatever it costs"),
@@ -267,6 +270,9 @@ class Config:
     instance_slot: int = 0
     handshake_concurrency: int = 256
     handshake_rate_per_ip: int = 0
+    max_connections_per_ip: int = 0
+    message_log_max_bytes: int = 65536
+    message_log_max_total_bytes: int = 1073741824
     accept_per_turn: int = 1
     accept_rate: int | None = None
     accept_cpu_share: float = 0.25

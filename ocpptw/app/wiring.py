@@ -351,7 +351,9 @@ def build(config: Config, reactor: Any) -> Parts:
         server = AmqpCommandServer(connection, registry, bus, config.instance_id)
         bus = AmqpCommandBus(connection, bus, registry, reactor, default_timeout=config.call_timeout)
         broker = Broker(connection, server)
-    api = CommandApi(bus, registry, config.admin_token, config.call_timeout)
+    from ocpptw.transport.auth import ProxyTrust
+
+    api = CommandApi(bus, registry, config.admin_token, config.call_timeout, trusted=ProxyTrust(config.trusted_proxies))
 
     metrics.watch_outbox(outbox)
     alarm = OutboxAlarm(outbox, reactor, config.outbox_alarm_depth, config.outbox_alarm_age)
@@ -371,7 +373,13 @@ def build(config: Config, reactor: Any) -> Parts:
     checks: list[ReadyCheck] = [charger_port_up, backend.ready, publisher.ready, stores_writable]
 
     def site(ws_factory: Any, require_tls: int | None = None) -> Site:
-        return build_site(ws_factory, config.ocpp_path, checks, metrics.render, api, require_tls=require_tls)
+        built = build_site(ws_factory, config.ocpp_path, checks, metrics.render, api, require_tls=require_tls)
+        if not config.max_connections_per_ip:
+            return built
+        from ocpptw.transport.request_guard import PeerConnectionCap
+
+        # the count follows each TCP connection, whatever protocol takes it over
+        return PeerConnectionCap(built, config.max_connections_per_ip, lambda: metrics.handshake("too_many_from_address"))  # type: ignore[return-value]
 
     listeners = build_listeners(config, reactor, metrics, site, factory)
     listening.append(listeners)

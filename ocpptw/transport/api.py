@@ -7,13 +7,13 @@ The command API (CONTRACT section 4, REST part) under C{/api/v1}:
     - C{POST /api/v1/chargers/{id}/commands/{Action}} with the OCPP payload
 
 A bearer token is required when C{ADMIN_API_TOKEN} is set; without one the
-API answers only clients on the loopback interface.
+API answers only clients on the loopback interface whose C{Host} names
+loopback.  A request from another site's web page (C{Origin}) is refused in
+both modes (L{ocpptw.transport.request_guard.api_refusal}).
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 from typing import Any
 from urllib.parse import unquote
@@ -30,6 +30,9 @@ from ocpptw.interfaces import (
     ICommandBus,
     InvalidPayload,
 )
+from ocpptw.transport.request_guard import api_refusal, is_loopback
+
+__all__ = ["CommandApi", "MAX_BODY", "is_loopback", "write_json"]
 
 #: Largest command body accepted.
 MAX_BODY = 1024 * 1024
@@ -52,13 +55,6 @@ def _error(request: Request, status: int, code: str, description: str, details: 
     return write_json(request, status, {"error": error})
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
 class CommandApi(Resource):
     """
     C{/api/v1}: leaf resource routing on the remaining path segments.
@@ -68,13 +64,16 @@ class CommandApi(Resource):
     @param registry: the chargers connected here.
     @param directory: optional C{(charge_point_id) -> Deferred[dict | None]}
         that finds a charger on another instance for C{GET}.
+    @param trusted: the L{ocpptw.transport.auth.ProxyTrust} of
+        C{TRUSTED_PROXIES}: their forwarded client address is the peer.
     """
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, bus: ICommandBus, registry: Any, token: str | None, call_timeout: float) -> None:
+    def __init__(self, bus: ICommandBus, registry: Any, token: str | None, call_timeout: float, trusted: Any = None) -> None:
         super().__init__()
+        self._trusted = trusted
         self._bus = bus
         self._registry = registry
         self._token = token.encode("utf-8") if token else None
@@ -84,17 +83,13 @@ class CommandApi(Resource):
         """
         C{None} when the request may proceed, else the refusal body.
         """
-        if self._token is None:
-            host = getattr(request.getClientAddress(), "host", "")
-            if is_loopback(str(host)):
-                return None
-            return _error(request, 403, "Forbidden", "the command API answers only on loopback: set ADMIN_API_TOKEN")
-        header = request.getHeader(b"authorization") or b""
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._token):
+        refusal = api_refusal(request, self._token, self._trusted)
+        if refusal is None:
+            return None
+        status, code, description = refusal
+        if status == 401:
             request.setHeader(b"www-authenticate", b'Bearer realm="ocpptw"')
-            return _error(request, 401, "Unauthorized", "a valid bearer token is required")
-        return None
+        return _error(request, status, code, description)
 
     def _segments(self, request: Request) -> list[str]:
         return [unquote(s.decode("utf-8", "replace")) for s in request.postpath if s]

@@ -15,6 +15,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ocpptw.transport.api import write_json
 from ocpptw.transport.compat import release_channel
+from ocpptw.transport.request_guard import GuardedChannel, GuardedRequest
 
 
 class Health(Resource):
@@ -136,8 +137,13 @@ class ChargerSocketResource(WebSocketResource):
 class QuietSite(Site):
     """
     A site that does not write an access log line per request (charger
-    upgrades and scrapes would flood it).
+    upgrades and scrapes would flood it), and whose requests go through
+    L{ocpptw.transport.request_guard}: bodies over 1 MiB get 413 unread,
+    headers must be complete within 10 s.
     """
+
+    protocol = GuardedChannel
+    requestFactory = GuardedRequest
 
     def log(self, request: Request) -> None:
         pass
