@@ -321,8 +321,9 @@ def build(config: Config, reactor: Any) -> Parts:
     authenticate = None
     if config.security_profile:
         from ocpptw.transport.auth import authenticator
+        from ocpptw.transport.guess_limit import GuessLimit
 
-        authenticate = authenticator(config)
+        authenticate = GuessLimit(authenticator(config), reactor)
     admission = None
     if config.handshake_concurrency or config.handshake_rate_per_ip:
         from ocpptw.transport.admission import HandshakeAdmission

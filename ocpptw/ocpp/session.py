@@ -109,6 +109,9 @@ class OcppSession:
     max_inbound_queue = 32
     max_outbound_queue = 100
 
+    #: Called with the session once a closed session's last CALL is handled.
+    on_settled: Callable[[Any], None] | None = None
+
     def __init__(
         self,
         charge_point_id: str,
@@ -314,6 +317,9 @@ class OcppSession:
         finally:
             if not self._closed:
                 self._drain_inbound()
+            elif self.on_settled is not None and self.idle():
+                settled, self.on_settled = self.on_settled, None
+                settled(self)
 
     def _answer(self, result: Any, call: Call) -> None:
         action = call.action

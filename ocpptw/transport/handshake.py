@@ -31,6 +31,13 @@ NO_SUBPROTOCOL = (1000, "subprotocol ocpp1.6 required")
 #: How long the handshake waits for the charger record.
 ADMIT_TIMEOUT = 10.0
 
+#: The one reason phrase of every 401 (whether the charger exists or has a
+#: key is not revealed); the detail goes to the log.
+UNAUTHORIZED = "unauthorized"
+
+#: Handshake metric outcome by refusal status.
+_OUTCOMES = {401: "unauthorized", 429: "throttled"}
+
 
 @implementer(IFrameSink)
 class ChargerConnection:
@@ -163,8 +170,9 @@ class Gate:
                     peer=peer,
                     reason=verdict.reason,
                 )
-                self.outcome("unauthorized" if verdict.status == 401 else "unavailable")
-                raise ConnectionDeny(verdict.status, verdict.reason)
+                self.outcome(_OUTCOMES.get(verdict.status, "unavailable"))
+                # The detail went to the log: the charger learns only that it was refused.
+                raise ConnectionDeny(verdict.status, UNAUTHORIZED if verdict.status == 401 else verdict.reason)
         return record
 
     # -- open and close ------------------------------------------------------
@@ -195,6 +203,8 @@ class Gate:
             connection.session.connection_lost()
             if not connection.session.idle():
                 self._finishing.add(connection.session)
+                # forgotten once its last CALL is handled, not only at a drain
+                connection.session.on_settled = self._finishing.discard
         current = self._registry.get(connection.charge_point_id) is connection
         self._registry.detach(connection.charge_point_id, connection)
         if self._metrics is not None:
