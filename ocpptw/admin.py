@@ -9,7 +9,7 @@ the environment, else from C{.env.ocpp} in the working directory, else
 C{./data}.  Changes reach the gateway the next time it reads the charger or
 tag (a charger's next connection, a tag's next Authorize).
 
-    ocpptw-admin charger set-key CP_ID [--key KEY]
+    ocpptw-admin charger set-key CP_ID [--key]
     ocpptw-admin charger disable|enable CP_ID
     ocpptw-admin charger list
     ocpptw-admin tag allow TAG [--user U] [--prepaid 20.00]
@@ -124,12 +124,43 @@ def _upsert_charger(conn: sqlite3.Connection, device_id: str, column: str, value
     return bool(created)
 
 
+#: C{--key} without a value: the key is asked for (or read from standard input).
+_ASK = object()
+
+
+def _read_key() -> str:
+    """
+    The operator's key from a prompt (asked twice) or, when standard input
+    is no terminal, its first line: never from the command line, which any
+    user can read in the process list.
+    """
+    stdin = sys.stdin
+    if stdin is not None and stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("key: ")
+        if getpass.getpass("key again: ") != key:
+            raise AdminError("the two keys differ")
+        return key
+    line = stdin.readline() if stdin is not None else ""
+    key = line.rstrip("\r\n")
+    if not key:
+        raise AdminError("no key on standard input")
+    return key
+
+
 def _charger_set_key(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
     device_id = _charger_id(args.charger)
+    on_command_line = args.key is not None and args.key is not _ASK
+    if args.key is _ASK:
+        args.key = _read_key()
     key = args.key if args.key is not None else generate_key()
     problem = check_key(key)
     if problem:
         raise AdminError(problem)
+    if on_command_line:
+        print("ocpptw-admin: warning: a key on the command line is visible to every user of this host"
+              " (ps); give --key alone to be asked for it", file=sys.stderr)
     with _transaction(conn):
         created = _upsert_charger(conn, device_id, "authorization_key_hash", hash_key(key))
     print(f"charger {device_id}: {'registered, ' if created else ''}authorization key set")
@@ -263,7 +294,13 @@ def _parser() -> argparse.ArgumentParser:
     charger = rooms.add_parser("charger", help="chargers").add_subparsers(dest="command", required=True)
     set_key = charger.add_parser("set-key", help="set a charger's authorization key (security profiles 1 and 2)")
     set_key.add_argument("charger", metavar="CP_ID")
-    set_key.add_argument("--key", help="the key (16 to 40 characters); a random one is made and shown once when absent")
+    set_key.add_argument(
+        "--key",
+        nargs="?",
+        const=_ASK,
+        help="set the key you chose (16 to 40 characters): asked for, or read from standard input's first line when"
+        " it is no terminal; without --key a random one is made and shown once",
+    )
     set_key.set_defaults(run=_charger_set_key, create=True)
     for name, enabled in (("enable", True), ("disable", False)):
         sub = charger.add_parser(name, help=f"{name} a charger (a disabled charger's boot is Rejected)")

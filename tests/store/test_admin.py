@@ -199,3 +199,47 @@ def test_outbox_status_dead_letters_and_requeue(tmp_path, admin, clock, fail_on_
     database.close()
     assert admin("outbox", "requeue", "--all")[1] == "requeued 2 dead letters; they are delivered after the gateway's next start\n"
     assert admin("outbox", "dead-letters")[1] == "no dead letters\n"
+
+
+def test_finding_9_set_key_reads_the_key_from_standard_input(admin, backend, monkeypatch):
+    """--key alone reads the operator's key from stdin (never argv, which ps shows) and does not echo it."""
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct-horse-battery\n"))
+    status, out, err = admin("charger", "set-key", "CP1", "--key")
+    assert (status, err) == (0, "") and "correct-horse-battery" not in out
+    assert verify_key(success_result_of(backend().charger_by_device("CP1"))["authorizationKeyHash"], "correct-horse-battery")
+
+
+def test_finding_9_set_key_asks_twice_at_a_terminal(admin, backend, monkeypatch):
+    """At a terminal the key is asked for twice without echo; two different answers change nothing."""
+    import getpass
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Tty())
+    answers = iter(["correct-horse-battery", "correct-horse-battery", "correct-horse-battery", "typo-horse-battery"])
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(answers))
+    assert admin("charger", "set-key", "CP1", "--key")[0] == 0
+    assert verify_key(success_result_of(backend().charger_by_device("CP1"))["authorizationKeyHash"], "correct-horse-battery")
+    status, _, err = admin("charger", "set-key", "CP2", "--key")
+    assert status == 1 and "differ" in err
+
+
+@pytest.mark.parametrize("given", ["short-key\n", "\n", "fifteen-chars-x\n"])
+def test_finding_9_set_key_refuses_keys_shorter_than_16_characters(admin, monkeypatch, given):
+    """A key of fewer than 16 characters from stdin is refused with one line and exit 1."""
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(given))
+    status, out, err = admin("charger", "set-key", "CP1", "--key")
+    assert status == 1 and out == "" and err.count("\n") == 1
+
+
+def test_finding_9_a_key_on_the_command_line_is_warned_about(admin):
+    """--key VALUE still works but says that ps shows it."""
+    status, _, err = admin("charger", "set-key", "CP1", "--key", "correct-horse-battery")
+    assert status == 0 and "visible" in err and "correct-horse-battery" not in err
