@@ -237,3 +237,65 @@ def test_stdlib_bridge_at_warning(fail_on_logged_errors):
     assert "ValueError: bad frame" in format_text(ours[1])
     fail_on_logged_errors.clear()  # the bridged ERROR record is expected
     assert not any(isinstance(h, type(handler)) for h in logging.getLogger().handlers)
+
+
+FORGED_ACTION = "Foo\n2026-11-24T10:00:00.000Z [ocpptw.transport.handshake.Gate#warn] refused CP001"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [FORGED_ACTION, "id\r\n2026-11-24T10:00:00.000Z [x#info] forged", "a\x85b", "a\u2028b", "a\u2029b", "a\x1b[2Kb", "a\rb", "a\x0bb\x0cc"],
+)
+def test_finding_7_charger_text_never_forges_a_text_log_line(text):
+    """An action or message id with CR, LF, C0/C1 controls or U+2028/2029 stays on its record's one line, escaped."""
+    log, stream = capture("text")
+    log.warn("{action} {messageId} from {chargePointId} refused", action=text, messageId=text, chargePointId="CP1")
+    written = stream.getvalue()
+    assert written.count("\n") == 1 and written.endswith("\n")
+    assert not any(c in written[:-1] for c in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x1b")
+    assert written[:-1].splitlines() == [written[:-1]]
+    if "\n" in text:
+        assert "Foo\\n2026" in written or "id\\r\\n2026" in written
+    if "\x85" in text:
+        assert "a\\u0085b" in written
+
+
+def test_finding_7_a_failure_is_one_line_too():
+    """A traceback (whose exception text may carry charger text) follows on the same line, escaped."""
+    log, stream = capture("text")
+    try:
+        raise ValueError("bad\nforged line")
+    except ValueError:
+        log.failure("handling {action} failed", action="Heartbeat")
+    written = stream.getvalue()
+    assert written.count("\n") == 1
+    assert "handling Heartbeat failed | Traceback" in written and "ValueError: bad\\nforged line" in written
+
+
+def test_finding_7_json_lines_escape_line_separators():
+    """JSON lines stay one line for U+2028/U+2029 and controls too."""
+    log, stream = capture("json")
+    log.warn("{action}", action="a\u2028b\u2029c\x85d\ne")
+    assert stream.getvalue().count("\n") == 1
+    assert lines(stream)[0]["action"] == "a\u2028b\u2029c\x85d\ne"
+    assert "\u2028" not in stream.getvalue() and "\x85" not in stream.getvalue()
+
+
+def test_finding_11_bytes_fields_are_redacted_in_json_lines():
+    """A bytes field gets the same redaction as text: credentials inside are masked, secret names masked whole."""
+    log, stream = capture("json")
+    log.info(
+        "headers {header}",
+        header=b"Authorization: Basic dXNlcjpzZWNyZXQ=",
+        url=b"amqp://guest:hunter2@broker:5672/",
+        nested={"raw": [b"password=hunter2"]},
+        authorizationKey=b"0123456789abcdef",
+    )
+    [line] = lines(stream)
+    text = stream.getvalue()
+    assert "dXNlcjpzZWNyZXQ" not in text and "hunter2" not in text and "0123456789abcdef" not in text
+    assert line["header"] == f"Authorization: Basic {MASK}"
+    assert line["url"] == f"amqp://guest:{MASK}@broker:5672/"
+    assert line["nested"] == {"raw": [f"password={MASK}"]}
+    assert line["authorizationKey"] == MASK
+    assert redact(b"Bearer abcdefgh") == f"Bearer {MASK}"

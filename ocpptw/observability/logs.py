@@ -14,12 +14,15 @@ JSON lines look like::
 plus C{traceback} when a failure was logged.  Twisted's C{log_*} internals
 are left out.
 
+Text lines are one line per record whatever the fields hold: control
+characters are escaped (CONTRACT section 1).  JSON lines escape them too.
+
 Redaction: a field whose name says it holds a secret (password,
 authorization, token, secret, credential, cookie, or a name ending in
 C{key} such as C{authorizationKey}) is written as C{***}, in nested
 dicts too; C{user:password@} in URLs, C{Basic}/C{Bearer} credentials and
 C{password=...} in any text are masked, the message and tracebacks
-included.
+included, and in C{bytes} fields as in text.
 
 With twistd, C{--logger ocpptw.observability.logs.json_observer_factory} (or
 C{text_observer_factory}) selects the observer; L{configure} sets the
@@ -103,6 +106,19 @@ def redact_text(text: str) -> str:
     return _ASSIGNMENT.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
 
 
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """
+    C{text} on one line: CR, LF and tab as C{\\r}, C{\\n}, C{\\t}; the
+    other C0 and C1 controls, DEL and U+2028/U+2029 as C{\\uXXXX}, so that
+    no charger-supplied text can start a line of its own.
+    """
+    return _CONTROLS.sub(lambda m: _NAMED_CONTROLS.get(m[0]) or "\\u%04x" % ord(m[0]), text)
+
+
 def redact(value: Any, name: str | None = None) -> Any:
     """
     C{value} made safe to log: masked when C{name} says it is a secret;
@@ -115,6 +131,8 @@ def redact(value: Any, name: str | None = None) -> Any:
         return MASK
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, (bytes, bytearray)):
+        return redact_text(bytes(value).decode("utf-8", "replace"))
     if isinstance(value, Mapping):
         out = {k: redact(v, k if isinstance(k, str) else None) for k, v in value.items()}
         pair_key = value.get("key")
@@ -220,14 +238,15 @@ def format_json(event: Mapping[str, Any]) -> str:
 
 def format_text(event: Mapping[str, Any]) -> str:
     """
-    One compact text line for C{event} (and the traceback after it, when
-    a failure was logged): C{time [namespace#level] message}.
+    One compact text line for C{event}: C{time [namespace#level] message},
+    and C{ | traceback} when a failure was logged.  Control characters
+    are escaped (L{escape_controls}): a record is always one line.
     """
     line = f"{_time(event)} [{_namespace(event)}#{_level_name(event)}] {_message(event)}"
     traceback = _traceback(event)
     if traceback:
-        line = f"{line}\n{traceback.rstrip()}"
-    return line
+        line = f"{line} | {traceback.rstrip()}"
+    return escape_controls(line)
 
 
 @implementer(ILogObserver)
