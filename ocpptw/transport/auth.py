@@ -30,7 +30,7 @@ from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import crypto
 
 from ocpptw.store.keys import verify_key
@@ -209,6 +209,26 @@ def certificates_from_header(value: str | bytes | None) -> list[x509.Certificate
     return certificates
 
 
+def fit_for_client_auth(certificate: x509.Certificate) -> bool:
+    """
+    Whether C{certificate} may serve as a charger's client certificate, as
+    OpenSSL decides for one presented in the TLS handshake: not a CA, and
+    when it names its purposes (extended key usage), client authentication
+    is one of them.
+    """
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if constraints.ca:
+            return False
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return ExtendedKeyUsageOID.CLIENT_AUTH in usages or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages
+
+
 class CertificateVerifier:
     """
     Checks that a certificate forwarded by a proxy chains to our client CA
@@ -275,6 +295,9 @@ def certificate_outcome(certificate: Any, identity: str) -> AuthOutcome:
     """
     if certificate is None:
         return _refused("a client certificate is required")
+    readable = certificate.to_cryptography() if isinstance(certificate, crypto.X509) else certificate
+    if isinstance(readable, x509.Certificate) and not fit_for_client_auth(readable):
+        return _refused("the certificate is a CA's or not for client authentication")
     name = identity_from_certificate(certificate)
     if name is None:
         return _refused("the client certificate has no common name")
@@ -338,12 +361,21 @@ class Authenticator:
     def forwarded_certificate(self, headers: Mapping[str, Any], peer: str | None) -> x509.Certificate | None:
         """
         The verified client certificate a trusted proxy forwarded, or
-        C{None} (no header, untrusted peer, unreadable, or not from our CA).
+        C{None} (no header, untrusted peer, unreadable, not from our CA, a
+        CA certificate, not for client authentication, or the header given
+        twice).
         """
         if self._header is None or not self._proxies.is_trusted(peer):
             return None
-        chain = certificates_from_header(_header(headers, self._header))
-        if not chain:
+        value = _header(headers, self._header)
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if value and "," in value:
+            # No encoding of a certificate has a comma: this is the header
+            # twice, joined (one of them the client's own, the proxy's added).
+            return None
+        chain = certificates_from_header(value)
+        if not chain or not fit_for_client_auth(chain[0]):
             return None
         if self._verifier is not None and not self._verifier.verify(chain[0], chain[1:]):
             return None

@@ -296,3 +296,45 @@ def test_authenticator_from_config(pki, tmp_path):
     foreign = {"x-ssl-client-cert": quote(certificate_pem(pki["foreign"].certificate).decode())}
     assert auth("CP001", good, "10.9.9.9", None, None) == ALLOWED
     assert auth("CP001", foreign, "10.9.9.9", None, None).status == 401
+
+
+def _server_only(ca, common_name):
+    """A leaf from C{ca} whose only purpose is server authentication."""
+    return issue(ca, common_name, server=True)
+
+
+def test_finding_10_proxy_certificate_header_is_checked_like_tls(pki):
+    """A server-only certificate, the CA itself, and a header given twice (joined by a comma) are refused."""
+    from ocpptw.transport.auth import fit_for_client_auth
+
+    auth = Authenticator(
+        3,
+        trusted_proxies=ProxyTrust(["10.1.0.0/24"]),
+        client_cert_header="X-SSL-Client-Cert",
+        verifier=CertificateVerifier([pki["root"].certificate]),
+    )
+
+    def header(*certificates):
+        return {"x-ssl-client-cert": quote(b"".join(certificate_pem(c) for c in certificates).decode())}
+
+    server_only = _server_only(pki["root"], "CP001").certificate
+    assert not fit_for_client_auth(server_only)
+    assert auth("CP001", header(server_only), "10.1.0.5", None, None).status == 401
+    # The root CA as a "client certificate" (its CN named as the identity).
+    assert auth("Charger Root", header(pki["root"].certificate), "10.1.0.5", None, None).status == 401
+    assert not fit_for_client_auth(pki["root"].certificate)
+    # The client's own header and the proxy's, joined as Autobahn joins repeated headers.
+    attacker = issue(pki["root"], "CP001")
+    joined = {"x-ssl-client-cert": header(attacker.certificate)["x-ssl-client-cert"] + "," + header(pki["direct"].certificate)["x-ssl-client-cert"]}
+    assert auth("CP001", joined, "10.1.0.5", None, None).status == 401
+    # The same certificate alone still passes.
+    assert auth("CP001", header(pki["direct"].certificate), "10.1.0.5", None, None) == ALLOWED
+
+
+def test_finding_10_tls_certificates_need_the_client_purpose_too(pki):
+    """The same rules hold for a certificate from the TLS handshake."""
+    auth = Authenticator(3)
+    server_only = crypto.X509.from_cryptography(_server_only(pki["root"], "CP001").certificate)
+    assert auth("CP001", {}, "127.0.0.1", server_only, None).status == 401
+    ca = crypto.X509.from_cryptography(pki["root"].certificate)
+    assert auth("Charger Root", {}, "127.0.0.1", ca, None).status == 401
