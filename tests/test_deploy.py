@@ -252,3 +252,16 @@ def test_no_real_secrets_committed(path):
             if isinstance(value, str) and re.match(r"^[a-z]+://[^/@]*:[^/@]*@", value):
                 password = value.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
                 assert password in placeholders, (key, value)
+
+
+def test_finding_12_k8s_broker_has_a_dedicated_vhost_and_user():
+    """The broker is a trust boundary: the manifests give the gateway a vhost and a user of its own."""
+    from urllib.parse import unquote, urlsplit
+
+    [secret] = k8s("Secret")
+    url = urlsplit(secret["stringData"]["RABBITMQ_URL"])
+    assert url.username not in (None, "", "guest")
+    vhost = unquote(url.path[1:]) if url.path.startswith("/") else ""
+    assert vhost not in ("", "/"), url.path
+    text = (K8S / "secret.yaml").read_text()
+    assert f"add_vhost {vhost}" in text and f"set_permissions -p {vhost} {url.username}" in text

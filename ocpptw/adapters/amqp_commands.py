@@ -44,6 +44,9 @@ CLAIMED_ELSEWHERE = (4001, "connected to another instance")
 #: Longest C{timeoutSeconds} a command may ask for.
 MAX_TIMEOUT = 300.0
 
+#: Largest command body read (CONTRACT section 4); larger gets InvalidPayload unread.
+MAX_COMMAND_BYTES = 1024 * 1024
+
 REPLY_TO = "amq.rabbitmq.reply-to"
 
 
@@ -57,10 +60,12 @@ def parse_command(body: bytes) -> tuple[str, dict, float | None]:
     """
     Read C{{action, payload, timeoutSeconds?}}.
 
-    @raise MalformedCommand: the body is not JSON, C{action} is not a
+    @raise MalformedCommand: the body is over 1 MiB or not JSON, C{action} is not a
         non-empty string, C{payload} is not an object, or C{timeoutSeconds}
         is not a positive number.
     """
+    if len(body) > MAX_COMMAND_BYTES:
+        raise MalformedCommand("the command is larger than 1 MiB")
     try:
         message = json.loads(body)
     except (ValueError, UnicodeDecodeError):

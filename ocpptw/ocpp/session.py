@@ -107,6 +107,8 @@ class OcppSession:
     log = Logger()
 
     max_inbound_queue = 32
+    #: Bytes of CALL frames that may wait behind the one being handled.
+    max_inbound_bytes = 2 * 1024 * 1024
     max_outbound_queue = 100
 
     #: Called with the session once a closed session's last CALL is handled.
@@ -134,7 +136,8 @@ class OcppSession:
         self._closed = False
         # inbound
         self._seen = RecentIds()
-        self._inbound: deque[tuple[Call, OcppError | None]] = deque()
+        self._inbound: deque[tuple[Call, OcppError | None, int]] = deque()
+        self._inbound_bytes = 0
         self._inbound_busy = False
         self._draining = False
         self._calls = OutboundCalls(self, clock, validator)
@@ -200,6 +203,7 @@ class OcppSession:
             return
         self._closed = True
         self._inbound.clear()
+        self._inbound_bytes = 0
         self._calls.connection_lost()
 
     def idle(self) -> bool:
@@ -249,10 +253,13 @@ class OcppSession:
                 return
             violation = error
             self._tolerate(action, error)
-        if len(self._inbound) >= self.max_inbound_queue:
+        if len(self._inbound) >= self.max_inbound_queue or (
+            self._inbound and self._inbound_bytes + len(text) > self.max_inbound_bytes
+        ):
             self._refuse(call, PROTOCOL_ERROR, "too many CALLs waiting for an answer")
             return
-        self._inbound.append((call, violation))
+        self._inbound.append((call, violation, len(text)))
+        self._inbound_bytes += len(text)
         self._drain_inbound()
 
     def _remember(self, message_id: str) -> None:
@@ -290,7 +297,8 @@ class OcppSession:
         self._draining = True
         try:
             while not self._inbound_busy and self._inbound:
-                call, violation = self._inbound.popleft()
+                call, violation, size = self._inbound.popleft()
+                self._inbound_bytes -= size
                 self._handle(call, violation)
         finally:
             self._draining = False

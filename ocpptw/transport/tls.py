@@ -37,7 +37,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -45,6 +45,11 @@ from ocpptw.clock import Periodic
 
 #: Seconds between checks of the certificate files.
 RELOAD_INTERVAL = 10.0
+
+#: TLS 1.2 suites offered: forward secret and AEAD only (TLS 1.3 has no other).
+AEAD_CIPHERS = AcceptableCiphers.fromOpenSSLCipherString(
+    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!PSK:!SRP"
+)
 
 
 class TlsError(ValueError):
@@ -114,6 +119,7 @@ def build_options(
         caCerts=[crypto.X509.from_cryptography(ca) for ca in cas] or None,
         requireCertificate=bool(cas) and require_client_certificate,
         raiseMinimumTo=TLSVersion.TLSv1_2,
+        acceptableCiphers=AEAD_CIPHERS,
     )
     try:
         context = options.getContext()

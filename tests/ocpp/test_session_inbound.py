@@ -366,3 +366,23 @@ def test_observer_gets_the_payload_text_without_encoding_again(clock):
     assert observer.payload_texts[1] == json.dumps(sink.frames[0][2], separators=(",", ":"))
     assert sink.sent[0] == '[3,"a\\"1",' + observer.payload_texts[1] + "]"
     assert observer.payload_texts[3] == "{}"  # the CALLERROR's details
+
+
+def test_finding_12_bytes_of_waiting_calls_are_bounded(clock):
+    """32 CALLs of 1 MiB cannot be held: CALLs waiting behind the one in hand stay within max_inbound_bytes."""
+    held = Deferred()
+    answers = [held] + [{"status": "Accepted"}] * 40
+    session, sink, _ = make_session(clock, lambda *a: answers.pop(0))
+    big = {"vendorId": "V", "data": "x" * (1024 * 1024 - 100)}
+    for n in range(32):
+        session.frame_received(call_frame(f"m{n}", "DataTransfer", big))
+    refused = [f[1] for f in sink.frames if f[0] == 4]
+    assert refused and all(f[2] == "ProtocolError" for f in sink.frames)
+    waiting = 32 - 1 - len(refused)
+    assert waiting * 1024 * 1024 <= session.max_inbound_bytes
+    assert session._inbound_bytes <= session.max_inbound_bytes
+    # A small CALL fits next to them only while there is room; a large one alone always gets in.
+    held.callback({"status": "Accepted"})
+    assert session._inbound_bytes == 0 and session.idle()
+    session.frame_received(call_frame("alone", "DataTransfer", big))
+    assert sink.frames[-1][:2] == [3, "alone"]

@@ -374,3 +374,32 @@ def test_sighup_triggers_reload(pki, tmp_path, clock):
     restore = install_sighup(Reactor(), lambda: None)
     restore()
     assert signal.getsignal(signal.SIGHUP) == previous
+
+
+def _tls12_with(port, files, cipher):
+    """A stdlib TLS 1.2 client offering only C{cipher}; the suite agreed on."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(files.server_ca)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(cipher)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            return tls.cipher()[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_finding_12_tls_1_2_offers_aead_suites_only(pki, tmp_path):
+    """ECDHE-ECDSA-AES128-SHA (CBC) is refused; the same key exchange with AES-GCM or ChaCha20 connects."""
+    from twisted.internet.threads import deferToThread
+
+    files = write_server(tmp_path, pki, kind="ec")
+    port = await listen(ReloadingContextFactory(files.cert, files.key))
+    number = port.getHost().port
+    try:
+        for cbc in ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384"):
+            with pytest.raises(ssl.SSLError):
+                await bounded(deferToThread(_tls12_with, number, files, cbc))
+        for aead in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"):
+            assert await bounded(deferToThread(_tls12_with, number, files, aead)) == aead
+    finally:
+        await port.stopListening()
