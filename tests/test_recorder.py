@@ -111,3 +111,79 @@ def test_one_callback_per_shared_write(clock):
         recorder.frame(Session(), "in", "CALL", str(n), "Heartbeat", {}, None, None, "{}")
     assert len(added) == 1
     shared.callback(None)
+
+
+def _embedded_recorder(clock, accepted=None, max_payload_bytes=None):
+    clock.advance(1_790_035_200)
+    db = InlineDatabase(schema=embedded.SCHEMA)
+    publisher = LocalEventPublisher(None, embedded.EmbeddedBackend(db, clock), clock)
+    metrics = Metrics()
+    recorder = FrameRecorder(publisher, clock, "gw-1", metrics, accepted=accepted, max_payload_bytes=max_payload_bytes)
+    return recorder, db, metrics
+
+
+def _rows(db):
+    return success_result_of(db.read(lambda c: c.execute(
+        "SELECT direction, message_type, message_id, action, payload FROM messages ORDER BY id").fetchall()))
+
+
+def test_finding_3_before_acceptance_only_boots_are_logged(clock):
+    """A charger not yet accepted: its BootNotification and the answer are kept; its other frames are only counted."""
+    accepted = {"CP-1": False}
+    recorder, db, metrics = _embedded_recorder(clock, accepted=lambda cp: accepted[cp])
+    session = Session()
+    big = {"vendorId": "V", "data": "x" * 100_000}
+    for n in range(20):
+        recorder.frame(session, "in", "CALL", f"d{n}", "DataTransfer", big, None, None, None)
+        recorder.frame(session, "out", "CALLERROR", f"d{n}", "DataTransfer", {}, "SecurityError", "not accepted", "{}")
+    recorder.frame(session, "out", "CALLERROR", "-1", None, {}, "FormationViolation", "bad", "{}")
+    recorder.frame(session, "in", "CALL", "b1", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}, None, None, None)
+    recorder.frame(session, "out", "CALLRESULT", "b1", "BootNotification", {"status": "Rejected"}, None, None, None)
+    accepted["CP-1"] = True
+    recorder.frame(session, "in", "CALL", "h1", "Heartbeat", {}, None, None, "{}")
+    clock.advance(0)
+    assert [r[2:4] for r in _rows(db)] == [("b1", "BootNotification"), ("b1", "BootNotification"), ("h1", "Heartbeat")]
+    body = metrics.render()[0].decode()
+    assert 'ocpp_frames_not_logged_total{reason="not_accepted"} 41.0' in body
+    assert 'ocpp_frames_total{action="DataTransfer",direction="in",message_type="CALL"} 20.0' in body  # still counted as frames
+    db.close()
+
+
+def test_finding_3_payloads_over_the_cap_are_kept_truncated_and_marked(clock):
+    """MESSAGE_LOG_MAX_BYTES: a longer payload is kept as its first bytes, as a JSON string (the mark), and counted."""
+    import json
+
+    recorder, db, metrics = _embedded_recorder(clock, max_payload_bytes=1024)
+    session = Session()
+    recorder.frame(session, "in", "CALL", "d1", "DataTransfer", {"vendorId": "V", "data": "é" * 5000}, None, None, None)
+    recorder.frame(session, "in", "CALL", "d2", "DataTransfer", {"vendorId": "V"}, None, None, '{"vendorId":"V"}')
+    clock.advance(0)
+    (first, second) = _rows(db)
+    kept = json.loads(first[4])
+    assert isinstance(kept, str) and kept.startswith('{"vendorId":"V","data":"éé') and len(kept.encode()) <= 1024
+    assert second[4] == '{"vendorId":"V"}'
+    assert 'ocpp_frames_not_logged_total{reason="truncated"} 1.0' in metrics.render()[0].decode()
+    db.close()
+
+
+def test_finding_3_truncated_frames_say_so_in_events_and_backend_bodies(clock):
+    """Through the broker (or to a REST backend) a cut payload comes with truncated: true."""
+    publisher = Publishing()
+    recorder = FrameRecorder(publisher, clock, "gw-1", None, max_payload_bytes=1024)
+    recorder.frame(Session(), "in", "CALL", "d1", "DataTransfer", {"vendorId": "V", "data": "x" * 5000}, None, None, None)
+    [event] = publisher.events
+    assert event["data"]["truncated"] is True and isinstance(event["data"]["payload"], str)
+    assert len(event["data"]["payload"]) == 1024
+    outboxed = []
+
+    class Outbox:
+        def append(self, key, operation, body):
+            outboxed.append(body)
+            return succeed(None)
+
+    local = LocalEventPublisher(Outbox(), object(), clock)
+    local._log_frames = None  # a REST backend: frames go through the outbox
+    FrameRecorder(local, clock, "gw-1", None, max_payload_bytes=1024).frame(
+        Session(), "in", "CALL", "d2", "DataTransfer", {"vendorId": "V", "data": "x" * 5000}, None, None, None
+    )
+    assert outboxed[0]["body"]["truncated"] is True

@@ -114,6 +114,7 @@ class LocalEventPublisher:
         payload_text: str | None,
         error_code: str | None,
         error_description: str | None,
+        truncated: bool = False,
     ) -> Deferred[None]:
         """
         Log one frame: an C{ocpp.message} without its envelope, stamped
@@ -125,14 +126,17 @@ class LocalEventPublisher:
         @param error_description: a CALLERROR's description; the message
             log has no place for it (neither has the contract's
             C{ocpp-message} body).
+        @param truncated: the payload was cut to C{MESSAGE_LOG_MAX_BYTES}
+            (it is then a string); the backend body says C{truncated: true}.
         @return: fires once the frame is durable.  With the embedded store
             every frame of one write shares that Deferred: add callbacks to
             it once (L{ocpptw.services.recorder.FrameRecorder} does).
         """
         at = now_z(self._clock)
         if self._log_frames is None:
-            return self._frame_to_outbox(device_id, direction, message_type, message_id, action, payload, payload_text,
-                                         error_code, at)
+            d = self._frame_to_outbox(device_id, direction, message_type, message_id, action, payload, payload_text,
+                                      error_code, at, truncated)
+            return d
         self._add_frame(device_id, direction, message_type, message_id, action, payload, payload_text, error_code, at)
         shared = self._frames_written
         if shared is None:
@@ -167,6 +171,7 @@ class LocalEventPublisher:
         payload_text: str | None,
         error_code: str | None,
         stamp: str,
+        truncated: bool = False,
     ) -> Deferred[None]:
         """
         A frame as a C{backend.store_message} outbox entry, its body that of
@@ -174,6 +179,8 @@ class LocalEventPublisher:
         C{timestamp}.
         """
         body = frame_data(direction, message_type, message_id, action, payload, error_code)
+        if truncated:
+            body["truncated"] = True
         body["timestamp"] = stamp
         return self._outbox.append(device_id, STORE_MESSAGE, {"deviceId": device_id, "body": body}).addCallback(_none)
 

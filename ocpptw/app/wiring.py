@@ -30,7 +30,7 @@ from ocpptw.services.registry import ChargerRegistry
 from ocpptw.store.ledger import Ledger
 from ocpptw.store.outbox import Outbox
 from ocpptw.store.outbox_alarm import OutboxAlarm
-from ocpptw.store.retention import LogRetention
+from ocpptw.store.retention import LogBound, LogRetention
 from ocpptw.store.sqlite import Database
 from ocpptw.transport.governor import AcceptGovernor
 from ocpptw.transport.handshake import Gate
@@ -48,13 +48,16 @@ class Stores:
 
     @ivar state: the outbox and the ledger (C{gateway.sqlite}).
     @ivar embedded: the embedded store's database, when no backend URL is set.
-    @ivar retention: prunes the embedded store's message log.
+    @ivar retention: prunes the embedded store's message log by age.
+    @ivar bound: prunes it by size.
     """
 
     state: Database
     embedded: Database | None
     backend: IBackend
     retention: LogRetention | None
+    #: keeps the embedded message log under MESSAGE_LOG_MAX_TOTAL_BYTES
+    bound: LogBound | None = None
 
     @property
     def databases(self) -> tuple[Database, ...]:
@@ -113,6 +116,8 @@ class Parts:
         ordered: list[Any] = [*self.stores.databases]
         if self.stores.retention is not None:
             ordered.append(self.stores.retention)
+        if self.stores.bound is not None:
+            ordered.append(self.stores.bound)
         if IService.providedBy(self.stores.backend):
             ordered.append(self.stores.backend)
         ordered += [self.ledger, self.outbox]
@@ -156,6 +161,7 @@ def build_stores(config: Config, reactor: Any, metrics: Metrics) -> Stores:
 
     db = Database(data / "embedded.sqlite", reactor, embedded.SCHEMA)
     retention = LogRetention(db, reactor, config.embedded_log_retention) if config.embedded_log_retention else None
+    bound = LogBound(db, reactor, config.message_log_max_total_bytes)
     store = embedded.EmbeddedBackend(
         db,
         reactor,
@@ -163,7 +169,7 @@ def build_stores(config: Config, reactor: Any, metrics: Metrics) -> Stores:
         currency=config.embedded_currency,
         auth_mode=config.embedded_auth_mode,
     )
-    return Stores(state, db, store, retention)
+    return Stores(state, db, store, retention, bound)
 
 
 def build_events(
@@ -311,7 +317,10 @@ def build(config: Config, reactor: Any) -> Parts:
     registry = ChargerRegistry(config.instance_id, reactor)
     validator = Validator()
     router = Router(chargers, sessions, reactor)
-    recorder = FrameRecorder(publisher, reactor, config.instance_id, metrics)
+    recorder = FrameRecorder(
+        publisher, reactor, config.instance_id, metrics,
+        accepted=chargers.is_accepted, max_payload_bytes=config.message_log_max_bytes,
+    )
 
     def session_factory(identity: str, connection: Any, strict: bool) -> OcppSession:
         session = OcppSession(identity, connection, router, reactor, validator, call_timeout=config.call_timeout, observer=recorder)

@@ -189,6 +189,15 @@ class Metrics:
         self._broker_failures = Counter(
             "ocpp_broker_publish_failures", "Event publishes that failed and went to the outbox", registry=registry
         )
+        self._unlogged = _Family(
+            Counter(
+                "ocpp_frames_not_logged",
+                "Frames left out of the message log: not_accepted (a charger not yet accepted, other than"
+                " BootNotification); truncated counts payloads kept cut to MESSAGE_LOG_MAX_BYTES",
+                ["reason"],
+                registry=registry,
+            )
+        )
         self._broker_connected = Gauge(
             "ocpp_broker_connected", "1 while the RabbitMQ connection is ready (when enabled)", registry=registry
         )
@@ -284,6 +293,13 @@ class Metrics:
         One CALLERROR with C{code}, sent or received.
         """
         self._call_errors.child(code if code in ERROR_CODES else OTHER).inc()
+
+    def frame_not_logged(self, reason: str) -> None:
+        """
+        A frame was left out of the message log (C{not_accepted}) or kept
+        cut short (C{truncated}).
+        """
+        self._unlogged.child(reason).inc()
 
     def violation(self, action: str | None) -> None:
         """

@@ -5,6 +5,13 @@ and a metric.  Called by each L{ocpptw.ocpp.session.OcppSession} as its
 observer; never waits: the event is durable on its own (broker confirm or
 outbox), and the charger's answer does not wait for it.
 
+Until a charger is accepted only its BootNotification frames and their
+answers are kept (C{accepted}); the rest are counted
+(C{ocpp_frames_not_logged_total{reason="not_accepted"}}).  A payload over
+C{MESSAGE_LOG_MAX_BYTES} is kept cut short: its JSON text's first bytes as
+a JSON string, and C{truncated: true} in the event or backend body
+(L{cap_payload}).
+
 A publisher that keeps the message log itself (L{ocpptw.adapters.local_events.LocalEventPublisher}:
 C{log_frame}) is handed the frame without an envelope, with the payload's
 text when the session has it, so nothing is encoded twice.
@@ -12,6 +19,8 @@ text when the session has it, so nothing is encoded twice.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -33,7 +42,17 @@ class FrameRecorder:
 
     log = Logger()
 
-    def __init__(self, publisher: IEventPublisher, clock: IReactorTime, instance: str, metrics: Any = None) -> None:
+    def __init__(
+        self,
+        publisher: IEventPublisher,
+        clock: IReactorTime,
+        instance: str,
+        metrics: Any = None,
+        accepted: Callable[[str], bool] | None = None,
+        max_payload_bytes: int | None = None,
+    ) -> None:
+        self._accepted = accepted
+        self._max_payload = max_payload_bytes
         self._publisher = publisher
         self._clock = clock
         self._instance = instance
@@ -61,11 +80,26 @@ class FrameRecorder:
                 metrics.call_error(error_code)
             self._time(session, direction, message_type, message_id, action, metrics)
         charge_point_id = session.charge_point_id
+        if action != "BootNotification" and self._accepted is not None and not self._accepted(charge_point_id):
+            # Until a charger is accepted only its boots are kept: what else it sends is refused anyway.
+            if metrics is not None:
+                metrics.frame_not_logged("not_accepted")
+            return
+        truncated = False
+        if self._max_payload is not None and payload is not None:
+            payload, payload_text, truncated = cap_payload(payload, payload_text, self._max_payload)
+            if truncated and metrics is not None:
+                metrics.frame_not_logged("truncated")
         if self._log_frame is not None:
-            d = self._log_frame(
-                charge_point_id, direction, message_type, message_id, action, payload, payload_text, error_code,
-                None if error_code is None else error_description or "",
-            )
+            description = None if error_code is None else error_description or ""
+            if truncated:
+                d = self._log_frame(charge_point_id, direction, message_type, message_id, action, payload, payload_text,
+                                    error_code, description, truncated=True)
+            else:
+                d = self._log_frame(
+                    charge_point_id, direction, message_type, message_id, action, payload, payload_text, error_code,
+                    description,
+                )
             if d is self._watched:  # one write for the frames of a reactor turn: one callback
                 return
             self._watched = d
@@ -73,6 +107,8 @@ class FrameRecorder:
             data = frame_data(direction, message_type, message_id, action, payload, error_code)
             if error_code is not None:
                 data["errorDescription"] = error_description or ""
+            if truncated:
+                data["truncated"] = True
             d = self._publisher.publish(make_event(OCPP_MESSAGE, charge_point_id, data, self._clock, self._instance))
         if self._refused:
             d.addCallback(self._recorded)
@@ -118,3 +154,23 @@ class FrameRecorder:
                 self.log.warn("frames are not recorded while DATA_DIR refuses writes: {error}", error=failure.getErrorMessage())
             return
         self.log.failure("recording a frame of {chargePointId} failed", failure, chargePointId=charge_point_id)
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
+def cap_payload(payload: Any, payload_text: str | None, limit: int) -> tuple[Any, str | None, bool]:
+    """
+    C{(payload, payload_text, truncated)} for the message log: as given
+    when the payload's JSON text has at most C{limit} UTF-8 bytes; else the
+    text's first C{limit} bytes as a JSON I{string} (where a payload is
+    always an object: the mark of a cut payload) and C{truncated} true.
+    """
+    text = payload_text if payload_text is not None else _encode(payload)
+    if len(text) * 4 <= limit:
+        return payload, text, False
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return payload, text, False
+    head = raw[:limit].decode("utf-8", "ignore")
+    return head, _encode(head), True

@@ -3,7 +3,8 @@
 Retention of the embedded store's message log and events: rows older than
 C{EMBEDDED_LOG_RETENTION} are deleted, oldest first, a chunk per write, so
 the store does not grow until the disk is full and other writes are never
-held up for long.
+held up for long; and, whatever their age, the message log's oldest rows
+once it is larger than C{MESSAGE_LOG_MAX_TOTAL_BYTES} (L{LogBound}).
 """
 
 from __future__ import annotations
@@ -99,4 +100,111 @@ class LogRetention(Periodic):
                     break
         if deleted:
             self.log.info("message log: deleted {count} rows older than {before}", count=deleted, before=before)
+        return deleted
+
+
+#: Bytes a message-log row costs besides its payload (identity, ids, time, index).
+ROW_OVERHEAD = 128
+
+_ROW_SIZE = f"(COALESCE(length(CAST(payload AS BLOB)), 0) + {ROW_OVERHEAD})"
+
+
+class LogBound(Periodic):
+    """
+    Keeps the embedded store's message log within C{max_bytes}
+    (C{MESSAGE_LOG_MAX_TOTAL_BYTES}): every C{every} seconds the rows added
+    since the last look are measured, and while the log is larger the
+    oldest rows go, a chunk per write, down to 90% of the bound.  Only new
+    rows are read on each look; the whole log is measured again only when
+    something else (the age retention) deleted rows.
+    """
+
+    log = Logger()
+    job = "bounding the message log"
+
+    def __init__(self, db: Any, clock: IReactorTime, max_bytes: int, every: float = 60.0, chunk: int = 2000) -> None:
+        super().__init__(clock, every, now=True)
+        self._db = db
+        self.max_bytes = max_bytes
+        self._chunk = chunk
+        self._running: Deferred[int] | None = None
+        self._stopping = False
+        #: bytes of rows with ids in (first, last], and those ids; None: not measured yet
+        self.total: int | None = None
+        self._first = 0
+        self._last = 0
+
+    def startService(self) -> None:
+        self._stopping = False
+        super().startService()
+
+    def stopService(self) -> Deferred[None] | None:
+        self._stopping = True
+        return super().stopService()
+
+    def tick(self) -> Deferred[int] | None:
+        return self.check()
+
+    def check(self) -> Deferred[int] | None:
+        """
+        Measure, and delete the oldest rows when over the bound; fires with
+        the rows deleted.
+        """
+        if self._running is not None:
+            return None
+        d = self._check()
+        self._running = d
+
+        def done(result: Any) -> Any:
+            self._running = None
+            return result
+
+        return d.addBoth(done)
+
+    def _measure(self, conn: Any) -> None:
+        oldest = conn.execute("SELECT MIN(id) FROM messages").fetchone()[0]
+        if self.total is None or (oldest is not None and oldest - 1 > self._first) or oldest is None:
+            # first look, or rows went that we did not delete: measure it all
+            size, last = conn.execute(f"SELECT COALESCE(SUM({_ROW_SIZE}), 0), COALESCE(MAX(id), 0) FROM messages").fetchone()
+            self.total, self._first, self._last = size, (oldest or 1) - 1, max(last, self._last)
+            return
+        size, last = conn.execute(
+            f"SELECT COALESCE(SUM({_ROW_SIZE}), 0), MAX(id) FROM messages WHERE id > ?", (self._last,)
+        ).fetchone()
+        self.total += size
+        if last is not None:
+            self._last = last
+
+    def _delete_oldest(self, conn: Any) -> int:
+        row = conn.execute(
+            f"SELECT MAX(id), COALESCE(SUM(size), 0), COUNT(*) FROM"
+            f" (SELECT id, {_ROW_SIZE} AS size FROM messages WHERE id <= ? ORDER BY id LIMIT ?)",
+            (self._last, self._chunk),
+        ).fetchone()
+        upto, size, count = row
+        if not count:
+            return 0
+        conn.execute("DELETE FROM messages WHERE id <= ?", (upto,))
+        self.total = max(0, (self.total or 0) - size)
+        self._first = upto
+        return count
+
+    @inlineCallbacks
+    def _check(self) -> Any:
+        yield self._db.read(self._measure)
+        deleted = 0
+        target = self.max_bytes * 9 // 10
+        if (self.total or 0) <= self.max_bytes:
+            return 0
+        while not self._stopping and (self.total or 0) > target:
+            count = yield self._db.write(self._delete_oldest)
+            if not count:
+                break
+            deleted += count
+        if deleted:
+            self.log.warn(
+                "message log over MESSAGE_LOG_MAX_TOTAL_BYTES={limit}: deleted its {count} oldest rows",
+                limit=self.max_bytes,
+                count=deleted,
+            )
         return deleted

@@ -59,3 +59,56 @@ def test_runs_on_a_timer_and_stops(clock):
     retention.stopService()
     assert clock.getDelayedCalls() == []
     db.close()
+
+
+def _log_frames(backend, clock, prefix, count, size):
+    now = iso_z(utcnow(clock))
+    rows = [("CP1", "in", "CALL", f"{prefix}{i}", "DataTransfer", '"' + "x" * (size - 2) + '"', None, now) for i in range(count)]
+    success_result_of(backend.log_frames(rows))
+
+
+def _log_bytes(db):
+    from ocpptw.store.retention import ROW_OVERHEAD
+
+    return success_result_of(db.read(lambda c: c.execute(
+        f"SELECT COALESCE(SUM(length(CAST(payload AS BLOB)) + {ROW_OVERHEAD}), 0) FROM messages").fetchone()[0]))
+
+
+def test_finding_3_message_log_total_is_bounded_oldest_rows_first(clock):
+    """MESSAGE_LOG_MAX_TOTAL_BYTES: over the bound the oldest rows go (to 90%), newer ones stay; only new rows are read later."""
+    from ocpptw.store.retention import ROW_OVERHEAD, LogBound
+
+    clock.advance(1_790_000_000)
+    db = InlineDatabase(schema=embedded.SCHEMA)
+    backend = embedded.EmbeddedBackend(db, clock)
+    row = 1000 + ROW_OVERHEAD
+    bound = LogBound(db, clock, max_bytes=100 * row, chunk=7)
+    _log_frames(backend, clock, "a", 60, 1000)
+    assert success_result_of(bound.check()) == 0 and bound.total == 60 * row
+    _log_frames(backend, clock, "b", 60, 1000)
+    deleted = success_result_of(bound.check())
+    assert deleted >= 30 and _log_bytes(db) <= 90 * row and bound.total == _log_bytes(db)
+    kept = success_result_of(db.read(lambda c: [r[0] for r in c.execute("SELECT message_id FROM messages ORDER BY id")]))
+    everything = [f"a{i}" for i in range(60)] + [f"b{i}" for i in range(60)]
+    assert kept == everything[-len(kept):]
+    # Rows deleted by someone else (the age retention): the next look measures everything again.
+    success_result_of(db.write(lambda c: c.execute("DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT 10)")))
+    _log_frames(backend, clock, "c", 5, 1000)
+    assert success_result_of(bound.check()) == 0 and bound.total == _log_bytes(db)
+    db.close()
+
+
+def test_finding_3_log_bound_runs_as_a_service(clock):
+    """Started, it checks at once and every minute; stopped, it stops."""
+    from ocpptw.store.retention import LogBound
+
+    db = InlineDatabase(schema=embedded.SCHEMA)
+    backend = embedded.EmbeddedBackend(db, clock)
+    bound = LogBound(db, clock, max_bytes=2048, every=60)
+    bound.startService()
+    _log_frames(backend, clock, "a", 20, 1000)
+    clock.advance(60)
+    assert _log_bytes(db) <= 2048
+    bound.stopService()
+    assert not clock.getDelayedCalls()
+    db.close()
