@@ -135,7 +135,10 @@ def foreign_origin(request: Any) -> bool:
     origin = origins[0].decode("latin-1").strip()
     if origin.lower() == "null":
         return True
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # "http://[::1" and the like
+        return True
     if not parts.scheme or not parts.netloc:
         return True
     mine = _host_port(parts.netloc)

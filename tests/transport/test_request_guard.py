@@ -254,3 +254,9 @@ def test_finding_5_connections_per_address_are_capped(clock):
     assert cap.resource is site.resource  # the site's attributes pass through
     for p in (second, third):
         p.connectionLost(None)
+
+
+@pytest.mark.parametrize("origin", ["http://[::1", "http://[::1]:x", "http://[", "http://a:b:c"])
+def test_unreadable_origins_are_foreign_not_crashes(origin):
+    """An Origin urlsplit cannot read counts as another site's (found by the HTTP fuzzer)."""
+    assert foreign_origin(request(origin=origin))
