@@ -116,6 +116,13 @@ class OutboundCalls:
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
+        if queue and sum(len(waiting.text) for waiting in queue) + len(text) > session.max_outbound_bytes:
+            return fail(
+                CallQueueFull(
+                    f"calls of {session.max_outbound_bytes} bytes already wait for {session.charge_point_id};"
+                    f" {action} not sent"
+                )
+            )
         if len(queue) >= session.max_outbound_queue:
             return fail(
                 CallQueueFull(

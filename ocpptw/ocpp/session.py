@@ -110,6 +110,8 @@ class OcppSession:
     #: Bytes of CALL frames that may wait behind the one being handled.
     max_inbound_bytes = 2 * 1024 * 1024
     max_outbound_queue = 100
+    #: Bytes of server-to-charger CALLs that may wait behind the one in flight.
+    max_outbound_bytes = 4 * 1024 * 1024
 
     #: Called with the session once a closed session's last CALL is handled.
     on_settled: Callable[[Any], None] | None = None

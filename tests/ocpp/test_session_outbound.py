@@ -269,3 +269,20 @@ def test_outbound_state_is_made_on_the_first_call(clock):
     success_result_of(first), success_result_of(second)
     prefixes = {f[1].rsplit("-", 1)[0] for f in sink.frames}
     assert len(prefixes) == 1 and session.idle()
+
+
+def test_finding_12_bytes_of_waiting_outbound_calls_are_bounded(clock):
+    """Calls of 1 MiB each queue behind the one in flight only up to max_outbound_bytes; then CallQueueFull."""
+    session, sink, _ = make_session(clock)
+    big = {"vendorId": "V", "data": "x" * (1024 * 1024 - 200)}
+    calls = [session.call("DataTransfer", big) for _ in range(8)]
+    full = [d for d in calls if d.called]
+    for d in full:
+        failure_result_of(d, CallQueueFull)
+    waiting = len(calls) - 1 - len(full)
+    assert full and waiting * 1024 * 1024 <= session.max_outbound_bytes
+    assert len(sink.sent) == 1
+    small = session.call("ClearCache", {})  # small ones still fit
+    session.connection_lost()
+    for d in [small] + [d for d in calls if d not in full]:
+        failure_result_of(d, ChargerOffline)
