@@ -161,6 +161,18 @@ def _csv(name: str, text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _networks(name: str, text: str) -> tuple[str, ...]:
+    import ipaddress
+
+    entries = _csv(name, text)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name} must list IP addresses or networks, got {entry!r}") from None
+    return entries
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", "port", _int(0, 65535), "9000", "port for chargers and the HTTP endpoints"),
     Setting("WEBSOCKET_HOST", "host", _text, "0.0.0.0", "interface to bind"),
@@ -197,7 +209,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TLS_PORT", "tls_port", _int(0, 65535), "", "port for wss when it should differ from PORT (default: PORT serves wss)"),
     Setting("HTTP_PORT", "http_port", _int(0, 65535), "", "plain HTTP port of its own for /health, /ready, /metrics and the API, never queued behind a connection storm (default: they are served on PORT)"),
     Setting("CLIENT_CERT_HEADER", "client_cert_header", _optional_text, "", "header in which a TLS-terminating proxy forwards the client certificate"),
-    Setting("TRUSTED_PROXIES", "trusted_proxies", _csv, "", "comma-separated addresses (or networks) of proxies whose forwarded client certificates and client addresses (X-Forwarded-For) are trusted"),
+    Setting("TRUSTED_PROXIES", "trusted_proxies", _networks, "", "comma-separated addresses (or networks) of proxies whose forwarded client certificates and client addresses (X-Forwarded-For) are trusted"),
     Setting("ADMIN_API_TOKEN", "admin_token", _optional_text, "", "bearer token for the command and admin API", secret=True),
     Setting("INSTANCE_ID", "instance_id", _text, "", "this instance's name in events and charger lists (default: host name)"),
     Setting("INSTANCE_SLOT", "instance_slot", _int(0, 1023), "", "0-1023, part of transactionIds the gateway assigns (default: from INSTANCE_ID)"),

@@ -51,6 +51,9 @@ def test_layers_override_in_order():
         ("ACCEPT_RATE", "-5", "ACCEPT_RATE must be between 0 and 1000000, got -5 (or auto)"),
         ("ACCEPT_CPU_SHARE", "0", "ACCEPT_CPU_SHARE must be more than 0 and at most 1"),
         ("ACCEPT_CPU_SHARE", "half", "ACCEPT_CPU_SHARE must be a number"),
+        ("TRUSTED_PROXIES", "10.0.0.1,proxy.local", "TRUSTED_PROXIES must list IP addresses or networks, got 'proxy.local'"),
+        ("MAX_CONNECTIONS_PER_IP", "-1", "MAX_CONNECTIONS_PER_IP must be between"),
+        ("MESSAGE_LOG_MAX_BYTES", "10", "MESSAGE_LOG_MAX_BYTES must be between"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, fragment):

@@ -143,3 +143,24 @@ async def test_finding_5_headers_trickling_in_are_cut_off(tmp_path, monkeypatch)
     finally:
         await bounded(service.stopService(), 30)
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_finding_5_open_connections_per_address_are_capped(tmp_path):
+    """MAX_CONNECTIONS_PER_IP=2: two chargers connect, a third connection is closed at once; a closed one frees its place."""
+    service = await start(tmp_path, MAX_CONNECTIONS_PER_IP="2")
+    try:
+        first = await connect_charger(service.test_port, "/ocpp/CAP1")
+        second = await connect_charger(service.test_port, "/ocpp/CAP2")
+        await until(lambda: len(service.registry) == 2)
+        third = await raw(service.test_port, b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert await bounded(third.closed) == b""
+        first.sendClose()
+        await first.wait_closed()
+        await until(lambda: len(service.registry) == 1)
+        fourth = await connect_charger(service.test_port, "/ocpp/CAP4")
+        await until(lambda: service.registry.get("CAP4") is not None)
+        for charger in (second, fourth):
+            charger.sendClose()
+    finally:
+        await bounded(service.stopService(), 30)
