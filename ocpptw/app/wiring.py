@@ -48,16 +48,14 @@ class Stores:
 
     @ivar state: the outbox and the ledger (C{gateway.sqlite}).
     @ivar embedded: the embedded store's database, when no backend URL is set.
-    @ivar retention: prunes the embedded store's message log by age.
-    @ivar bound: prunes it by size.
+    @ivar retention: prunes the embedded store's message log (by age, and
+        by size through its L{LogBound}).
     """
 
     state: Database
     embedded: Database | None
     backend: IBackend
     retention: LogRetention | None
-    #: keeps the embedded message log under MESSAGE_LOG_MAX_TOTAL_BYTES
-    bound: LogBound | None = None
 
     @property
     def databases(self) -> tuple[Database, ...]:
@@ -116,8 +114,6 @@ class Parts:
         ordered: list[Any] = [*self.stores.databases]
         if self.stores.retention is not None:
             ordered.append(self.stores.retention)
-        if self.stores.bound is not None:
-            ordered.append(self.stores.bound)
         if IService.providedBy(self.stores.backend):
             ordered.append(self.stores.backend)
         ordered += [self.ledger, self.outbox]
@@ -160,8 +156,9 @@ def build_stores(config: Config, reactor: Any, metrics: Metrics) -> Stores:
     from ocpptw.store import embedded
 
     db = Database(data / "embedded.sqlite", reactor, embedded.SCHEMA)
-    retention = LogRetention(db, reactor, config.embedded_log_retention) if config.embedded_log_retention else None
+    # one service looks after the log: its age (when limited) and its size
     bound = LogBound(db, reactor, config.message_log_max_total_bytes)
+    retention = LogRetention(db, reactor, config.embedded_log_retention, bound=bound)
     store = embedded.EmbeddedBackend(
         db,
         reactor,
@@ -169,7 +166,7 @@ def build_stores(config: Config, reactor: Any, metrics: Metrics) -> Stores:
         currency=config.embedded_currency,
         auth_mode=config.embedded_auth_mode,
     )
-    return Stores(state, db, store, retention, bound)
+    return Stores(state, db, store, retention)
 
 
 def build_events(

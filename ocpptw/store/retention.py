@@ -13,7 +13,7 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,12 +43,24 @@ class LogRetention(Periodic):
     C{retention} seconds.
 
     @param db: the embedded store's L{ocpptw.store.sqlite.Database}.
+    @param retention: seconds kept; C{0}: no age limit.
+    @param bound: a L{LogBound} on the same log, started and stopped with
+        this service (one service looks after the log).
     """
 
     log = Logger()
 
-    def __init__(self, db: Any, clock: IReactorTime, retention: float, every: float = 600.0, chunk: int = 5000) -> None:
+    def __init__(
+        self,
+        db: Any,
+        clock: IReactorTime,
+        retention: float,
+        every: float = 600.0,
+        chunk: int = 5000,
+        bound: LogBound | None = None,
+    ) -> None:
         super().__init__(clock, every, now=True)
+        self.bound = bound
         self._db = db
         self._clock = clock
         self._retention = retention
@@ -61,10 +73,15 @@ class LogRetention(Periodic):
     def startService(self) -> None:
         self._stopping = False
         super().startService()
+        if self.bound is not None:
+            self.bound.startService()
 
     def stopService(self) -> Deferred[None] | None:
         self._stopping = True
-        return super().stopService()
+        waits = [d for d in (self.bound.stopService() if self.bound is not None else None, super().stopService()) if d]
+        if not waits:
+            return None
+        return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
 
     def tick(self) -> Deferred[int] | None:
         return self.prune()
@@ -73,7 +90,7 @@ class LogRetention(Periodic):
         """
         Delete what is older than the retention; fires with the rows deleted.
         """
-        if self._running_prune is not None:
+        if self._running_prune is not None or not self._retention:
             return None
         moment = datetime.fromtimestamp(self._clock.seconds(), tz=timezone.utc) - timedelta(seconds=self._retention)
         d = self._prune(iso_z(moment))

@@ -112,3 +112,22 @@ def test_finding_3_log_bound_runs_as_a_service(clock):
     bound.stopService()
     assert not clock.getDelayedCalls()
     db.close()
+
+
+def test_finding_3_retention_looks_after_the_size_bound_too(clock):
+    """The retention service starts and stops its LogBound; with no age limit (0) it bounds the size alone."""
+    from ocpptw.store.retention import LogBound
+
+    clock.advance(1_790_000_000)
+    db = InlineDatabase(schema=embedded.SCHEMA)
+    backend = embedded.EmbeddedBackend(db, clock)
+    _log_frames(backend, clock, "old", 20, 1000)
+    clock.advance(30 * DAY)
+    bound = LogBound(db, clock, max_bytes=10 * 1200, every=60, chunk=1)
+    retention = LogRetention(db, clock, retention=0, every=600, bound=bound)
+    retention.startService()
+    assert bound.running
+    assert 0 < _log_bytes(db) <= 10 * 1200  # old rows stay for their age, but not past the size bound
+    retention.stopService()
+    assert not bound.running and not clock.getDelayedCalls()
+    db.close()
