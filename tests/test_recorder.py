@@ -187,3 +187,22 @@ def test_finding_3_truncated_frames_say_so_in_events_and_backend_bodies(clock):
         Session(), "in", "CALL", "d2", "DataTransfer", {"vendorId": "V", "data": "x" * 5000}, None, None, None
     )
     assert outboxed[0]["body"]["truncated"] is True
+
+
+def test_finding_3_truncated_frames_match_the_documents(clock):
+    """docs/asyncapi.yaml and docs/backend-api.yaml describe a cut payload as it is sent."""
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    event_schema = yaml.safe_load((docs / "asyncapi.yaml").read_text())["components"]["schemas"]["OcppMessageData"]
+    backend_doc = yaml.safe_load((docs / "backend-api.yaml").read_text())
+    body_schema = {"components": backend_doc["components"], "$ref": "#/components/schemas/OcppMessage"}
+    publisher = Publishing()
+    recorder = FrameRecorder(publisher, clock, "gw-1", None, max_payload_bytes=1024)
+    recorder.frame(Session(), "in", "CALL", "d1", "DataTransfer", {"vendorId": "V", "data": "x" * 5000}, None, None, None)
+    data = publisher.events[0]["data"]
+    jsonschema.validate(data, event_schema)
+    jsonschema.validate({**data, "timestamp": "2026-12-04T00:00:00.000Z"}, body_schema)
