@@ -9,7 +9,9 @@ dependencies' upper bounds in C{pyproject.toml} are the releases those
 canaries pass on: raise them only after the canaries pass on the new one.
 
   - twisted.web: the channel's C{_networkProducer} and C{requests}
-    (L{release_channel});
+    (L{release_channel}); its C{_command}, C{_path} and
+    C{_handlingRequest} while it reads a request (L{request_line},
+    L{reading_request_head}), for the request guard;
   - twisted.internet.tcp: L{PacedPort} subclasses C{tcp.Port} (its
     C{doRead}, C{numberAccepts}, C{sessionno}, C{socket}, C{connected},
     C{_type});
@@ -152,6 +154,22 @@ def release_channel(channel: Any) -> None:
     requests = getattr(channel, "requests", None)
     if requests:
         requests.clear()
+
+
+def request_line(channel: Any) -> tuple[bytes, bytes]:
+    """
+    The method and the raw target of the request whose head a twisted.web
+    channel is reading (set from its first line until the body is read).
+    """
+    return channel._command, channel._path
+
+
+def reading_request_head(channel: Any) -> bool:
+    """
+    Whether a twisted.web channel is between requests or reading a
+    request's head: in line mode and not handling a request.
+    """
+    return bool(channel.line_mode) and not channel._handlingRequest
 
 
 def mark_tls(port: tcp.Port) -> None:

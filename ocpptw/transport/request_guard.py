@@ -32,6 +32,8 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
+from ocpptw.transport.compat import reading_request_head, request_line
+
 #: Largest request body on any path (1 MiB); larger gets 413 unread.
 MAX_BODY = 1024 * 1024
 
@@ -236,7 +238,7 @@ class GuardedChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._header_deadline is None and self.line_mode and not self._handlingRequest:
+        if self._header_deadline is None and reading_request_head(self):
             self._arm()
         super().dataReceived(data)
 
@@ -273,7 +275,8 @@ class GuardedChannel(HTTPChannel):
             self.refuse(413, b"Payload Too Large", b"the request body is larger than 1 MiB")
             return
         request = self.requests[-1]
-        request._keep_body = takes_body(self._command, self._path.split(b"?", 1)[0])
+        method, target = request_line(self)
+        request._keep_body = takes_body(method, target.split(b"?", 1)[0])
         super().allHeadersReceived()
 
     def refuse(self, status: int, phrase: bytes, description: bytes) -> None:

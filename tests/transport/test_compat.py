@@ -150,3 +150,45 @@ def test_autobahn_debug_formatting_names(module, names):
     loaded = importlib.import_module(module)
     for name in names:
         assert callable(getattr(loaded, name)), name
+
+
+def test_web_channel_request_line_and_handling_flag():
+    """
+    twisted.web: from a request's first line until its body is read the
+    channel keeps _command and _path; _handlingRequest is false between
+    requests and true while one is handled; allHeadersReceived runs before
+    the request gets its length (gotLength), which the request guard needs.
+    """
+    order = []
+
+    class Request:
+        def __init__(self, channel, queued=None):
+            self.channel = channel
+            from twisted.web.http_headers import Headers
+
+            self.requestHeaders = Headers()
+
+        def parseCookies(self):
+            pass
+
+        def gotLength(self, length):
+            order.append(("gotLength", length))
+
+        def handleContentChunk(self, data):
+            pass
+
+        def requestReceived(self, command, path, version):
+            order.append(("received", command, path))
+
+    class Channel(HTTPChannel):
+        def allHeadersReceived(self):
+            order.append(("headers", *compat.request_line(self), compat.reading_request_head(self)))
+            super().allHeadersReceived()
+
+    channel = Channel()
+    channel.requestFactory = Request
+    channel.makeConnection(StringTransport())
+    assert compat.reading_request_head(channel)
+    channel.dataReceived(b"POST /api/v1/x?y=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+    assert order == [("headers", b"POST", b"/api/v1/x?y=1", True), ("gotLength", 2), ("received", b"POST", b"/api/v1/x?y=1")]
+    assert not compat.reading_request_head(channel)  # handling it now
