@@ -40,9 +40,9 @@ from pathlib import Path
 
 from ocpptw.clock import iso_z
 from ocpptw.config import parse_dotenv
+from ocpptw.services.keys import check_key, generate_key, hash_key
 from ocpptw.store import outbox
 from ocpptw.store.embedded import SCHEMA
-from ocpptw.store.keys import check_key, generate_key, hash_key
 from ocpptw.store.sqlite import open_connection
 
 #: The embedded store's file name inside the data directory.

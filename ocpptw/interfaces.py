@@ -3,8 +3,8 @@
 The interfaces that cross the gateway's rooms, with the domain errors they
 raise.  Services are written against these only; adapters implement them.
 
-Rooms: C{transport} (inbound bytes) -> C{ocpp} (pure OCPP-J) -> C{services}
-(business rules) -> interfaces <- C{adapters} and C{store} (outbound I/O).
+The rooms and who may import whom are in C{docs/architecture.md}: this
+module is in the innermost room and imports no other part of the gateway.
 
 Every method that may do I/O returns a L{Deferred}.  Bodies are the
 contract's camelCase JSON objects (C{dict}); money inside them is a decimal
@@ -394,6 +394,100 @@ class ISessionObserver(Interface):
     def violation(session: object, action: "str | None", error: object) -> None:
         """
         A payload that broke the schema was handled anyway (lenient mode).
+        """
+
+
+class ILedger(Interface):
+    """
+    The gateway's own durable state (C{DATA_DIR/gateway.sqlite}): which
+    transactionId belongs to which StartTransaction, which were stopped,
+    the Authorize cache and the last known charger records.  Transactions
+    are L{ocpptw.services.model.Transaction} objects, one per transaction
+    however often it is looked up.  Writes fire once committed.
+    """
+
+    def cached_start(key: tuple) -> "Transaction | None":
+        """
+        The transaction an earlier, identical StartTransaction created, when
+        it is in memory (C{key}: C{Transaction.dedupe_key}).
+        """
+
+    def lookup_start(key: tuple) -> "Deferred[Transaction | None]":
+        """
+        The same, from memory or else from disk, or C{None}.
+        """
+
+    def lookup(cp: str, transaction_id: int) -> "Deferred[Transaction | None]":
+        """
+        Transaction C{transaction_id} of charger C{cp}, from memory or disk,
+        or C{None}.
+        """
+
+    def assign_transaction_id(slot: int) -> int:
+        """
+        The next transactionId the gateway assigns itself for C{slot}
+        (persisted by the L{record_start} of the transaction that uses it).
+        """
+
+    def record_start(tx: "Transaction", slot: "int | None" = None) -> "Deferred[None]":
+        """
+        Remember a started transaction (and the counter of C{slot} for an id
+        the gateway assigned).
+        """
+
+    def record_session(tx: "Transaction", answer: dict) -> "Deferred[None]":
+        """
+        The backend's session for C{tx} is known now (the start answer or an
+        C{active-sessions} entry).
+        """
+
+    def record_stop(
+        cp: str, transaction_id: int, meter_stop: int, stopped_at: str, reason: str, tx: "Transaction | None" = None
+    ) -> "tuple[Transaction, Deferred[None]]":
+        """
+        Mark a transaction stopped (an unknown one becomes a stopped stub).
+        Returns the transaction and a Deferred that fires once committed.
+        """
+
+    def forget(tx: "Transaction") -> "Deferred[None]":
+        """
+        Drop C{tx}: its start was not made durable, so a repeat must not
+        find it.
+        """
+
+    def reopen(tx: "Transaction") -> "Deferred[None]":
+        """
+        The stop of C{tx} was not made durable: it is open again.
+        """
+
+    def auth_get(id_tag: str) -> "tuple[dict, float] | None":
+        """
+        C{(idTagInfo, stored_at)} of the backend's last answer for C{id_tag}.
+        """
+
+    def auth_put(id_tag: str, info: dict) -> "Deferred[None]":
+        """
+        Remember the backend's answer for C{id_tag}.
+        """
+
+    def charger(cp: str) -> "dict | None":
+        """
+        The last known charger record, or C{None}.
+        """
+
+    def charger_accepted(cp: str) -> bool:
+        """
+        Whether this charger's last BootNotification was accepted.
+        """
+
+    def remember_charger(cp: str, record: "dict | None" = None, accepted: "bool | None" = None) -> "Deferred[None]":
+        """
+        Keep C{record} and the accepted flag (each when given).
+        """
+
+    def forget_charger(cp: str) -> "Deferred[None]":
+        """
+        The backend no longer knows C{cp}: drop its record and acceptance.
         """
 
 

@@ -35,11 +35,11 @@ from ocpptw.interfaces import (
     IBackend,
     IChargerService,
     IEventPublisher,
+    ILedger,
     IOutbox,
     NotFound,
 )
 from ocpptw.services.delivery import ENSURE_CHARGER, UPDATE_LAST_SEEN, UPDATE_STATUS
-from ocpptw.store.ledger import Ledger
 from ocpptw.services.meter import utc_timestamp
 
 ACCEPTED, REJECTED = "Accepted", "Rejected"
@@ -115,7 +115,7 @@ class ChargerService:
         backend: IBackend,
         outbox: IOutbox,
         publisher: IEventPublisher,
-        ledger: Ledger,
+        ledger: ILedger,
         clock: IReactorTime,
         heartbeat_interval: int = 300,
         allow_unknown: bool = True,

@@ -43,7 +43,7 @@ from twisted.logger import Logger
 
 from ocpptw.interfaces import IBatchedMessageLog
 from ocpptw.services.billing import ZERO, money, money_str, refund_amount, session_cost
-from ocpptw.store.ledger import Transaction
+from ocpptw.services.model import Transaction
 
 UPDATE_STATUS = "backend.update_status"
 UPDATE_LAST_SEEN = "backend.update_last_seen"
@@ -239,7 +239,7 @@ def register_deliveries(
 
     @param outbox: provides L{ocpptw.interfaces.IOutbox}.
     @param backend: provides L{ocpptw.interfaces.IBackend}.
-    @param ledger: the L{ocpptw.store.ledger.Ledger}.
+    @param ledger: the L{ocpptw.interfaces.ILedger}.
     @param wallet: provides L{ocpptw.interfaces.IWalletService}.
     @param publisher: not needed by any delivery (events reach consumers
         through the publisher itself); accepted so the wiring can pass it.

@@ -57,6 +57,7 @@ from ocpptw.interfaces import (
     BackendUnavailable,
     IBackend,
     IEventPublisher,
+    ILedger,
     IOutbox,
     ISessionService,
     IWalletService,
@@ -67,7 +68,7 @@ from ocpptw.services import meter
 from ocpptw.services.billing import money_str
 from ocpptw.services.chargers import durable, timestamp_z
 from ocpptw.services.delivery import START_SESSION, STOP_SESSION, stop_figures
-from ocpptw.store.ledger import Ledger, Transaction
+from ocpptw.services.model import Transaction
 
 ACCEPTED = "Accepted"
 _STATUSES = frozenset(("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"))
@@ -115,7 +116,7 @@ class SessionService:
         backend: IBackend,
         outbox: IOutbox,
         publisher: IEventPublisher,
-        ledger: Ledger,
+        ledger: ILedger,
         wallet: IWalletService,
         clock: IReactorTime,
         start_deadline: float = 5.0,

@@ -56,8 +56,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from ocpptw.interfaces import StorageFull
+from ocpptw.interfaces import ILedger, StorageFull
+from ocpptw.services.model import DedupeKey, Transaction
 from ocpptw.store.ledger_rows import (
     BY_ID,
     BY_START,
@@ -69,11 +71,11 @@ from ocpptw.store.ledger_rows import (
     SELECT,
     UPSERT_SESSION,
     UPSERT_STOP,
-    DedupeKey,
-    Transaction,
     fetch_one,
     prune_rows,
     statement,
+    transaction_from_row,
+    transaction_row,
     unheld,
 )
 
@@ -152,6 +154,7 @@ class IdsInUse:
         return sum(int.from_bytes(bits, "little").bit_count() for bits in self._slots.values())
 
 
+@implementer(ILedger)
 class Ledger(Service):
     """
     The gateway's durable state: on disk, with the open and the recently
@@ -229,9 +232,9 @@ class Ledger(Service):
     def _loaded(self, rows: tuple) -> None:
         open_rows, stopped_rows, ids, counters, auth, chargers = rows
         for row in open_rows:
-            self._remember(Transaction._from_row(row))
+            self._remember(transaction_from_row(row))
         for row in reversed(stopped_rows):
-            tx = Transaction._from_row(row)
+            tx = transaction_from_row(row)
             self._remember(tx, since=tx.stopped_on)
         for (transaction_id,) in ids:
             self.ids_in_use.add(transaction_id)
@@ -344,7 +347,7 @@ class Ledger(Service):
     def _found(self, row: tuple | None) -> Transaction | None:
         if row is None:
             return None
-        tx = Transaction._from_row(row)
+        tx = transaction_from_row(row)
         # While the read ran, the same transaction may have come into memory:
         # keep one object per transaction.
         held = self._transactions.get((tx.cp, tx.transaction_id))
@@ -436,7 +439,7 @@ class Ledger(Service):
         tx.created = tx.created or self._clock.seconds()
         self._remember(tx)
         self._mark(tx.transaction_id)
-        row = tx._row()
+        row = transaction_row(tx)
         counter = None if slot is None else self._counters.get(slot)
 
         def write(conn: sqlite3.Connection) -> None:
@@ -456,7 +459,7 @@ class Ledger(Service):
         Writes the session's columns (and C{meter_start}) only.
         """
         tx.apply_session(answer)
-        return self._db.write(statement(UPSERT_SESSION, tx._row()))
+        return self._db.write(statement(UPSERT_SESSION, transaction_row(tx)))
 
     def record_stop(
         self,
@@ -487,7 +490,7 @@ class Ledger(Service):
         tx.reason = reason
         tx.stopped_on = self._clock.seconds()
         self._remember(tx)
-        d = self._db.write(statement(UPSERT_STOP, tx._row()))
+        d = self._db.write(statement(UPSERT_STOP, transaction_row(tx)))
         self._stops_since_prune += 1
         if self._stops_since_prune >= PRUNE_EVERY:
             self._stops_since_prune = 0

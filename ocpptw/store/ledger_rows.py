@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.services.test_ledger,tests.services.test_ledger_memory -*-
 """
-How L{ocpptw.store.ledger} stores transactions: the L{Transaction}
-record, the schema of C{DATA_DIR/gateway.sqlite}'s ledger tables and the
-SQL the ledger runs on the database thread.
+How L{ocpptw.store.ledger} stores transactions: the rows of a
+L{ocpptw.services.model.Transaction}, the schema of
+C{DATA_DIR/gateway.sqlite}'s ledger tables and the SQL the ledger runs on
+the database thread.
 
 Indexes of C{ledger_transactions}, besides its primary key
 C{(cp, transaction_id)}: C{(cp, started_at)} finds a repeated
@@ -17,11 +18,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ocpptw.services.billing import money
+from ocpptw.services.model import Transaction
 
 GATEWAY_ID_BASE = 0x40000000
 COUNTER_BITS = 20
@@ -100,8 +100,6 @@ BY_START = (
     "ORDER BY created DESC LIMIT 1"
 )
 
-DedupeKey = tuple[str, Any, Any, Any, Any]
-
 
 def _decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
@@ -111,101 +109,32 @@ def _text(amount: Decimal | None) -> str | None:
     return None if amount is None else str(amount)
 
 
-@dataclass
-class Transaction:
+def transaction_row(tx: Transaction) -> tuple:
     """
-    One transaction as the gateway knows it.
-
-    @ivar assigned: the gateway assigned the id (the backend was away);
-        the session is reconciled later.
-    @ivar rejected: the backend refused the start (4xx); there is nothing
-        to reconcile or stop at the backend.
-    @ivar session_id: the backend's session, C{None} until reconciled.
-    @ivar timestamp: StartTransaction's C{timestamp} exactly as sent (part
-        of the dedupe key).
+    C{tx} as a row of C{ledger_transactions}, its columns in order.
     """
+    return (
+        tx.cp, tx.transaction_id, tx.connector_id, tx.id_tag, tx.meter_start, tx.timestamp,
+        tx.reservation_id, int(tx.assigned), int(tx.rejected), tx.session_id, tx.user_id,
+        _text(tx.prepaid), _text(tx.price), tx.currency, json.dumps(tx.id_tag_info), tx.created,
+        int(tx.stopped), tx.meter_stop, tx.stopped_at, tx.reason, tx.stopped_on,
+    )
 
-    cp: str
-    transaction_id: int
-    connector_id: int | None = None
-    id_tag: str | None = None
-    meter_start: int | None = None
-    timestamp: str | None = None
-    reservation_id: int | None = None
-    assigned: bool = False
-    rejected: bool = False
-    session_id: str | None = None
-    user_id: str | None = None
-    prepaid: Decimal | None = None
-    price: Decimal | None = None
-    currency: str | None = None
-    id_tag_info: dict = field(default_factory=lambda: {"status": "Accepted"})
-    created: float = 0.0
-    stopped: bool = False
-    meter_stop: int | None = None
-    stopped_at: str | None = None
-    reason: str | None = None
-    stopped_on: float | None = None
 
-    @property
-    def dedupe_key(self) -> DedupeKey | None:
-        if self.timestamp is None:
-            return None
-        return (self.cp, self.connector_id, self.id_tag, self.timestamp, self.meter_start)
-
-    def start_body(self) -> dict:
-        """
-        The C{POST /api/charging-session/start} body that reconciles a
-        gateway-assigned transaction (with C{transactionId}).
-        """
-        body: dict[str, Any] = {
-            "deviceId": self.cp,
-            "connectorId": self.connector_id,
-            "idTag": self.id_tag,
-            "meterStart": self.meter_start,
-            "timestamp": self.timestamp,
-        }
-        if self.reservation_id is not None:
-            body["reservationId"] = self.reservation_id
-        body["transactionId"] = self.transaction_id
-        return body
-
-    def apply_session(self, answer: dict) -> None:
-        """
-        Take the backend's session data (C{POST /api/charging-session/start}
-        answer, or an C{active-sessions} entry).
-        """
-        if answer.get("sessionId") is not None:
-            self.session_id = str(answer["sessionId"])
-        if answer.get("userId") is not None:
-            self.user_id = str(answer["userId"])
-        if answer.get("prepaidAmount") is not None:
-            self.prepaid = money(answer["prepaidAmount"])
-        if answer.get("pricePerKwh") is not None:
-            self.price = money(answer["pricePerKwh"])
-        if answer.get("currency") is not None:
-            self.currency = str(answer["currency"])
-
-    def _row(self) -> tuple:
-        return (
-            self.cp, self.transaction_id, self.connector_id, self.id_tag, self.meter_start, self.timestamp,
-            self.reservation_id, int(self.assigned), int(self.rejected), self.session_id, self.user_id,
-            _text(self.prepaid), _text(self.price), self.currency, json.dumps(self.id_tag_info), self.created,
-            int(self.stopped), self.meter_stop, self.stopped_at, self.reason, self.stopped_on,
-        )
-
-    @classmethod
-    def _from_row(cls, row: sqlite3.Row | tuple) -> Transaction:
-        v = dict(zip(_COLUMNS, row))
-        return cls(
-            cp=v["cp"], transaction_id=v["transaction_id"], connector_id=v["connector_id"], id_tag=v["id_tag"],
-            meter_start=v["meter_start"], timestamp=v["started_at"], reservation_id=v["reservation_id"],
-            assigned=bool(v["assigned"]), rejected=bool(v["rejected"]), session_id=v["session_id"],
-            user_id=v["user_id"], prepaid=_decimal(v["prepaid"]), price=_decimal(v["price"]),
-            currency=v["currency"], id_tag_info=json.loads(v["id_tag_info"] or '{"status": "Accepted"}'),
-            created=v["created"], stopped=bool(v["stopped"]), meter_stop=v["meter_stop"],
-            stopped_at=v["stopped_at"], reason=v["reason"], stopped_on=v["stopped_on"],
-        )
+def transaction_from_row(row: sqlite3.Row | tuple) -> Transaction:
+    """
+    The L{Transaction} a row of C{ledger_transactions} holds.
+    """
+    v = dict(zip(_COLUMNS, row))
+    return Transaction(
+        cp=v["cp"], transaction_id=v["transaction_id"], connector_id=v["connector_id"], id_tag=v["id_tag"],
+        meter_start=v["meter_start"], timestamp=v["started_at"], reservation_id=v["reservation_id"],
+        assigned=bool(v["assigned"]), rejected=bool(v["rejected"]), session_id=v["session_id"],
+        user_id=v["user_id"], prepaid=_decimal(v["prepaid"]), price=_decimal(v["price"]),
+        currency=v["currency"], id_tag_info=json.loads(v["id_tag_info"] or '{"status": "Accepted"}'),
+        created=v["created"], stopped=bool(v["stopped"]), meter_stop=v["meter_stop"],
+        stopped_at=v["stopped_at"], reason=v["reason"], stopped_on=v["stopped_on"],
+    )
 
 
 def statement(sql: str, params: tuple) -> Any:

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import crypto
 
-from ocpptw.store.keys import verify_key
+from ocpptw.services.keys import verify_key
 
 #: Header that carries HTTP credentials (Autobahn lower-cases header names).
 AUTHORIZATION = "authorization"

@@ -10,7 +10,9 @@ from decimal import Decimal
 
 import pytest
 import pytest_twisted
+from zope.interface.verify import verifyObject
 
+from ocpptw.interfaces import ILedger
 from ocpptw.store import ledger as ledger_module
 from ocpptw.store.ledger import DAY, GATEWAY_ID_BASE, SCHEMA, Ledger, Transaction
 from ocpptw.store.sqlite import Database, InlineDatabase
@@ -38,6 +40,11 @@ def tx(cp="CP-1", transaction_id=7, **kw):
     fields = dict(connector_id=1, id_tag="TAG", meter_start=1000, timestamp="2026-09-22T08:00:00Z")
     fields.update(kw)
     return Transaction(cp=cp, transaction_id=transaction_id, **fields)
+
+
+def test_the_ledger_provides_what_the_services_use(db, clock):
+    """The services know the ledger only as ILedger, and Ledger provides it."""
+    verifyObject(ILedger, Ledger(db, clock))
 
 
 def test_transactions_survive_a_restart(db, clock):

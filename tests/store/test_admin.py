@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from ocpptw.admin import main
+from ocpptw.services.keys import verify_key
 from ocpptw.store.embedded import SCHEMA, EmbeddedBackend
-from ocpptw.store.keys import verify_key
 from ocpptw.store.sqlite import InlineDatabase
 from tests.helpers import success_result_of
 

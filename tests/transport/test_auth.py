@@ -122,7 +122,7 @@ def test_check_basic_needs_identity_and_key():
 
 def test_check_basic_hashes_even_when_the_user_is_wrong(monkeypatch):
     """A wrong user costs one hash computation, as a right one does."""
-    import ocpptw.store.keys as auth
+    import ocpptw.services.keys as auth
 
     key_hash = make_hash(KEY)
     calls = []

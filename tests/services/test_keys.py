@@ -1,5 +1,5 @@
 """
-Tests for L{ocpptw.store.keys}: the salted key hashes of CONTRACT section 1.
+Tests for L{ocpptw.services.keys}: the salted key hashes of CONTRACT section 1.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from ocpptw.store.keys import check_key, generate_key, hash_key, verify_key
+from ocpptw.services.keys import check_key, generate_key, hash_key, verify_key
 
 
 def test_hash_format_matches_the_contract():

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.store.test_keys -*-
+# -*- test-case-name: tests.services.test_keys -*-
 """
 Charger authorization keys (security profiles 1 and 2): the stored hash
 format of CONTRACT section 1, C{sha256:<salt hex>:<hex of SHA-256(salt bytes
