@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_packaging,tests.e2e.test_daemon -*-
 """
 C{twistd ocpp}: the options and C{makeService}.  This is the one module that
 reads C{.env.ocpp} and the process environment.

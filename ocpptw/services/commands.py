@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.services.test_commands -*-
+# -*- test-case-name: tests.transport.test_websocket,tests.integration.test_amqp_commands -*-
 """
 Server-to-charger commands for chargers connected to this instance.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.services.test_registry -*-
+# -*- test-case-name: tests.transport.test_websocket,tests.transport.test_api -*-
 """
 The chargers connected to this instance.  "Newest connection wins": a
 second connection with the same identity replaces the first, which is closed

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.transport.test_http -*-
+# -*- test-case-name: tests.transport.test_websocket,tests.integration.test_gateway -*-
 """
 The one C{twisted.web} site on the gateway's port: chargers at C{OCPP_PATH},
 C{/health}, C{/ready}, C{/metrics} and the command API at C{/api/v1}.
