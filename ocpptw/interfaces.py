@@ -98,12 +98,12 @@ class StorageFull(Exception):
 
 
 # ---------------------------------------------------------------------------
-# Outbound: the operator's backend (CONTRACT section 3)
+# Outbound: the operator's backend (docs/contract.md section 3)
 
 
 class IBackend(Interface):
     """
-    The operator's backend, one method per call of CONTRACT section 3.  The
+    The operator's backend, one method per call of docs/contract.md section 3.  The
     embedded store (L{ocpptw.store.embedded}) and the REST adapter
     (L{ocpptw.adapters.backend_http}) both provide it and pass the same
     contract suite (C{tests/contract}).
@@ -330,7 +330,7 @@ class IBrokerObserver(Interface):
 
 class IEventPublisher(Interface):
     """
-    Publishes the events of CONTRACT section 5.
+    Publishes the events of docs/contract.md section 5.
     """
 
     def publish(event: dict) -> "Deferred[None]":
@@ -545,7 +545,7 @@ class IChargerService(Interface):
 
 class ISessionService(Interface):
     """
-    Charging sessions: authorize, start, meter values, stop (CONTRACT
+    Charging sessions: authorize, start, meter values, stop (docs/contract.md
     section 5's guarantees).
     """
 

@@ -26,7 +26,7 @@ def _help(setting: Any) -> str:
 
 class Options(usage.Options):
     """
-    Every configuration variable of CONTRACT section 2 as an option: each
+    Every configuration variable of docs/contract.md section 2 as an option: each
     overrides the environment, which overrides C{.env.ocpp}.
     """
 

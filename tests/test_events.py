@@ -66,7 +66,7 @@ def test_envelope(clock):
 
 
 def test_event_types_are_the_contract_types():
-    """The seven types of CONTRACT section 5."""
+    """The seven types of docs/contract.md section 5."""
     assert set(events.EVENT_TYPES) == {
         "ocpp.message", "charger.metadataUpdate", "charger.statusUpdate", "charger.lastSeen",
         "charging.started", "charging.meterValues", "charging.stopped",

@@ -58,7 +58,7 @@ def test_frames_reach_the_embedded_log_with_their_text(clock):
 
 
 def test_frames_are_events_for_other_publishers(clock):
-    """A publisher without log_frame gets the ocpp.message event of CONTRACT section 5."""
+    """A publisher without log_frame gets the ocpp.message event of docs/contract.md section 5."""
     publisher = Publishing()
     recorder = FrameRecorder(publisher, clock, "gw-1")
     recorder.frame(Session(), "out", "CALLERROR", "m2", "Heartbeat", {}, "NotSupported", None, "{}")

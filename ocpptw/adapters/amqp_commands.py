@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.integration.test_amqp_commands -*-
 """
-Commands through RabbitMQ (CONTRACT section 4), and "newest wins" across
+Commands through RabbitMQ (docs/contract.md section 4), and "newest wins" across
 instances behind one broker.
 
 L{AmqpCommandServer} consumes this instance's command queue.  The queue is

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.integration.test_amqp_events -*-
 """
-Events to RabbitMQ with publisher confirms (CONTRACT section 5).
+Events to RabbitMQ with publisher confirms (docs/contract.md section 5).
 
 Publishes are pipelined: many confirms are in flight on one channel at a
 time.  No C{mandatory} flag: pika 1.4's Twisted adapter misattributes

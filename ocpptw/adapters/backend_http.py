@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.adapters.test_backend_http,tests.contract.test_backend_contract -*-
 """
-The operator's backend over REST (CONTRACT section 3), with Twisted's
+The operator's backend over REST (docs/contract.md section 3), with Twisted's
 L{Agent} and a persistent connection pool.
 
 L{HttpBackend} provides L{IBackend}.  Every call has a deadline on the

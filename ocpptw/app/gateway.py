@@ -4,7 +4,7 @@ The gateway's service tree: builds every room from a L{Config} and wires
 them.  The one place (with L{ocpptw.tap}) that resolves the global reactor.
 
 Start order: local state (ledger, outbox), the broker, then the listener.
-Stop order (SIGTERM drain, CONTRACT section 6): stop accepting, let
+Stop order (SIGTERM drain, docs/contract.md section 6): stop accepting, let
 in-flight calls finish, flush the outbox, close sockets with 1001, stop.
 """
 

@@ -10,7 +10,7 @@ with a Deferred.
 
 Choices:
 
-  - Boot gating (CONTRACT section 1): until the charger is accepted
+  - Boot gating (docs/contract.md section 1): until the charger is accepted
     (L{IChargerService.is_accepted}: its record says it is known and
     enabled, or its last BootNotification was accepted), every CALL other
     than BootNotification gets C{SecurityError}.

@@ -20,7 +20,7 @@ bounds of a signed 64-bit integer (L{INT_MIN}, L{INT_MAX}), what SQLite and
 most backends store, so a larger value is refused as out of range instead of
 failing deep inside a store.
 
-A failure becomes an L{OcppError} with the CALLERROR code that CONTRACT
+A failure becomes an L{OcppError} with the CALLERROR code that docs/contract.md
 section 1 names:
 
     - a required field missing, or an array with too few or too many items

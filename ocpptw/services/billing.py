@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.services.test_billing -*-
 """
-Money for charging sessions, in L{Decimal} and nothing else (CONTRACT
+Money for charging sessions, in L{Decimal} and nothing else (docs/contract.md
 section 3, "Billing on StopTransaction").
 
     energyWh = meterStop - meterStart

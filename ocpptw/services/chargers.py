@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.services.test_chargers -*-
 """
 Chargers: admission at the handshake, BootNotification, status and
-presence (CONTRACT sections 1, 3 and 5).
+presence (docs/contract.md sections 1, 3 and 5).
 
 Acceptance lives in the charger record, not in the socket: a charger the
 backend (or the embedded store) knows and that is not disabled is accepted

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_events -*-
 """
-The events of CONTRACT section 5: their envelope and their types.
+The events of docs/contract.md section 5: their envelope and their types.
 
 Envelope::
 

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.services.test_keys -*-
 """
 Charger authorization keys (security profiles 1 and 2): the stored hash
-format of CONTRACT section 1, C{sha256:<salt hex>:<hex of SHA-256(salt bytes
+format of docs/contract.md section 1, C{sha256:<salt hex>:<hex of SHA-256(salt bytes
 + key UTF-8 bytes)>}.  Keys are random and 16 to 40 characters long, so one
 salted SHA-256 is enough and a reconnect storm stays cheap.  Comparisons run
 in constant time.

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.services.test_meter -*-
 """
 Meter readings as consumers want them: the samples of C{charging.meterValues}
-(CONTRACT section 5), from MeterValues' C{meterValue} and StopTransaction's
+(docs/contract.md section 5), from MeterValues' C{meterValue} and StopTransaction's
 C{transactionData}.
 
 Each OCPP C{sampledValue} becomes one sample::

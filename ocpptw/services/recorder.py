@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_recorder -*-
 """
-Every frame in and out becomes an C{ocpp.message} event (CONTRACT section 5)
+Every frame in and out becomes an C{ocpp.message} event (docs/contract.md section 5)
 and a metric.  Called by each L{ocpptw.ocpp.session.OcppSession} as its
 observer; never waits: the event is durable on its own (broker confirm or
 outbox), and the charger's answer does not wait for it.

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.services.test_sessions -*-
 """
 Charging sessions: Authorize, StartTransaction, MeterValues and
-StopTransaction, with CONTRACT section 5's guarantees.
+StopTransaction, with docs/contract.md section 5's guarantees.
 
   - A transaction message is answered once what it causes is durable: the
     ledger write, the outbox entries and the events (broker-confirmed or in

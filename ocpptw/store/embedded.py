@@ -43,7 +43,7 @@ from ocpptw.store.sqlite import UnstorableValue
 
 log = Logger()
 
-#: The message log (CONTRACT section 5: C{ocpp.message} with the embedded
+#: The message log (docs/contract.md section 5: C{ocpp.message} with the embedded
 #: store); C{redelivered} marks the bodies an outbox delivered.
 _MESSAGES_TABLE = """CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -53,7 +53,7 @@ _MESSAGES_TABLE = """CREATE TABLE IF NOT EXISTS messages (
     redelivered INTEGER
 );"""
 
-#: The events (CONTRACT section 5); C{redelivered} marks those handed over
+#: The events (docs/contract.md section 5); C{redelivered} marks those handed over
 #: by L{EmbeddedBackend.record_event}, which may come twice.
 _EVENTS_TABLE = """CREATE TABLE IF NOT EXISTS events (
     id TEXT NOT NULL,
@@ -541,7 +541,7 @@ class EmbeddedBackend:
 
     def record_event(self, event: dict) -> Deferred[None]:
         """
-        Keep one event envelope of CONTRACT section 5 (C{charging.meterValues}
+        Keep one event envelope of docs/contract.md section 5 (C{charging.meterValues}
         and the others), once per event C{id}: the embedded mode's stand-in
         for a consumer of the events exchange.
         """

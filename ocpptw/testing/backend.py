@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.adapters.test_backend_http,tests.contract.test_backend_contract -*-
 """
-An in-memory operator backend: every endpoint of CONTRACT section 3 as a
+An in-memory operator backend: every endpoint of docs/contract.md section 3 as a
 real C{twisted.web} resource, with fault injection.
 
 Use it in-process through C{treq.testing.StubTreq(backend)}, or on a real
@@ -61,7 +61,7 @@ MAX_MESSAGES_PER_BATCH = 1000
 #: What identifies one frame of the message log: a redelivery repeats it.
 MESSAGE_KEY = ("direction", "messageType", "messageId", "timestamp")
 
-#: Required body properties per endpoint (CONTRACT section 3).
+#: Required body properties per endpoint (docs/contract.md section 3).
 REQUIRED: dict[str, tuple[str, ...]] = {
     "ensure_charger": ("deviceId", "vendor", "model"),
     "update_status": ("connectorId", "status", "errorCode", "timestamp"),

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.transport.test_api -*-
 """
-The command API (CONTRACT section 4, REST part) under C{/api/v1}:
+The command API (docs/contract.md section 4, REST part) under C{/api/v1}:
 
     - C{GET /api/v1/chargers}
     - C{GET /api/v1/chargers/{id}}

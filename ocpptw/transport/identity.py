@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.transport.test_identity -*-
 """
-The charger's identity from the WebSocket URL path (CONTRACT section 1).
+The charger's identity from the WebSocket URL path (docs/contract.md section 1).
 """
 
 from __future__ import annotations

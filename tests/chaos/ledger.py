@@ -5,7 +5,7 @@ compared with what the backend and the broker received.
 
 A L{Book} records every CALL a L{LedgerCharger} sends and the frame that
 answered it.  L{check_backend} and L{check_events} then hold the gateway to
-CONTRACT section 5 ("nothing is lost"):
+docs/contract.md section 5 ("nothing is lost"):
 
   - no transaction message (StartTransaction, MeterValues,
     StopTransaction) was answered with a CALLERROR;

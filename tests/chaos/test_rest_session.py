@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.chaos.test_rest_session -*-
 """
 Scenario 1: a full session through the gateway against a REST backend on
-loopback, asserting exactly the calls and bodies of CONTRACT section 3,
+loopback, asserting exactly the calls and bodies of docs/contract.md section 3,
 with cost and refund right to the cent where float or half-even rounding
 would be wrong (0.50/kWh x 250 Wh = 0.125 -> "0.13"; 10.00 prepaid ->
 refund "9.87").

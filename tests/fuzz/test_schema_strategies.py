@@ -34,7 +34,7 @@ def test_generated_payloads_are_valid(action, data):
 @fuzz_settings(400)
 @given(action=st.sampled_from(_ACTIONS), data=st.data())
 def test_each_mutation_gets_its_contract_code(action, data):
-    """One fault in a payload is refused with the code CONTRACT section 1 names for that fault."""
+    """One fault in a payload is refused with the code docs/contract.md section 1 names for that fault."""
     for response in (False, True):
         payload, code, what = data.draw(mutated(action, response))
         check = _VALIDATOR.check_response if response else _VALIDATOR.check_request

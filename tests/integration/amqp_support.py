@@ -32,7 +32,7 @@ EVENT_TYPES = (
 )
 
 
-#: One sample ``data`` object per event type, as CONTRACT section 5 lists them.
+#: One sample ``data`` object per event type, as docs/contract.md section 5 lists them.
 SAMPLE_DATA = {
     "ocpp.message": {"direction": "in", "messageType": "CALL", "messageId": "m1", "action": "Heartbeat", "payload": {}},
     "charger.metadataUpdate": {"deviceId": "CP1", "vendor": "V", "model": "M", "serialNumber": "S1"},
@@ -65,7 +65,7 @@ class Names:
 
 def make_event(event_type: str, device_id: str, data: dict, instance: str = "test", number: int = 0) -> dict:
     """
-    An envelope as CONTRACT section 5 describes it.
+    An envelope as docs/contract.md section 5 describes it.
     """
     return {
         "id": str(uuid.uuid4()),

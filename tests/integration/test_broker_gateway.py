@@ -1,6 +1,6 @@
 """
 One whole gateway with C{ENABLE_RABBITMQ=true} on the real broker: a
-charger session publishes every event type of CONTRACT section 5 with its
+charger session publishes every event type of docs/contract.md section 5 with its
 envelope and properties (checked against C{docs/asyncapi.yaml}), commands
 round-trip over the command exchange, and C{/ready} and C{/metrics} follow
 the broker connection.

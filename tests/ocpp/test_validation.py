@@ -104,7 +104,7 @@ def test_unknown_action_is_not_implemented(validator):
     ],
 )
 def test_failures_map_to_contract_codes(validator, action, payload, code):
-    """Each kind of schema failure gets the CALLERROR code CONTRACT section 1 names."""
+    """Each kind of schema failure gets the CALLERROR code docs/contract.md section 1 names."""
     assert _code(validator.check_request, action, payload) == code
 
 

@@ -1,5 +1,5 @@
 """
-Tests for L{ocpptw.services.keys}: the salted key hashes of CONTRACT section 1.
+Tests for L{ocpptw.services.keys}: the salted key hashes of docs/contract.md section 1.
 """
 
 from __future__ import annotations

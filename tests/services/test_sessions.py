@@ -1,5 +1,5 @@
 """
-Tests for L{ocpptw.services.sessions}: CONTRACT section 5's session
+Tests for L{ocpptw.services.sessions}: docs/contract.md section 5's session
 guarantees, on the real ledger, outbox and embedded store.
 """
 

@@ -1,6 +1,6 @@
 """
 The charger socket with real WebSocket clients on loopback: the handshake
-rules and the bad-input rules of CONTRACT section 1, newest connection wins,
+rules and the bad-input rules of docs/contract.md section 1, newest connection wins,
 and the command API (section 4).
 """
 
