@@ -56,7 +56,8 @@ PURE_ROOMS = _DOMAIN
 OWNERS: dict[str, frozenset[str]] = {
     "prometheus_client": frozenset({"observability"}),
     "pika": frozenset({"adapters"}),
-    "sqlite3": frozenset({"store", "admin"}),
+    # app: only to recognise a start that cannot open DATA_DIR (sqlite3.Error).
+    "sqlite3": frozenset({"store", "admin", "app"}),
     "autobahn": frozenset({"transport", "sim"}),
     "txaio": frozenset({"transport", "sim"}),
 }
