@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_events,tests.test_heap,tests.store.test_retention,tests.fuzz.test_regressions -*-
+# -*- test-case-name: tests.test_clock,tests.test_events -*-
 """
 Time, always UTC, always read from an injected L{IReactorTime}; and
 L{Periodic}, the one base for work the gateway repeats (heap collections,

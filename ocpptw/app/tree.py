@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_gateway,tests.e2e.test_twistd_modes -*-
+# -*- test-case-name: tests.app.test_tree -*-
 """
 A service tree whose children start one after the other and stop in
 reverse order, each waiting for the one before when its start or stop

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_gateway -*-
+# -*- test-case-name: tests.app.test_building,tests.integration.test_gateway -*-
 """
 Builds the gateway's parts from a L{Config}: small builders, each returning
 what it made, gathered in one frozen L{Parts}.

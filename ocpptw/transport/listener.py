@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.e2e.test_twistd_modes,tests.integration.test_gateway -*-
+# -*- test-case-name: tests.transport.test_listener -*-
 """
 A listening socket as a service of the gateway's tree.
 
