@@ -35,6 +35,8 @@ _CITATION = re.compile(r"contract\.md`?\)?\s+sections?\s+(\d+(?:(?:,\s*|\s+and\s
 _PATH = re.compile(r"(?<![\w./-])((?:[\w*-]+/)*[\w*-]+\.py)\b")
 _DOTTED = re.compile(r"(?<![\w./-])ocpptw(?:\.\w+)+")
 _SEARCHED = ("", "ocpptw", "tests", "bench")
+#: Last parts that make C{ocpptw.pid} or C{ocpptw.log} a file name, not a module.
+_FILE_SUFFIXES = frozenset({"pid", "log", "sqlite", "db", "yaml", "yml", "json", "tac", "toml", "md", "txt", "service"})
 
 
 def test_the_contract_has_its_eight_sections():
@@ -97,6 +99,8 @@ def test_pages_name_modules_and_files_that_exist():
                 if not _file_exists(match.group(1)):
                     found.append(f"{page.relative_to(ROOT)}:{n}: {match.group(1)}")
             for match in _DOTTED.finditer(line):
+                if match.group(0).rsplit(".", 1)[1] in _FILE_SUFFIXES:
+                    continue
                 if not _name_exists(match.group(0).rstrip(".")):
                     found.append(f"{page.relative_to(ROOT)}:{n}: {match.group(0)}")
     assert found == []

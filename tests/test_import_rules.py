@@ -40,8 +40,14 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "app": ROOMS - {"tap", "admin", "sim", "testing"},
     "tap": ROOMS - {"admin", "sim", "testing"},
     "admin": ROOMS - {"app", "tap", "sim", "testing"},
-    "sim": CORE | {"ocpp", "sim"},
+    # sim: the Autobahn compatibility module of transport is shared with it.
+    "sim": CORE | {"ocpp", "sim", "transport"},
     "testing": ROOMS - {"app", "tap", "admin", "sim"},
+}
+
+#: Where a room may use only some modules of another.
+ONLY: dict[tuple[str, str], tuple[str, ...]] = {
+    ("sim", "transport"): ("ocpptw.transport.compat",),
 }
 
 #: Libraries that do I/O (or install the global reactor): the protocol, the
@@ -147,6 +153,10 @@ def violations(package: Path = PACKAGE) -> list[str]:
                 if target not in MAY_IMPORT[room] and (line, target) not in seen:
                     seen.add((line, target))
                     found.append(f"{where}:{line}: {module} imports {name} ({room} may not import {target})")
+                only = ONLY.get((room, target), ())
+                # "from ocpptw.transport import compat" also names the package: its module is checked.
+                if only and name != f"{package.name}.{target}" and not any(_is(name, m) for m in only):
+                    found.append(f"{where}:{line}: {module} imports {name} ({room} may use only {', '.join(only)})")
                 continue
             for library in IO_LIBRARIES:
                 if room in PURE_ROOMS and _is(name, library):
@@ -235,6 +245,10 @@ def test_the_check_sees_io_libraries_and_unknown_rooms(tmp_path):
             "services/b.py": "import treq\n",
             "transport/c.py": "import prometheus_client.core\n",
             "transport/d.py": "from twisted.web import server\nimport autobahn\n",
+            "transport/compat.py": "",
+            "transport/websocket.py": "",
+            "sim/e.py": "from ocpptw.transport import compat\nfrom ocpptw.transport.compat import x\n",
+            "sim/f.py": "from ocpptw.transport.websocket import y\n",
             "newroom.py": "",
         },
     )
@@ -244,3 +258,5 @@ def test_the_check_sees_io_libraries_and_unknown_rooms(tmp_path):
     assert any("transport/c.py:1" in entry and "only observability" in entry for entry in found), found
     assert not any("transport/d.py" in entry for entry in found), found
     assert any("ocpptw.newroom is in no room" in entry for entry in found), found
+    assert not any("sim/e.py" in entry for entry in found), found
+    assert any("sim/f.py:1" in entry and "may use only ocpptw.transport.compat" in entry for entry in found), found
