@@ -44,7 +44,7 @@ CLAIMED_ELSEWHERE = (4001, "connected to another instance")
 #: Longest C{timeoutSeconds} a command may ask for.
 MAX_TIMEOUT = 300.0
 
-#: Largest command body read (CONTRACT section 4); larger gets InvalidPayload unread.
+#: Largest command body read (docs/contract.md section 4); larger gets InvalidPayload unread.
 MAX_COMMAND_BYTES = 1024 * 1024
 
 REPLY_TO = "amq.rabbitmq.reply-to"

@@ -15,7 +15,7 @@ plus C{traceback} when a failure was logged.  Twisted's C{log_*} internals
 are left out.
 
 Text lines are one line per record whatever the fields hold: control
-characters are escaped (CONTRACT section 1).  JSON lines escape them too.
+characters are escaped (docs/contract.md section 1).  JSON lines escape them too.
 
 Redaction: a field whose name says it holds a secret (password,
 authorization, token, secret, credential, cookie, or a name ending in

@@ -1,6 +1,6 @@
-# -*- test-case-name: tests.transport.test_guess_limit -*-
+# -*- test-case-name: tests.transport.test_gate_hardening -*-
 """
-A bound on failed credential checks (CONTRACT section 1): at most
+A bound on failed credential checks (docs/contract.md section 1): at most
 L{MAX_FAILURES} in any L{WINDOW} seconds per source address and identity;
 past it the handshake gets 429 without checking, until the window holds
 fewer.  A success does not erase earlier failures.  Memory is bounded:

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.transport.test_request_guard -*-
 """
 The checks every HTTP request on the gateway's port goes through
-(CONTRACT section 4), kept apart from the resources so that every route
+(docs/contract.md section 4), kept apart from the resources so that every route
 can reuse them:
 
   - L{client_address}: the peer, or the address a trusted proxy forwarded;
@@ -155,7 +155,7 @@ def foreign_origin(request: Any) -> bool:
 
 def api_refusal(request: Any, token: bytes | None, trusted: Any = None) -> tuple[int, str, str] | None:
     """
-    Who may use the API (CONTRACT section 4): C{None} when C{request} may
+    Who may use the API (docs/contract.md section 4): C{None} when C{request} may
     proceed, else C{(status, code, description)} of the refusal.
 
     @param token: C{ADMIN_API_TOKEN} as bytes, or C{None} (loopback only).

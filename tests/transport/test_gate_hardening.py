@@ -16,8 +16,8 @@ from twisted.logger import globalLogPublisher
 
 from ocpptw.ocpp.session import OcppSession
 from ocpptw.ocpp.validation import Validator
+from ocpptw.services.keys import hash_key
 from ocpptw.services.registry import ChargerRegistry
-from ocpptw.store.keys import hash_key
 from ocpptw.transport.auth import Authenticator
 from ocpptw.transport.guess_limit import GuessLimit
 from ocpptw.transport.handshake import UNAUTHORIZED, Gate
