@@ -50,13 +50,15 @@ class Options(usage.Options):
             self.config = load_config(dotenv, os.environ, cli, hostname=socket.gethostname())
         except ConfigError as e:
             raise SystemExit(f"ocpp: {e}") from None
-        from ocpptw.observability.logs import configure
+        from ocpptw.observability.logs import configure, configure_twistd
 
         configure(self.config.log_level)
         parent = getattr(self, "parent", None)
-        if parent is not None and not parent.get("logger") and not parent.get("logfile"):
-            # Our observers redact secrets and honour LOG_LEVEL.
-            parent["logger"] = f"ocpptw.observability.logs.{self.config.log_format}_observer_factory"
+        if parent is not None and not parent.get("logger") and not parent.get("syslog"):
+            # Our observers escape charger text, redact secrets and honour
+            # LOG_LEVEL and LOG_FORMAT, wherever twistd would write its log.
+            configure_twistd(self.config.log_format, parent.get("logfile") or "", bool(parent.get("nodaemon")))
+            parent["logger"] = "ocpptw.observability.logs.twistd_observer_factory"
 
 
 def makeService(options: Options) -> IService:
@@ -93,3 +95,22 @@ def _one_line_start_failures() -> None:
         previous(kind, error, tb)
 
     sys.excepthook = hook
+
+
+def tac_log_observer(config: Config, argv: list[str] | None = None) -> Any:
+    """
+    For C{ocpp.tac}: the observer C{twistd -y} should use, from twistd's
+    own command line (a C{.tac} file is not told its C{--logfile} or C{-n}).
+    """
+    import sys
+
+    from twisted.scripts.twistd import ServerOptions
+
+    from ocpptw.observability.logs import twistd_observer
+
+    options = ServerOptions()
+    try:
+        options.parseOptions((sys.argv if argv is None else argv)[1:])
+    except (usage.UsageError, SystemExit):
+        return twistd_observer(config.log_format, "", False)
+    return twistd_observer(config.log_format, options.get("logfile") or "", bool(options.get("nodaemon")))

@@ -317,6 +317,37 @@ def observer_for(
     return FilteringLogObserver(observer, [predicate])
 
 
+def twistd_observer(log_format: str, logfile: str = "", nodaemon: bool = False) -> ILogObserver:
+    """
+    Our observer where twistd would write its log: standard output with
+    C{-n} and no C{--logfile} (or C{--logfile -}), else the log file
+    (C{twistd.log} when daemonized without one), rotated as twistd rotates
+    its own.  Called before twistd forks: the file stays open in the daemon.
+    """
+    if logfile == "-" or (nodaemon and not logfile):
+        return observer_for(log_format)
+    from twisted.python.logfile import LogFile
+
+    return observer_for(log_format, stream=LogFile.fromFullPath(logfile or "twistd.log"))  # type: ignore[arg-type]
+
+
+def configure_twistd(log_format: str, logfile: str = "", nodaemon: bool = False) -> None:
+    """
+    Say where L{twistd_observer_factory} writes (C{tap.py} calls this from
+    twistd's options; twistd takes the factory by name, without arguments).
+    """
+    _defaults["twistd"] = (log_format, logfile, nodaemon)
+
+
+def twistd_observer_factory() -> ILogObserver:
+    """
+    For twistd's C{--logger}, as C{tap.py} sets it: L{twistd_observer} as
+    L{configure_twistd} said.
+    """
+    log_format, logfile, nodaemon = _defaults.get("twistd", ("text", "", True))
+    return twistd_observer(log_format, logfile, nodaemon)
+
+
 def json_observer_factory() -> ILogObserver:
     """
     For C{twistd --logger ocpptw.observability.logs.json_observer_factory}: JSON lines on

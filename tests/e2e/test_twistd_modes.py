@@ -59,13 +59,26 @@ def health(port: int) -> int | None:
         return None
 
 
+FORGED = "Foo\n2026-12-04T00:00:00+0000 [ocpptw.transport.handshake.Gate#warn] FORGED"
+
+
 def boot(port: int, identity: str) -> dict:
-    """A real charger boots over ws and gets Accepted."""
+    """A real charger boots over ws and gets Accepted, then sends an action that tries to forge a log line."""
     with connect(f"ws://127.0.0.1:{port}/ocpp/{identity}", subprotocols=["ocpp1.6"], open_timeout=10) as ws:
         ws.send(json.dumps([2, "1", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]))
         answer = json.loads(ws.recv(timeout=10))
+        ws.send(json.dumps([2, "2", FORGED, {}]))
+        refused = json.loads(ws.recv(timeout=10))
     assert answer[0] == 3 and answer[1] == "1", answer
+    assert refused[0] == 4 and refused[1] == "2", refused
     return answer[2]
+
+
+def one_record_per_line(text: str) -> None:
+    """The log is ocpptw's: the forged action is escaped inside its record, never a line of its own."""
+    lines = text.splitlines()
+    assert not [line for line in lines if "FORGED" in line and not line.startswith(("20", "{"))], text[-3000:]
+    assert not [line for line in lines if line.startswith("2026-12-04T00:00:00")], text[-3000:]
 
 
 def environment(data: Path, port: int) -> dict[str, str]:
@@ -162,7 +175,28 @@ def test_every_twistd_mode_serves_chargers_and_drains(tmp_path, mode):
     assert statuses.get(pid) == 0, (statuses, err, text[-3000:])
     assert all(code == 0 for code in statuses.values()), (statuses, err)
     assert "drain: closed" in text and "Traceback" not in text, text[-3000:]
+    assert "listening for chargers" in text
+    one_record_per_line(text)
     assert not run.pidfile.exists()
+
+
+def test_daemon_without_logfile_logs_to_twistd_log(tmp_path):
+    """twistd ocpp with no --logfile writes twistd.log in the working directory, in ocpptw's format."""
+    port = free_port()
+    pidfile = tmp_path / "gw.pid"
+    run = Run([f"--pidfile={pidfile}", "ocpp"], tmp_path, environment(tmp_path / "data", port), pidfile, tmp_path / "twistd.log")
+    try:
+        pid = run.pid()
+        wait_for(lambda: health(port) == 200, "/health")
+        boot(port, "NOLOGFILE")
+        wait_for(lambda: "listening for chargers" in run.log_text(), "twistd.log written")
+        os.kill(pid, signal.SIGTERM)
+        statuses, err = run.ended()
+    except BaseException:
+        run.kill()
+        raise
+    assert statuses.get(pid) == 0, (statuses, err)
+    one_record_per_line(run.log_text())
 
 
 def test_daemon_that_cannot_bind_says_so_in_one_line(tmp_path):

@@ -403,3 +403,23 @@ async def test_finding_12_tls_1_2_offers_aead_suites_only(pki, tmp_path):
             assert await bounded(deferToThread(_tls12_with, number, files, aead)) == aead
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_suites_ocpp_compliance_requires_are_offered(pki, tmp_path):
+    """The OCPP 1.6 security suites: ECDHE-ECDSA with AES-GCM on an EC key, RSA key exchange with AES-GCM on an RSA key."""
+    from twisted.internet.threads import deferToThread
+
+    for kind, suites in (
+        ("ec", ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384")),
+        ("rsa", ("AES128-GCM-SHA256", "AES256-GCM-SHA384")),
+    ):
+        files = write_server(tmp_path, pki, kind=kind)
+        port = await listen(ReloadingContextFactory(files.cert, files.key))
+        try:
+            for suite in suites:
+                assert await bounded(deferToThread(_tls12_with, port.getHost().port, files, suite)) == suite
+            with pytest.raises(ssl.SSLError):  # RSA key exchange with CBC stays refused
+                await bounded(deferToThread(_tls12_with, port.getHost().port, files, "AES128-SHA256"))
+        finally:
+            await port.stopListening()
