@@ -149,6 +149,23 @@ def test_finding_3_before_acceptance_only_boots_are_logged(clock):
     db.close()
 
 
+def test_finding_3_names_a_charger_chose_are_cut_to_what_no_real_one_exceeds(clock):
+    """A megabyte action name, CALLERROR code or message id is kept as its first 64 characters, marked truncated."""
+    from ocpptw.services.recorder import MAX_NAME_CHARS
+
+    recorder, db, metrics = _embedded_recorder(clock)
+    session = Session()
+    huge = "A" * 1_000_000
+    recorder.frame(session, "in", "CALL", "c1", huge, {}, None, None, "{}")
+    recorder.frame(session, "out", "CALLERROR", "c1", huge, {}, "NotImplemented", "unknown action", "{}")
+    recorder.frame(session, "in", "CALLERROR", "x" * 500, None, {}, "E" * 900_000, "stray", "{}")
+    clock.advance(0)
+    stored = success_result_of(db.read(lambda c: c.execute(
+        "SELECT max(length(action)), max(length(error_code)), max(length(message_id)) FROM messages").fetchone()))
+    assert stored == (MAX_NAME_CHARS, MAX_NAME_CHARS, MAX_NAME_CHARS)
+    db.close()
+
+
 def test_finding_3_payloads_over_the_cap_are_kept_truncated_and_marked(clock):
     """MESSAGE_LOG_MAX_BYTES: a longer payload is kept as its first bytes, as a JSON string (the mark), and counted."""
     import json

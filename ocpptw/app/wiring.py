@@ -225,6 +225,18 @@ def build_listeners(
     """
     from ocpptw.transport.pacing import PacedServerEndpoint
 
+    outer = None
+    if config.max_connections_per_ip:
+        from ocpptw.transport.request_guard import PeerConnectionCap
+
+        counts: dict[str, int] = {}  # one count per address for every listener of the process
+
+        def outer(factory: Any) -> Any:
+            # At the TCP level, outside TLS: a refused connection costs no handshake.
+            return PeerConnectionCap(
+                factory, config.max_connections_per_ip, lambda: metrics.handshake("too_many_from_address"), counts
+            )
+
     governor = None
     if config.accept_rate is None:
         governor = AcceptGovernor(reactor, [], config.accept_cpu_share, config.accept_max_wait)
@@ -232,14 +244,15 @@ def build_listeners(
 
     def paced(port: int, tls: Any = None) -> IStreamServerEndpoint:
         pacer = build_pacer(config, reactor, metrics, governor)
-        return PacedServerEndpoint(reactor, port, pacer, config.listen_backlog, config.host, tls=tls)
+        return PacedServerEndpoint(reactor, port, pacer, config.listen_backlog, config.host, tls=tls, outer=outer)
 
     others: list[ListenerService] = []
     if config.http_port is not None:
         from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
         kind = TCP6ServerEndpoint if ":" in config.host else TCP4ServerEndpoint
-        others.append(ListenerService(kind(reactor, config.http_port, interface=config.host), site(None), "plain HTTP"))
+        probes = site(None)
+        others.append(ListenerService(kind(reactor, config.http_port, interface=config.host), outer(probes) if outer else probes, "plain HTTP"))
     certificates = None
     if not config.tls:
         chargers = ListenerService(paced(config.port), site(charger_factory), "chargers (ws)")
@@ -270,6 +283,7 @@ def build(config: Config, reactor: Any) -> Parts:
     from ocpptw.services.sessions import SessionService
     from ocpptw.services.wallet import WalletService
     from ocpptw.transport.api import CommandApi
+    from ocpptw.transport.auth import ProxyTrust
     from ocpptw.transport.http import build_site
     from ocpptw.transport.websocket import OcppServerFactory
 
@@ -329,7 +343,7 @@ def build(config: Config, reactor: Any) -> Parts:
         from ocpptw.transport.auth import authenticator
         from ocpptw.transport.guess_limit import GuessLimit
 
-        authenticate = GuessLimit(authenticator(config), reactor)
+        authenticate = GuessLimit(authenticator(config), reactor, trusted=ProxyTrust(config.trusted_proxies))
     admission = None
     if config.handshake_concurrency or config.handshake_rate_per_ip:
         from ocpptw.transport.admission import HandshakeAdmission
@@ -358,8 +372,6 @@ def build(config: Config, reactor: Any) -> Parts:
         server = AmqpCommandServer(connection, registry, bus, config.instance_id)
         bus = AmqpCommandBus(connection, bus, registry, reactor, default_timeout=config.call_timeout)
         broker = Broker(connection, server)
-    from ocpptw.transport.auth import ProxyTrust
-
     api = CommandApi(bus, registry, config.admin_token, config.call_timeout, trusted=ProxyTrust(config.trusted_proxies))
 
     metrics.watch_outbox(outbox)
@@ -380,13 +392,7 @@ def build(config: Config, reactor: Any) -> Parts:
     checks: list[ReadyCheck] = [charger_port_up, backend.ready, publisher.ready, stores_writable]
 
     def site(ws_factory: Any, require_tls: int | None = None) -> Site:
-        built = build_site(ws_factory, config.ocpp_path, checks, metrics.render, api, require_tls=require_tls)
-        if not config.max_connections_per_ip:
-            return built
-        from ocpptw.transport.request_guard import PeerConnectionCap
-
-        # the count follows each TCP connection, whatever protocol takes it over
-        return PeerConnectionCap(built, config.max_connections_per_ip, lambda: metrics.handshake("too_many_from_address"))  # type: ignore[return-value]
+        return build_site(ws_factory, config.ocpp_path, checks, metrics.render, api, require_tls=require_tls)
 
     listeners = build_listeners(config, reactor, metrics, site, factory)
     listening.append(listeners)

@@ -31,6 +31,11 @@ from ocpptw.services.events import OCPP_MESSAGE, frame_data, make_event
 from ocpptw.interfaces import IEventPublisher, IFrameLog, ISessionObserver, StorageFull
 
 
+#: The longest action, CALLERROR code or message id kept in the message log
+#: (OCPP's longest action names have some 35 characters, ids at most 36).
+MAX_NAME_CHARS = 64
+
+
 @implementer(ISessionObserver)
 class FrameRecorder:
     """
@@ -86,6 +91,14 @@ class FrameRecorder:
                 metrics.frame_not_logged("not_accepted")
             return
         truncated = False
+        # Names a charger chose (an unknown action, a stray CALLERROR's code,
+        # an id) are kept to what no real one exceeds, so they cannot fill the log.
+        if action is not None and len(action) > MAX_NAME_CHARS:
+            action, truncated = action[:MAX_NAME_CHARS], True
+        if error_code is not None and len(error_code) > MAX_NAME_CHARS:
+            error_code, truncated = error_code[:MAX_NAME_CHARS], True
+        if len(message_id) > MAX_NAME_CHARS:
+            message_id, truncated = message_id[:MAX_NAME_CHARS], True
         if self._max_payload is not None and payload is not None:
             payload, payload_text, truncated = cap_payload(payload, payload_text, self._max_payload)
             if truncated and metrics is not None:

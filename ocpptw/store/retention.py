@@ -120,10 +120,15 @@ class LogRetention(Periodic):
         return deleted
 
 
-#: Bytes a message-log row costs besides its payload (identity, ids, time, index).
-ROW_OVERHEAD = 128
+#: Bytes a message-log row costs besides its text columns (time, index, row).
+ROW_OVERHEAD = 96
 
-_ROW_SIZE = f"(COALESCE(length(CAST(payload AS BLOB)), 0) + {ROW_OVERHEAD})"
+#: A message-log row's size in bytes, as the bound counts it: every text column.
+ROW_SIZE = (
+    "(COALESCE(length(CAST(payload AS BLOB)), 0) + COALESCE(length(CAST(action AS BLOB)), 0)"
+    " + COALESCE(length(CAST(error_code AS BLOB)), 0) + COALESCE(length(CAST(message_id AS BLOB)), 0)"
+    f" + COALESCE(length(CAST(device_id AS BLOB)), 0) + {ROW_OVERHEAD})"
+)
 
 
 class LogBound(Periodic):
@@ -182,11 +187,11 @@ class LogBound(Periodic):
         oldest = conn.execute("SELECT MIN(id) FROM messages").fetchone()[0]
         if self.total is None or (oldest is not None and oldest - 1 > self._first) or oldest is None:
             # first look, or rows went that we did not delete: measure it all
-            size, last = conn.execute(f"SELECT COALESCE(SUM({_ROW_SIZE}), 0), COALESCE(MAX(id), 0) FROM messages").fetchone()
+            size, last = conn.execute(f"SELECT COALESCE(SUM({ROW_SIZE}), 0), COALESCE(MAX(id), 0) FROM messages").fetchone()
             self.total, self._first, self._last = size, (oldest or 1) - 1, max(last, self._last)
             return
         size, last = conn.execute(
-            f"SELECT COALESCE(SUM({_ROW_SIZE}), 0), MAX(id) FROM messages WHERE id > ?", (self._last,)
+            f"SELECT COALESCE(SUM({ROW_SIZE}), 0), MAX(id) FROM messages WHERE id > ?", (self._last,)
         ).fetchone()
         self.total += size
         if last is not None:
@@ -195,7 +200,7 @@ class LogBound(Periodic):
     def _delete_oldest(self, conn: Any) -> int:
         row = conn.execute(
             f"SELECT MAX(id), COALESCE(SUM(size), 0), COUNT(*) FROM"
-            f" (SELECT id, {_ROW_SIZE} AS size FROM messages WHERE id <= ? ORDER BY id LIMIT ?)",
+            f" (SELECT id, {ROW_SIZE} AS size FROM messages WHERE id <= ? ORDER BY id LIMIT ?)",
             (self._last, self._chunk),
         ).fetchone()
         upto, size, count = row

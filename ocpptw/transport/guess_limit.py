@@ -10,6 +10,7 @@ recently failed forgotten first.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict, deque
 from typing import Any
 
@@ -36,8 +37,10 @@ class GuessLimit:
         clock: IReactorTime,
         max_failures: int = MAX_FAILURES,
         window: float = WINDOW,
-        max_keys: int = 100_000,
+        max_keys: int = 10_000,
+        trusted: Any = None,
     ) -> None:
+        self._trusted = trusted
         self._authenticate = authenticate
         self._clock = clock
         self._max = max_failures
@@ -80,10 +83,32 @@ class GuessLimit:
     def __len__(self) -> int:
         return len(self._failures)
 
+    def source(self, peer: str | None, headers: Any) -> str:
+        """
+        Whom the failures count against: the client a trusted proxy names
+        (the last C{X-Forwarded-For} address; behind a TLS terminator every
+        charger shares the proxy's address), else the TCP peer; an IPv6
+        address by its /64, which one client usually holds whole.
+        """
+        address = peer or ""
+        if self._trusted and self._trusted.is_trusted(address):
+            forwarded = ""
+            if headers is not None:
+                value = headers.get("x-forwarded-for") or ""
+                forwarded = (value if isinstance(value, str) else ",".join(value)).split(",")[-1].strip()
+            address = forwarded.strip("[]") or f"proxy:{address}"
+        if ":" in address and not address.startswith("proxy:"):
+            try:
+                return str(ipaddress.ip_network(f"{address}/64", strict=False))
+            except ValueError:
+                return address
+        return address
+
     def __call__(self, identity: str, headers: Any, peer: str | None, certificate: Any, record: Any, *args: Any) -> AuthOutcome:
-        if self.blocked(peer, identity):
+        source = self.source(peer, headers)
+        if self.blocked(source, identity):
             return TOO_MANY
         outcome = self._authenticate(identity, headers, peer, certificate, record, *args)
         if not outcome.ok and outcome.status == 401:
-            self.failed(peer, identity)
+            self.failed(source, identity)
         return outcome

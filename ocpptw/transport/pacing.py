@@ -194,6 +194,8 @@ class PacedServerEndpoint:
         C{net.core.somaxconn}).
     @param tls: an C{IOpenSSLServerConnectionCreator} (a context factory),
         or C{None} for plain TCP.
+    @param outer: wraps the factory the TCP port uses, outside TLS (a
+        per-address connection cap refuses before any TLS work).
     """
 
     def __init__(
@@ -204,7 +206,9 @@ class PacedServerEndpoint:
         backlog: int = 4096,
         interface: str = "",
         tls: Any = None,
+        outer: Callable[[Any], Any] | None = None,
     ) -> None:
+        self._outer = outer
         self._reactor = reactor
         self._port = port
         self._interface = interface
@@ -218,6 +222,8 @@ class PacedServerEndpoint:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
             factory = TLSMemoryBIOFactory(self._tls, False, protocol_factory)
+        if self._outer is not None:
+            factory = self._outer(factory)
         try:
             port = PacedPort(self._port, factory, self._backlog, self._interface, self._reactor, self.pacer, _listening_hooks)
             port.startListening()

@@ -319,10 +319,13 @@ class PeerConnectionCap(WrappingFactory):
     protocol = _Counted
     log = Logger()
 
-    def __init__(self, wrapped: Any, limit: int, refused: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, wrapped: Any, limit: int, refused: Callable[[], None] | None = None, counts: dict[str, int] | None = None
+    ) -> None:
         super().__init__(wrapped)
         self.limit = limit
-        self.open: dict[str, int] = {}
+        #: open connections per address; shared by the caps of one process's listeners
+        self.open: dict[str, int] = {} if counts is None else counts
         self._refused = refused
 
     def __getattr__(self, name: str) -> Any:  # the wrapped site's attributes (resource, ...)

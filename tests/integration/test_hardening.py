@@ -164,3 +164,29 @@ async def test_finding_5_open_connections_per_address_are_capped(tmp_path):
             charger.sendClose()
     finally:
         await bounded(service.stopService(), 30)
+
+
+@pytest_twisted.ensureDeferred
+async def test_finding_5_connection_cap_holds_on_tls_before_any_handshake(tmp_path):
+    """
+    With wss the cap counts TCP connections outside TLS: a connection over
+    the cap is closed before the TLS handshake, with nothing logged as an
+    error; a closed one frees its place.
+    """
+    from tests.transport.certs import issue, make_ca
+
+    ca = make_ca("Cap CA")
+    cert, key = issue(ca, "localhost", kind="rsa", server=True).write(tmp_path, "server")
+    service = await start(tmp_path, MAX_CONNECTIONS_PER_IP="1", TLS_CERT=cert, TLS_KEY=key)
+    try:
+        first = await raw(service.test_port, b"")  # holds the address's one place (a TLS client that has not spoken)
+        second = await raw(service.test_port, b"\x16\x03\x01\x00\x05hello")
+        assert await bounded(second.closed) == b""  # no ServerHello: closed at the accept
+        first.transport.loseConnection()
+        await bounded(first.closed)
+        await until(lambda: not service.parts.listeners.chargers.port.factory.open)
+        third = await raw(service.test_port, b"\x16\x03\x01\x00\x05hello")  # now served: TLS answers (an alert)
+        await bounded(third.closed)
+        assert third.data != b""
+    finally:
+        await bounded(service.stopService(), 30)

@@ -150,3 +150,31 @@ def test_guess_limit_counts_only_refused_credentials(clock, status):
     for _ in range(20):
         limit("CP1", {}, "p", None, None)
     assert limit.blocked("p", "CP1") == (status == 401)
+
+
+def test_guess_limit_behind_a_trusted_proxy_counts_the_forwarded_client(clock):
+    """Behind a TLS terminator every charger shares its address: failures count against the client it forwards."""
+    from ocpptw.transport.auth import ProxyTrust
+
+    limit = GuessLimit(Authenticator(1), clock, trusted=ProxyTrust(["10.9.0.1"]))
+    record = {"authorizationKeyHash": hash_key(KEY)}
+    attacker = {**basic("CP1", "guess-0123456789ab"), "x-forwarded-for": "198.51.100.7"}
+    for _ in range(10):
+        assert limit("CP1", attacker, "10.9.0.1", None, record).status == 401
+    assert limit("CP1", attacker, "10.9.0.1", None, record).status == 429
+    real = {**basic("CP1", KEY), "x-forwarded-for": "203.0.113.5"}
+    assert limit("CP1", real, "10.9.0.1", None, record).ok  # the real charger, through the same proxy
+    # an untrusted peer's forwarded header is ignored: it counts against the peer itself
+    spoofed = {**basic("CP1", "guess-0123456789ab"), "x-forwarded-for": "203.0.113.5"}
+    for _ in range(10):
+        limit("CP1", spoofed, "192.0.2.9", None, record)
+    assert limit("CP1", real, "10.9.0.1", None, record).ok
+
+
+def test_guess_limit_counts_an_ipv6_client_by_its_64(clock):
+    limit = GuessLimit(Authenticator(1), clock)
+    record = {"authorizationKeyHash": hash_key(KEY)}
+    for n in range(10):
+        limit("CP1", basic("CP1", "guess-0123456789ab"), f"2001:db8:1:2::{n + 1:x}", None, record)
+    assert limit("CP1", basic("CP1", KEY), "2001:db8:1:2::ffff", None, record).status == 429
+    assert limit("CP1", basic("CP1", KEY), "2001:db8:1:3::1", None, record).ok
