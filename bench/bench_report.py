@@ -104,9 +104,12 @@ def markdown(results: dict, command: str, info: dict, started: str) -> str:
         f"Machine: {info['cores']} cores, {info['cpu']}, {info['memory']}, Linux {info['kernel']}, "
         f"Python {info['python']}. Servers on core 0, load generator on core 1.",
         "",
-        "| scenario | metric | ocpptw | peer | ceiling | ocpptw/peer | ocpptw/ceiling |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    present = {server for res in results.values() for server in res["medians"]}
+    others = [s for s in ("peer", "ocpp-ws-io", "ceiling") if s in present] or ["peer", "ceiling"]
+    lines.append("| scenario | metric | ocpptw | " + " | ".join(others) + " | "
+                 + " | ".join(f"ocpptw/{s}" for s in others) + " |")
+    lines.append("| --- | --- | ---: | " + " | ".join("---:" for _ in others * 2) + " |")
     for name, res in results.items():
         med = res["medians"]
         base = results.get(res["base"], {}).get("medians", {}) if res["base"] else med
@@ -115,15 +118,17 @@ def markdown(results: dict, command: str, info: dict, started: str) -> str:
         label = f"{name} ({res['rounds']} round{'s' if res['rounds'] > 1 else ''}"
         label += f"; machine ≤ {max(busy):g} % busy before)" if busy else ")"
         ours = med.get("ocpptw", {})
-        keys = list(ours) or list(base.get("peer", {})) or list(base.get("ceiling", {}))
+        keys = list(ours) or next((list(base[s]) for s in others if base.get(s)), [])
+        cell = lambda v: "–" if v is None else f"{v:g}"  # noqa: E731
         for key in keys:
             o = ours.get(key)
-            p = base.get("peer", {}).get(key)
-            c = base.get("ceiling", {}).get(key)
-            cell = lambda v: "–" if v is None else f"{v:g}"  # noqa: E731
+            theirs = [base.get(s, {}).get(key) for s in others]
             lines.append(
-                f"| {label} | {key} | {cell(o) if ours else 'pending'} | {cell(p)} | {cell(c)} | "
-                f"{_ratio(o, p)} | {_ratio(o, c)} |"
+                f"| {label} | {key} | {cell(o) if ours else 'pending'} | "
+                + " | ".join(cell(v) for v in theirs)
+                + " | "
+                + " | ".join(_ratio(o, v) for v in theirs)
+                + " |"
             )
             label = ""
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """
-Benchmarks of ocpptw side by side with the peer (an equivalent central
-system on the C{ocpp} package, asyncio + websockets) and the ceiling (a raw
+Benchmarks of ocpptw side by side with two peers (an equivalent central
+system on the C{ocpp} package, asyncio + websockets, and one on the node
+package C{ocpp-ws-io} with strict validation) and the ceiling (a raw
 Autobahn/Twisted server that answers without validating), in one run.
 
     .venv/bin/python bench/run.py                       # every scenario
@@ -14,7 +15,8 @@ Servers run pinned to core 0 (C{taskset -c 0}); the load generator
 127.0.0.1 only and every scenario is bounded in time.  The servers take
 turns (the order rotates every round) and each run starts a fresh server;
 the figure reported is the median over rounds.  The peer gets its own venv
-in C{bench/.peer-venv}, made here when missing.
+in C{bench/.peer-venv}, made here when missing; the node peer is installed
+into C{bench/peers/ocpp-ws-io/node_modules} with C{npm install} on first use.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,7 +42,8 @@ PY = sys.executable
 PEER_VENV = HERE / ".peer-venv"
 PEER_PY = PEER_VENV / "bin" / "python"
 TWISTD = Path(PY).parent / "twistd"
-SERVERS = ("ocpptw", "peer", "ceiling")
+NODE_PEER = HERE / "peers" / "ocpp-ws-io"
+SERVERS = ("ocpptw", "peer", "ocpp-ws-io", "ceiling")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 #: name -> (simulator arguments, kind, rounds, ocpptw-only environment or None, base scenario)
@@ -49,6 +53,21 @@ SCENARIOS: dict[str, tuple[list[str], str, int, dict | None, str | None]] = {
         ["-n", "5000", "--rate", "2000", "--duration", "15", "--connect-rate", "2500"],
         "open",
         3,
+        None,
+        None,
+    ),
+    # with open2000, the points of throughput and p99 against offered load (bench/plots.py)
+    "open1000": (
+        ["-n", "5000", "--rate", "1000", "--duration", "15", "--connect-rate", "2500"],
+        "open",
+        1,
+        None,
+        None,
+    ),
+    "open4000": (
+        ["-n", "5000", "--rate", "4000", "--duration", "15", "--connect-rate", "2500"],
+        "open",
+        1,
         None,
         None,
     ),
@@ -77,6 +96,8 @@ SCENARIOS: dict[str, tuple[list[str], str, int, dict | None, str | None]] = {
 QUICK = {
     "closed100": ["-n", "100", "--duration", "3"],
     "open2000": ["-n", "1000", "--rate", "500", "--duration", "4", "--connect-rate", "2500"],
+    "open1000": ["-n", "1000", "--rate", "250", "--duration", "4", "--connect-rate", "2500"],
+    "open4000": ["-n", "1000", "--rate", "1000", "--duration", "4", "--connect-rate", "2500"],
     "idle10k": ["-n", "1000", "--idle", "--duration", "1", "--connect-rate", "0"],
     "idle20k": [
         "-n",
@@ -112,6 +133,32 @@ def ensure_peer_venv() -> None:
         [str(PEER_PY), "-m", "pip", "install", "-q", "ocpp==2.1.0", "websockets>=13"], check=True
     )
     subprocess.run(check, check=True)
+
+
+def ensure_node_peer() -> None:
+    """
+    Install the C{ocpp-ws-io} peer's node modules when missing; one line and
+    exit 2 when C{node} or C{npm} is not on the PATH or the install fails.
+    """
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        sys.exit(
+            f"bench/run.py: the ocpp-ws-io peer needs {' and '.join(missing)} on the PATH "
+            "(or leave it out with --servers)"
+        )
+    if (NODE_PEER / "node_modules" / "ocpp-ws-io" / "package.json").exists():
+        return
+    print(f"setting up the ocpp-ws-io peer in {NODE_PEER} ...", flush=True)
+    done = subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--no-package-lock"],
+        cwd=NODE_PEER,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        sys.exit(f"bench/run.py: npm install of the ocpp-ws-io peer failed: {last}")
 
 
 def free_port() -> int:
@@ -150,6 +197,8 @@ def start_server(kind: str, port: int, workdir: Path, env_extra: dict, log) -> s
     env = dict(os.environ)
     if kind == "peer":
         cmd = [str(PEER_PY), str(HERE / "peer_server.py"), "--port", str(port)]
+    elif kind == "ocpp-ws-io":
+        cmd = ["node", str(NODE_PEER / "server.js"), "--port", str(port)]
     elif kind == "ceiling":
         cmd = [PY, str(HERE / "raw_server.py"), "--port", str(port)]
     else:
@@ -379,8 +428,13 @@ def main() -> int:
             *sys.argv[1:],
         ]
     )
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        ap.error(f"unknown servers {unknown}; known: {', '.join(SERVERS)}")
     if "peer" in servers:
         ensure_peer_venv()
+    if "ocpp-ws-io" in servers:
+        ensure_node_peer()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
