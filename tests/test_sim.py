@@ -182,6 +182,8 @@ async def test_reconnect_storm_reconnects_everyone(stand_in):
     report = await bounded(ensureDeferred(run_simulation(reactor, opts)), 20)
     assert report["ok"], report
     assert report["storm"]["reconnected"] == 5 and report["storm"]["failed"] == 0
+    timeline = report["storm"]["reconnected_by_second"]
+    assert timeline and sum(timeline.values()) == 5 and all(int(k) >= 0 for k in timeline)
     assert len(stand_in.paths) == 10
     assert stand_in.calls.count("Heartbeat") == 5
 
@@ -292,8 +294,13 @@ def test_histogram_percentiles_and_merge():
     assert a.percentile(0.99) == pytest.approx(100, rel=0.002)
     stats = Stats()
     stats.latency.record(0.002)
+    stats.storm_timeline[0] += 3
+    stats.storm_timeline[2] += 1
     again = Stats.from_dict(json.loads(json.dumps(stats.to_dict())))
     assert again.latency.summary() == stats.latency.summary()
+    assert again.storm_timeline == {0: 3, 2: 1}
+    again.merge(stats)
+    assert again.storm_timeline == {0: 6, 2: 2}
 
 
 def test_command_line_options():

@@ -16,7 +16,9 @@ bounded rate, each sends its BootNotification, then one load phase runs:
     chargers reconnect.
 
 C{--processes K} forks K workers, each with its own reactor, and adds up
-their figures.  Everything is bounded in time; only the given URL is used.
+their figures.  On a terminal (stderr), a one-process run rewrites a progress
+line every second (connected, calls/s, p99 so far); C{--json} keeps quiet.
+Everything is bounded in time; only the given URL is used.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocpptw.sim.charger import DEFAULT_MIX, parse_mix
+from ocpptw.sim.progress import wanted
 from ocpptw.sim.report import build_report, format_report
 from ocpptw.sim.stats import Stats, raise_fd_limit, read_process
 from ocpptw.sim.worker import ramp_deadline
@@ -182,17 +185,26 @@ def _sample(options: SimOptions) -> dict[str, float] | None:
     return reading
 
 
-async def run_simulation(reactor, options: SimOptions) -> dict[str, Any]:
+async def run_simulation(reactor, options: SimOptions, progress_to=None) -> dict[str, Any]:
     """
     Run one simulation in this process on a running C{reactor}; the report.
+    With C{progress_to} (a text stream), a progress line is rewritten on it
+    every second (L{ocpptw.sim.progress}).
     """
     from twisted.internet.task import deferLater
 
+    from ocpptw.sim.progress import Progress
     from ocpptw.sim.worker import SimWorker
 
     wall0 = time.monotonic()
     samples: dict[str, Any] = {"start": _sample(options)}
     worker = SimWorker(reactor, options)
+    progress = None
+    if progress_to is not None:
+        progress = Progress(
+            reactor, progress_to, worker.stats, lambda: worker.open_count, time.monotonic
+        )
+        progress.start()
     try:
         await worker.connect_all()
         if options.mode == "idle" and options.settle > 0:
@@ -201,16 +213,18 @@ async def run_simulation(reactor, options: SimOptions) -> dict[str, Any]:
         await worker.run_load()
         samples["end"] = _sample(options)
     finally:
+        if progress is not None:
+            progress.stop()
         await worker.close_all()
     return build_report(options, worker.finalise(), samples, time.monotonic() - wall0)
 
 
-def _run_here(options: SimOptions) -> dict[str, Any]:
+def _run_here(options: SimOptions, progress_to=None) -> dict[str, Any]:
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
 
     out: list[Any] = []
-    d = ensureDeferred(run_simulation(reactor, options))
+    d = ensureDeferred(run_simulation(reactor, options, progress_to))
     d.addBoth(out.append)
     d.addBoth(lambda _: reactor.stop())
     reactor.run()
@@ -387,7 +401,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{per_process} connections a process",
             file=sys.stderr,
         )
-    report = _run_here(options) if options.processes == 1 else _run_forked(options)
+    if options.processes == 1:
+        report = _run_here(options, sys.stderr if wanted(sys.stderr, as_json) else None)
+    else:
+        report = _run_forked(options)
     print(json.dumps(report, indent=2) if as_json else format_report(report))
     return 0 if report["ok"] else 1
 

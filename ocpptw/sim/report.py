@@ -100,6 +100,10 @@ def build_report(
             "failed": stats.reconnect_failed,
             "seconds": stats.storm_seconds,
             "first_call": options.storm_call,
+            # chargers back (first call answered) in each whole second since the drop
+            "reconnected_by_second": {
+                str(k): v for k, v in sorted(stats.storm_timeline.items())
+            },
         }
     server = _server(samples, stats, options.server_pid)
     if server is not None:

@@ -148,6 +148,9 @@ class Stats:
         self.connect_failures: Counter[str] = Counter()
         self.by_action: Counter[str] = Counter()
         self.server_actions: Counter[str] = Counter()
+        #: reconnect storm: chargers whose first call was answered, by whole
+        #: seconds since the storm began (as long as the storm: bounded)
+        self.storm_timeline: Counter[int] = Counter()
         self.latency = Histogram()
         self.service = Histogram()
         self.boot_latency = Histogram()
@@ -156,6 +159,7 @@ class Stats:
         out: dict[str, Any] = {n: getattr(self, n) for n in self.COUNTERS + self.SPANS + self.CPU}
         for name in ("errors", "connect_failures", "by_action", "server_actions"):
             out[name] = dict(getattr(self, name))
+        out["storm_timeline"] = {str(k): v for k, v in self.storm_timeline.items()}
         for name in ("latency", "service", "boot_latency"):
             out[name] = getattr(self, name).to_dict()
         return out
@@ -167,6 +171,7 @@ class Stats:
             setattr(s, name, data[name])
         for name in ("errors", "connect_failures", "by_action", "server_actions"):
             setattr(s, name, Counter(data[name]))
+        s.storm_timeline = Counter({int(k): v for k, v in data.get("storm_timeline", {}).items()})
         for name in ("latency", "service", "boot_latency"):
             setattr(s, name, Histogram.from_dict(data[name]))
         return s
@@ -181,6 +186,7 @@ class Stats:
             setattr(self, name, max(getattr(self, name), getattr(other, name)))
         for name in ("errors", "connect_failures", "by_action", "server_actions"):
             getattr(self, name).update(getattr(other, name))
+        self.storm_timeline.update(other.storm_timeline)
         for name in ("latency", "service", "boot_latency"):
             getattr(self, name).merge(getattr(other, name))
 

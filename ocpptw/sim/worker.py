@@ -174,6 +174,7 @@ class SimWorker:
         if ok:
             if self.phase == "storm":
                 self.stats.reconnected += 1
+                self.stats.storm_timeline[int(perf() - self.load_t0)] += 1
             elif charger.booted:
                 self.stats.booted += 1
             else:
