@@ -149,7 +149,7 @@ def _run_on_pty(args: list[str], bound: float = 60.0) -> tuple[int, str, str]:
 
 @pytest.mark.slow
 def test_progress_on_a_terminal_and_none_with_json(daemon):  # noqa: F811
-    """Against the gateway, a 3-second run on a tty shows progress lines; --json none."""
+    """Against the gateway, 3-second runs on a tty show progress lines; --json none."""
     port, _proc, _log = daemon
     url = f"ws://127.0.0.1:{port}/ocpp/"
     args = ["--url", url, "-n", "5", "--prefix", "PTY", "--duration", "3", "--connect-rate", "0"]
@@ -164,3 +164,10 @@ def test_progress_on_a_terminal_and_none_with_json(daemon):  # noqa: F811
     assert code == 0, out + tty
     assert tty == "", repr(tty)
     assert json.loads(out)["ok"] is True
+
+    # two worker processes: the parent merges their figures into the same line
+    forked = ["--url", url, "-n", "4", "--prefix", "PTF", "--duration", "3", "--processes", "2"]
+    code, out, tty = _run_on_pty(forked + ["--connect-rate", "0"])
+    assert code == 0, out + tty
+    lines = [m["line"] for m in LINE.finditer(tty)]
+    assert any("connected 4/4" in line for line in lines), repr(tty)

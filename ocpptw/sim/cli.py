@@ -16,8 +16,8 @@ bounded rate, each sends its BootNotification, then one load phase runs:
     chargers reconnect.
 
 C{--processes K} forks K workers, each with its own reactor, and adds up
-their figures.  On a terminal (stderr), a one-process run rewrites a progress
-line every second (connected, calls/s, p99 so far); C{--json} keeps quiet.
+their figures.  On a terminal (stderr), a progress line is rewritten every
+second (connected, calls/s, p99 so far); C{--json} keeps quiet.
 Everything is bounded in time; only the given URL is used.
 """
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocpptw.sim.charger import DEFAULT_MIX, parse_mix
-from ocpptw.sim.progress import wanted
+from ocpptw.sim.progress import PROGRESS_INTERVAL, ProgressLine, wanted
 from ocpptw.sim.report import build_report, format_report
 from ocpptw.sim.stats import Stats, raise_fd_limit, read_process
 from ocpptw.sim.worker import ramp_deadline
@@ -235,9 +235,10 @@ def _run_here(options: SimOptions, progress_to=None) -> dict[str, Any]:
     return out[0]
 
 
-def _child(options: SimOptions, index: int, sock: socket.socket) -> int:
+def _child(options: SimOptions, index: int, sock: socket.socket, progress: bool = False) -> int:
     """
-    A forked worker: connect, say ready, wait for go, load, close, report.
+    A forked worker: connect, say ready, wait for go, load, close, report;
+    with C{progress}, its figures so far every second.
     """
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred, ensureDeferred
@@ -269,12 +270,26 @@ def _child(options: SimOptions, index: int, sock: socket.socket) -> int:
 
     async def flow() -> None:
         worker = SimWorker(reactor, options, index, options.processes)
+        ticker = None
+        if progress:
+            ticker = LoopingCall(
+                lambda: send(
+                    {
+                        "event": "progress",
+                        "open": worker.open_count,
+                        "stats": worker.stats.to_dict(),
+                    }
+                )
+            )
+            ticker.start(PROGRESS_INTERVAL, now=False)
         try:
             await worker.connect_all()
             send({"event": "ready"})
             await wait_go()
             await worker.run_load()
         finally:
+            if ticker is not None and ticker.running:
+                ticker.stop()
             await worker.close_all()
         send({"event": "done", "stats": worker.finalise().to_dict()})
 
@@ -291,10 +306,14 @@ class _Parent:
     The parent's side of the forked workers: lines of JSON over socket pairs.
     """
 
-    def __init__(self, options: SimOptions):
+    def __init__(self, options: SimOptions, progress_to=None):
         self.options = options
         self.children: list[tuple[int, socket.socket]] = []
         self.buffers: dict[int, bytes] = {}
+        #: each worker's latest figures, fd -> (open connections, stats)
+        self.latest: dict[int, tuple[int, Stats]] = {}
+        self.line = ProgressLine(progress_to, time.monotonic()) if progress_to else None
+        self.next_line = time.monotonic() + PROGRESS_INTERVAL
 
     def fork(self) -> None:
         sys.stdout.flush()
@@ -308,7 +327,7 @@ class _Parent:
                     other.close()
                 code = 1
                 try:
-                    code = _child(self.options, index, theirs)
+                    code = _child(self.options, index, theirs, self.line is not None)
                 finally:
                     os._exit(code)
             theirs.close()
@@ -323,9 +342,14 @@ class _Parent:
         deadline = time.monotonic() + seconds
         socks = {s.fileno(): s for _, s in self.children}
         while len(got) < len(socks):
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 raise TimeoutError(f"workers did not report {event!r} within {seconds:.0f} s")
+            if self.line is not None:
+                if now >= self.next_line:
+                    self.show_progress(now)
+                left = min(left, max(0.0, self.next_line - now))
             ready, _, _ = select.select(
                 [s for fd, s in socks.items() if fd not in got], [], [], left
             )
@@ -340,7 +364,22 @@ class _Parent:
                     msg = json.loads(line)
                     if msg.get("event") == event:
                         got[s.fileno()] = msg
+                    elif msg.get("event") == "progress":
+                        self.latest[s.fileno()] = (msg["open"], Stats.from_dict(msg["stats"]))
         return list(got.values())
+
+    def show_progress(self, now: float) -> None:
+        """
+        Rewrite the progress line with every worker's latest figures.
+        """
+        total, connected = Stats(), 0
+        for open_count, stats in self.latest.values():
+            total.merge(stats)
+            connected += open_count
+        total.chargers = self.options.chargers
+        if self.latest:
+            self.line.show(total, connected, now)
+        self.next_line = now + PROGRESS_INTERVAL
 
     def go(self) -> None:
         for _, s in self.children:
@@ -361,11 +400,11 @@ class _Parent:
                 time.sleep(0.02)
 
 
-def _run_forked(options: SimOptions) -> dict[str, Any]:
+def _run_forked(options: SimOptions, progress_to=None) -> dict[str, Any]:
     o = options
     wall0 = time.monotonic()
     samples: dict[str, Any] = {"start": _sample(o)}
-    parent = _Parent(o)
+    parent = _Parent(o, progress_to)
     parent.fork()
     connect_bound = ramp_deadline(o.chargers, o.connect_rate, o) + 30
     load_bound = o.duration + o.call_timeout + 30
@@ -380,6 +419,8 @@ def _run_forked(options: SimOptions) -> dict[str, Any]:
         done = parent.collect("done", load_bound + 10)
         samples["end"] = _sample(o)
     finally:
+        if parent.line is not None:
+            parent.line.end()
         parent.reap()
     total = Stats()
     for msg in done:
@@ -401,10 +442,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{per_process} connections a process",
             file=sys.stderr,
         )
+    progress_to = sys.stderr if wanted(sys.stderr, as_json) else None
     if options.processes == 1:
-        report = _run_here(options, sys.stderr if wanted(sys.stderr, as_json) else None)
+        report = _run_here(options, progress_to)
     else:
-        report = _run_forked(options)
+        report = _run_forked(options, progress_to)
     print(json.dumps(report, indent=2) if as_json else format_report(report))
     return 0 if report["ok"] else 1
 

@@ -8,6 +8,8 @@ Shown only when stderr is a terminal and the report is not asked for as JSON
 (L{wanted}); the first line comes after the first second, so short runs stay
 quiet.  The line is pure formatting of a L{Stats} (L{format_progress}); the
 ticker (L{Progress}) takes its reactor, so that it runs on a test clock.
+With C{--processes K} the workers send their figures to the parent every
+second, which merges them and shows the same line (L{ProgressLine}).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from __future__ import annotations
 from typing import IO, Callable
 
 from ocpptw.sim.stats import Stats
+
+#: seconds between two progress lines
+PROGRESS_INTERVAL = 1.0
 
 #: ANSI "erase to the end of the line", after the carriage return
 _ERASE = "\x1b[K"
@@ -52,6 +57,33 @@ def format_progress(stats: Stats, connected: int, elapsed: float, calls_per_seco
     return "  ".join(parts)
 
 
+class ProgressLine:
+    """
+    The line on C{stream}: each L{show} rewrites it with the calls/s since
+    the one before; L{end} leaves it on the screen.
+    """
+
+    def __init__(self, stream: IO[str], t0: float, answered: int = 0) -> None:
+        self.stream = stream
+        self.t0 = self._last_t = t0
+        self._last_answered = answered
+        self.shown = False
+
+    def show(self, stats: Stats, connected: int, now: float) -> None:
+        rate = (stats.answered - self._last_answered) / max(now - self._last_t, 1e-9)
+        self._last_t, self._last_answered = now, stats.answered
+        line = format_progress(stats, connected, now - self.t0, rate)
+        self.stream.write("\r" + line + _ERASE)
+        self.stream.flush()
+        self.shown = True
+
+    def end(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.shown = False
+
+
 class Progress:
     """
     Rewrites the progress line on C{stream} every C{interval} seconds while
@@ -65,7 +97,7 @@ class Progress:
         stats: Stats,
         connected: Callable[[], int],
         clock: Callable[[], float],
-        interval: float = 1.0,
+        interval: float = PROGRESS_INTERVAL,
     ) -> None:
         self.reactor = reactor
         self.stream = stream
@@ -74,28 +106,18 @@ class Progress:
         self.clock = clock
         self.interval = interval
         self._call = None
-        self._t0 = 0.0
-        self._last_t = 0.0
-        self._last_answered = 0
-        self._shown = False
+        self._line: ProgressLine | None = None
 
     def start(self) -> None:
         """
         Start ticking; the first line comes after one interval.
         """
-        self._t0 = self._last_t = self.clock()
-        self._last_answered = self.stats.answered
+        self._line = ProgressLine(self.stream, self.clock(), self.stats.answered)
         self._call = self.reactor.callLater(self.interval, self._tick)
 
     def _tick(self) -> None:
-        now = self.clock()
-        span = max(now - self._last_t, 1e-9)
-        rate = (self.stats.answered - self._last_answered) / span
-        self._last_t, self._last_answered = now, self.stats.answered
-        line = format_progress(self.stats, self.connected(), now - self._t0, rate)
-        self.stream.write("\r" + line + _ERASE)
-        self.stream.flush()
-        self._shown = True
+        assert self._line is not None
+        self._line.show(self.stats, self.connected(), self.clock())
         self._call = self.reactor.callLater(self.interval, self._tick)
 
     def stop(self) -> None:
@@ -106,7 +128,5 @@ class Progress:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
-        if self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._shown = False
+        if self._line is not None:
+            self._line.end()
