@@ -12,17 +12,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
-from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
-
 from ocpptw.clock import iso_z
 
 #: Keys whose values are money: numbers in answers become exact decimal strings.
 MONEY_KEYS = frozenset({"prepaidAmount", "pricePerKwh", "cost", "refund", "amount"})
-
 
 
 class BadAnswer(Exception):
@@ -61,41 +54,28 @@ def parse_json(raw: bytes) -> Any:
         raise BadAnswer(f"answer is not JSON: {e}") from None
 
 
-class BodyReader(Protocol):
+class BoundedBody:
     """
-    Collects a response body, bounded in size; L{abort} drops the connection.
+    A response body collected by treq's L{collect} (L{add} per chunk), at
+    most C{limit} bytes: one more raises L{BadAnswer}, on which C{collect}
+    drops the connection.
     """
 
-    def __init__(self, finished: Deferred[bytes], limit: int) -> None:
-        self.finished: Deferred[bytes] | None = finished
+    __slots__ = ("_limit", "_parts", "_size")
+
+    def __init__(self, limit: int) -> None:
         self._parts: list[bytes] = []
         self._size = 0
         self._limit = limit
 
-    def dataReceived(self, data: bytes) -> None:
+    def add(self, data: bytes) -> None:
         self._size += len(data)
-        if self._size > self._limit and self.finished is not None:
-            finished, self.finished = self.finished, None
-            self.abort()
-            finished.errback(BadAnswer(f"answer larger than {self._limit} bytes"))
-            return
+        if self._size > self._limit:
+            raise BadAnswer(f"answer larger than {self._limit} bytes")
         self._parts.append(data)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if self.finished is None:
-            return
-        finished, self.finished = self.finished, None
-        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
-            finished.callback(b"".join(self._parts))
-        else:
-            finished.errback(reason)
-
-    def abort(self) -> None:
-        self.finished = None
-        if self.transport is not None:
-            self.transport.loseConnection()
-
-
+    def data(self) -> bytes:
+        return b"".join(self._parts)
 
 
 def json_object(raw: bytes) -> dict:

@@ -289,6 +289,12 @@ class FakeBackend(Resource):
         self._listen_args = (reactor, number, interface)
         return number, f"http://{interface}:{number}"
 
+    def open_connections(self) -> int:
+        """
+        Connections to the listening backend that are still open.
+        """
+        return sum(1 for protocol in self._site.protocols if _connected(protocol))
+
     def refuse(self) -> Deferred[None]:
         """
         Stop listening and drop open connections: new requests are refused.

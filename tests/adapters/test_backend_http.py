@@ -13,15 +13,16 @@ from decimal import Decimal
 
 import pytest
 import pytest_twisted
-from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import CancelledError
+from treq.testing import HasHeaders, RequestSequence, RequestTraversalAgent, StringStubbingResource
+from twisted.internet.defer import CancelledError, Deferred
 from zope.interface.verify import verifyObject
 
 from ocpptw.adapters import backend_http
+from ocpptw import __version__
 from ocpptw.adapters.backend_http import CircuitOpen, HttpBackend
 from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, NotFound
 from ocpptw.testing.backend import FakeBackend
-from tests.helpers import bounded, failure_result_of, no_result, success_result_of
+from tests.helpers import bounded, failure_result_of, no_result, success_result_of, until
 
 START = {"deviceId": "CP1", "connectorId": 1, "idTag": "TAG1", "meterStart": 100, "timestamp": "2026-11-24T10:00:00.000Z"}
 STOP = {"transactionId": 1, "meterStop": 2100, "energyWh": 2000, "stoppedAt": "2026-11-24T11:00:00.000Z", "reason": "Local"}
@@ -432,6 +433,98 @@ def test_broken_observer_is_logged_not_raised(fake, clock, fail_on_logged_errors
     fail_on_logged_errors.clear()
 
 
+class _Without:
+    """
+    Request headers that lack C{name} (a C{RequestSequence} matcher, beside
+    treq's L{HasHeaders}).
+    """
+
+    def __init__(self, name: bytes) -> None:
+        self._name = name.lower()
+
+    def __eq__(self, headers: object) -> bool:
+        return isinstance(headers, dict) and all(key.lower() != self._name for key in headers)
+
+    def __repr__(self) -> str:
+        return f"_Without({self._name!r})"
+
+
+class _All:
+    def __init__(self, *matchers: object) -> None:
+        self._matchers = matchers
+
+    def __eq__(self, other: object) -> bool:
+        return all(matcher == other for matcher in self._matchers)
+
+    def __repr__(self) -> str:
+        return f"_All{self._matchers!r}"
+
+
+def test_requests_on_the_wire(clock):
+    """Method, URL, headers and compact JSON body of each request are exactly the contract's; no cookie is kept or sent."""
+    sent = {b"accept": [b"application/json"], b"user-agent": [f"ocpptw/{__version__}".encode()],
+            b"authorization": [b"Bearer tok"]}
+    json_headers = HasHeaders({**sent, b"content-type": [b"application/json"]})
+    errors: list[str] = []
+    sequence = RequestSequence(
+        [
+            (
+                (b"patch", "http://backend.invalid/base/api/charger/CP%201/last-seen", {}, json_headers,
+                 b'{"lastSeen":"2026-11-24T10:00:00.000Z","amount":"6.29"}'),
+                (200, {"Set-Cookie": "session=abc; Path=/"}, b""),
+            ),
+            (
+                (b"get", "http://backend.invalid/base/api/charger/CP1/active-sessions", {},
+                 _All(HasHeaders(sent), _Without(b"cookie"), _Without(b"content-type")), b""),
+                (200, {"Content-Type": "application/json"}, b"[]"),
+            ),
+        ],
+        errors.append,
+    )
+    agent = RequestTraversalAgent(StringStubbingResource(sequence))
+    backend = HttpBackend("http://backend.invalid/base/", clock, agent=agent, token="tok", retries=1)
+    with sequence.consume(pytest.fail):
+        body = {**SEEN, "amount": Decimal("6.29"), "info": None}
+        assert success_result_of(backend.update_last_seen("CP 1", body)) is None
+        assert success_result_of(backend.active_sessions("CP1")) == []
+    assert errors == []
+
+
+def test_internationalised_base_url_is_encoded_once(clock):
+    """A base URL with a non-ASCII host and path reaches the agent IDNA- and percent-encoded."""
+    errors: list[str] = []
+    sequence = RequestSequence(
+        [((b"patch", "http://xn--bckend-bua.invalid/b%C3%A4se/api/charger/CP%201%2F%C3%A4/last-seen", {},
+           HasHeaders({}), b'{"lastSeen":"2026-11-24T10:00:00.000Z"}'), (200, {}, b""))],
+        errors.append,
+    )
+    backend = HttpBackend("http://bäckend.invalid/bäse/", clock, agent=RequestTraversalAgent(StringStubbingResource(sequence)),
+                          retries=1)
+    with sequence.consume(pytest.fail):
+        d = backend.update_last_seen("CP 1/ä", SEEN)
+    assert errors == []
+    success_result_of(d)
+
+
+@pytest.mark.parametrize("device_id", ["CP1", "CP 1/ä?#", "%41", "ü" * 30, "a;b=c", "..", "x:y@z"])
+def test_request_uri_is_what_treq_would_make(clock, device_id):
+    """The URI the agent gets is the one treq makes of the same URL text itself (the adapter only skips the work)."""
+    from treq.client import HTTPClient
+
+    seen: list[bytes] = []
+
+    class Recording:
+        def request(self, method, uri, headers=None, bodyProducer=None):
+            seen.append(uri)
+            return Deferred()
+
+    backend = HttpBackend("https://bäckend.example:8443/x y/", clock, agent=Recording(), retries=1)
+    backend.charger_by_device(device_id).addErrback(lambda f: f.trap(CancelledError)).cancel()
+    path = "/api/charger/by-device/" + backend_http._seg(device_id)
+    HTTPClient(Recording()).get("https://bäckend.example:8443/x y" + path)
+    assert seen[0] == seen[1]
+
+
 def test_close_without_own_pool(fake, clock):
     """close() fires at once when the HTTP client was injected."""
     backend, _ = make(fake, clock)
@@ -496,6 +589,16 @@ async def test_real_stalled_body_times_out(served):
     with pytest.raises(BackendUnavailable, match="timed out"):
         await bounded(backend.charger_by_device("CP1"), 5)
     assert (await bounded(backend.charger_by_device("CP1")))["deviceId"] == "CP1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_stalled_body_drops_its_connection(served):
+    """A body read cut off by the deadline closes its connection instead of leaving it open or pooled."""
+    fake, backend = served
+    fake.stall_body(times=2)  # both attempts
+    with pytest.raises(BackendUnavailable, match="timed out"):
+        await bounded(backend.charger_by_device("CP1"), 5)
+    await until(lambda: fake.open_connections() == 0)
 
 
 @pytest_twisted.ensureDeferred
