@@ -25,7 +25,6 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -39,103 +38,13 @@ from ocpptw.interfaces import (
     NotFound,
     StorageFull,
 )
+from ocpptw.store.embedded_schema import SCHEMA as SCHEMA  # the file's tables, for Database(...)
 from ocpptw.store.sqlite import UnstorableValue
-
-log = Logger()
-
-#: The message log (docs/contract.md section 5: C{ocpp.message} with the embedded
-#: store); C{redelivered} marks the bodies an outbox delivered.
-_MESSAGES_TABLE = """CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    device_id TEXT NOT NULL,
-    direction TEXT, message_type TEXT, message_id TEXT, action TEXT,
-    payload TEXT, error_code TEXT, timestamp TEXT,
-    redelivered INTEGER
-);"""
-
-#: The events (docs/contract.md section 5); C{redelivered} marks those handed over
-#: by L{EmbeddedBackend.record_event}, which may come twice.
-_EVENTS_TABLE = """CREATE TABLE IF NOT EXISTS events (
-    id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    device_id TEXT,
-    occurred_at TEXT,
-    data TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    redelivered INTEGER
-);"""
-
-#: Tables of C{embedded.sqlite}.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS chargers (
-    device_id TEXT PRIMARY KEY,
-    enabled INTEGER NOT NULL DEFAULT 1,
-    authorization_key_hash TEXT,
-    vendor TEXT, model TEXT, serial_number TEXT, firmware_version TEXT,
-    iccid TEXT, imsi TEXT, meter_type TEXT, meter_serial_number TEXT,
-    last_seen TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS connector_status (
-    device_id TEXT NOT NULL,
-    connector_id INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    error_code TEXT, info TEXT, vendor_error_code TEXT, timestamp TEXT,
-    PRIMARY KEY (device_id, connector_id)
-);
-CREATE TABLE IF NOT EXISTS id_tags (
-    id_tag TEXT PRIMARY KEY,
-    status TEXT NOT NULL DEFAULT 'Accepted',
-    user_id TEXT,
-    prepaid_amount TEXT,
-    updated_at TEXT
-);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (
-    transaction_id INTEGER PRIMARY KEY,
-    session_id TEXT NOT NULL UNIQUE,
-    device_id TEXT NOT NULL,
-    connector_id INTEGER NOT NULL,
-    id_tag TEXT NOT NULL,
-    user_id TEXT,
-    meter_start INTEGER NOT NULL,
-    started_at TEXT NOT NULL,
-    reservation_id INTEGER,
-    prepaid_amount TEXT, price_per_kwh TEXT, currency TEXT,
-    stopped INTEGER NOT NULL DEFAULT 0,
-    meter_stop INTEGER, energy_wh INTEGER, stopped_at TEXT, reason TEXT, cost TEXT, refund TEXT
-);
-CREATE INDEX IF NOT EXISTS sessions_start ON sessions (device_id, connector_id, id_tag, started_at, meter_start);
-CREATE INDEX IF NOT EXISTS sessions_active ON sessions (device_id) WHERE stopped = 0;
-CREATE TABLE IF NOT EXISTS wallet_ledger (
-    idempotency_key TEXT PRIMARY KEY,
-    session_id TEXT, user_id TEXT, amount TEXT NOT NULL, currency TEXT,
-    created_at TEXT NOT NULL
-);
-""" + _MESSAGES_TABLE + """
-""" + _EVENTS_TABLE + """
-"""
 
 #: The message log's columns, in the order of L{EmbeddedBackend.log_frames} rows.
 MESSAGE_COLUMNS = "device_id, direction, message_type, message_id, action, payload, error_code, timestamp"
 
 _EVENT_COLUMNS = "id, type, device_id, occurred_at, data, received_at"
-
-#: table -> (its CREATE TABLE, the columns kept when it is rebuilt, its partial index), for L{migrate}
-_LOGS = {
-    "messages": (
-        _MESSAGES_TABLE,
-        "id, " + MESSAGE_COLUMNS,
-        "CREATE UNIQUE INDEX IF NOT EXISTS messages_redelivered"
-        " ON messages (device_id, direction, message_type, message_id, timestamp) WHERE redelivered = 1",
-    ),
-    "events": (
-        _EVENTS_TABLE,
-        "rowid, " + _EVENT_COLUMNS,
-        "CREATE UNIQUE INDEX IF NOT EXISTS events_redelivered ON events (id) WHERE redelivered = 1",
-    ),
-}
 
 #: The gateway assigns transactionIds from here up; ours stay below.
 GATEWAY_IDS = 0x40000000
@@ -200,39 +109,6 @@ def _compact(record: dict) -> dict:
     return {k: v for k, v in record.items() if v is not None}
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """
-    Bring a store opened with L{SCHEMA} up to date; queued by every
-    L{EmbeddedBackend} before its first call (and run again at no cost when
-    there is nothing to do).
-
-    A message log and events table made before the gateway wrote them
-    directly carry a unique index (five columns of every frame, the random
-    id of every event) that every row paid for, more as the table grows;
-    they are rebuilt without it (rows, ids and order kept).  Since then only
-    what may come twice (bodies an outbox delivers,
-    L{EmbeddedBackend.store_message}, and events handed to
-    L{EmbeddedBackend.record_event}) is kept once, through a partial unique
-    index on those rows alone.
-
-    @return: the rows carried over (0 when nothing was to do).
-    """
-    moved = 0
-    for table, (create, kept, index) in _LOGS.items():
-        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
-        if "redelivered" not in columns:
-            conn.execute(f"ALTER TABLE {table} RENAME TO {table}_before_redelivered")
-            conn.execute(create)
-            moved += conn.execute(
-                f"INSERT INTO {table} ({kept}) SELECT {kept} FROM {table}_before_redelivered ORDER BY rowid"
-            ).rowcount
-            conn.execute(f"DROP TABLE {table}_before_redelivered")
-        conn.execute(index)
-    if moved:
-        log.info("embedded store: message log and events ({count} rows) rebuilt without their unique indexes", count=moved)
-    return moved
-
-
 @implementer(IBackend, IMessageLog, IBatchedMessageLog)
 class EmbeddedBackend:
     """
@@ -263,14 +139,8 @@ class EmbeddedBackend:
         self._price = None if price_per_kwh is None else str(price_per_kwh)
         self._currency = currency
         self._auth_mode = auth_mode
-        self._upgraded = False
 
     def _call(self, fn: Any, write: bool = True) -> Deferred[Any]:
-        if not self._upgraded:
-            # queued before the first call, which runs after it; not at
-            # construction, which must not touch the database
-            self._upgraded = True
-            self._db.write(migrate).addErrback(lambda f: log.failure("updating the embedded store failed", f))
         d = self._db.write(fn) if write else self._db.read(fn)
         return d.addErrback(self._unavailable)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,9 +46,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocpptw.interfaces import BackendRejected, IOutbox, NotFound, StorageFull
+from ocpptw.store.migrations import Component, Schema, run_script, tables
 
-#: Tables of the outbox, for C{Database(path, reactor, schema=...)}.
-SCHEMA = """
+#: The newest layout of the outbox's tables, for a new file.
+_CURRENT = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL,
@@ -70,6 +72,21 @@ CREATE TABLE IF NOT EXISTS outbox_dead (
     reason TEXT NOT NULL
 );
 """
+
+
+def _legacy(conn: sqlite3.Connection) -> int:
+    """
+    A file from before versions were recorded has layout 1 (the only one
+    so far), completed; 0 for a new file.
+    """
+    if "outbox" not in tables(conn):
+        return 0
+    run_script(conn, _CURRENT)
+    return 1
+
+
+#: Tables of the outbox, for C{Database(path, reactor, schema=...)}.
+SCHEMA = Schema.of(Component("outbox", _CURRENT, (), _legacy))
 
 _INSERT = "INSERT INTO outbox (key, operation, body, created_at, attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, 0)"
 _LOAD = "SELECT id, key, operation, body, created_at, attempts, next_attempt_at, last_error FROM outbox ORDER BY id"

@@ -28,6 +28,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ocpptw.interfaces import StorageFull
+from ocpptw.store.migrations import Schema
+from ocpptw.store.migrations import upgrade as upgrade_schema
 
 T = TypeVar("T")
 
@@ -73,7 +75,8 @@ class Database(Service):
     @param reactor: provides C{callFromThread}; the results are delivered
         through it, so a test reactor that runs C{callFromThread} at once
         works.
-    @param schema: SQL run once at open (C{CREATE TABLE IF NOT EXISTS ...}).
+    @param schema: the file's tables: a L{Schema}, created or upgraded at
+        open, or SQL run once at open (C{CREATE TABLE IF NOT EXISTS ...}).
     @param synchronous: C{FULL} survives power loss; C{NORMAL} survives a
         killed process.  Both are WAL mode.
     """
@@ -84,7 +87,7 @@ class Database(Service):
         self,
         path: str | Path,
         reactor: Any,
-        schema: str = "",
+        schema: str | Schema = "",
         synchronous: str = "FULL",
         upgrade: Callable[[sqlite3.Connection], Any] | None = None,
     ) -> None:
@@ -205,7 +208,7 @@ class Database(Service):
 
     # -- database thread -------------------------------------------------------
 
-    def _run(self, schema: str, synchronous: str, upgrade: Callable[[sqlite3.Connection], Any] | None) -> None:
+    def _run(self, schema: str | Schema, synchronous: str, upgrade: Callable[[sqlite3.Connection], Any] | None) -> None:
         try:
             conn = open_connection(self._path, schema, synchronous, upgrade)
         except BaseException as e:  # noqa: BLE001 - reported to the constructor
@@ -281,7 +284,7 @@ class InlineDatabase:
     def __init__(
         self,
         path: str | Path = ":memory:",
-        schema: str = "",
+        schema: str | Schema = "",
         auto: bool = True,
         upgrade: Callable[[sqlite3.Connection], Any] | None = None,
     ) -> None:
@@ -348,14 +351,18 @@ class InlineDatabase:
 
 def open_connection(
     path: str,
-    schema: str = "",
+    schema: str | Schema = "",
     synchronous: str = "FULL",
     upgrade: Callable[[sqlite3.Connection], Any] | None = None,
 ) -> sqlite3.Connection:
     """
     Open C{path} in WAL mode in autocommit (we issue C{BEGIN} ourselves),
-    run C{schema}, then C{upgrade(connection)} (bringing a file of an
-    earlier release up to date), before anything else uses it.
+    and bring its tables to C{schema}: a L{Schema}'s components are created
+    or upgraded to their newest version (L{ocpptw.store.migrations}); a
+    string is run as it is (tables of tests and tools, unversioned).  Then
+    C{upgrade(connection)}, in a transaction, before anything else uses it.
+
+    @raise SchemaTooNew: the file was written by a newer gateway.
     """
     if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
         raise ValueError(f"unknown synchronous mode {synchronous!r}")
@@ -364,7 +371,9 @@ def open_connection(
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
-        if schema:
+        if isinstance(schema, Schema):
+            upgrade_schema(conn, schema, Path(path).name)
+        elif schema:
             conn.executescript(schema)
         if upgrade is not None:
             conn.execute("BEGIN IMMEDIATE")
