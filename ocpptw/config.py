@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
@@ -410,9 +410,3 @@ def _check(config: Config) -> None:
     if config.enable_rabbitmq and config.rabbitmq_url is None:
         raise ConfigError("ENABLE_RABBITMQ=true needs RABBITMQ_URL")
 
-
-def config_fields() -> tuple[str, ...]:
-    """
-    The attribute names of L{Config}, for tests that check L{SETTINGS}.
-    """
-    return tuple(f.name for f in fields(Config))

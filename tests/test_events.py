@@ -40,6 +40,12 @@ def message_event(clock, **data):
     return make_event(events.OCPP_MESSAGE, "CP-1", base, clock, "gw-1")
 
 
+class HttpLike:
+    """
+    A backend without the embedded store's logs (as the REST adapter).
+    """
+
+
 @pytest.fixture
 def parts(clock):
     state = InlineDatabase(schema=outbox_module.SCHEMA)
@@ -77,9 +83,6 @@ def test_message_body_follows_the_backend_contract(clock, parts):
     """A published ocpp.message becomes an ocpp-message body with the contract's fields only, occurredAt as timestamp."""
     _, _, _, outbox = parts
 
-    class HttpLike:
-        pass
-
     publisher = LocalEventPublisher(outbox, HttpLike(), clock)
     bodies = []
     outbox.register(STORE_MESSAGE, lambda body: bodies.append(body["body"]) or succeed(None))
@@ -94,7 +97,7 @@ def test_message_body_follows_the_backend_contract(clock, parts):
 def test_local_publisher_sends_messages_through_the_outbox(clock, parts):
     """ocpp.message becomes backend.store_message in the outbox and reaches the store."""
     state, store_db, backend, outbox = parts
-    publisher = LocalEventPublisher(outbox, backend)
+    publisher = LocalEventPublisher(outbox, HttpLike(), clock)
     verifyObject(IEventPublisher, publisher)
     assert publisher.ready() == (True, "")
     success_result_of(publisher.publish(message_event(clock)))
@@ -106,7 +109,7 @@ def test_local_publisher_fires_when_durable(clock, parts):
     """publish fires only after the outbox entry is committed."""
     state, store_db, backend, outbox = parts
     state.auto = False
-    d = LocalEventPublisher(outbox, backend).publish(message_event(clock))
+    d = LocalEventPublisher(outbox, HttpLike(), clock).publish(message_event(clock))
     no_result(d)
     state.commit()
     success_result_of(d)
@@ -114,21 +117,13 @@ def test_local_publisher_fires_when_durable(clock, parts):
     state.commit()
 
 
-def test_other_events_recorded_by_the_embedded_store(clock, parts):
-    """With the embedded store, other events are kept once by id; without record_event they are dropped."""
+def test_other_events_are_dropped_without_the_embedded_store(clock, parts):
+    """With a REST backend, events other than ocpp.message fire at once and write nothing."""
     state, store_db, backend, outbox = parts
     event = make_event(events.CHARGING_METER_VALUES, "CP-1", {"connectorId": 1, "samples": []}, clock, "gw-1")
-    publisher = LocalEventPublisher(outbox, backend)
-    success_result_of(publisher.publish(event))
-    success_result_of(publisher.publish(event))
-    rows = success_result_of(store_db.read(lambda c: c.execute("SELECT id, type FROM events").fetchall()))
-    assert rows == [(event["id"], "charging.meterValues")]
-
-    class HttpLike:
-        pass
-
-    assert success_result_of(LocalEventPublisher(outbox, HttpLike()).publish(event)) is None
+    assert success_result_of(LocalEventPublisher(outbox, HttpLike(), clock).publish(event)) is None
     assert outbox.depth() == 0
+    assert not clock.getDelayedCalls()
 
 
 def test_embedded_writes_are_grouped_per_turn(clock, parts):
@@ -183,9 +178,6 @@ def test_frames_go_to_the_embedded_log_as_they_are(clock, parts):
 def test_frames_go_through_the_outbox_without_the_embedded_store(clock, parts):
     """With a REST backend a frame is a backend.store_message outbox entry, its body the ocpp-message body."""
     state, store_db, backend, outbox = parts
-
-    class HttpLike:
-        pass
 
     clock.advance(1_790_035_200.5)
     publisher = LocalEventPublisher(outbox, HttpLike(), clock)

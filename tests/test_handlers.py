@@ -58,7 +58,7 @@ def call(rig, action, payload=None):
 def test_every_charger_action_gets_a_schema_valid_answer(rig):
     """Each of the 14 charger-to-server actions is answered with a payload valid against its response schema."""
     validator = Validator()
-    assert rig.router.actions() == CHARGER_TO_SERVER
+    assert set(rig.router._actions) == CHARGER_TO_SERVER
     call(rig, "BootNotification")
     for action in sorted(CHARGER_TO_SERVER):
         validator.check_request(action, PAYLOADS[action])

@@ -54,27 +54,26 @@ class LocalEventPublisher:
         /api/charger/{deviceId}/ocpp-message}) keyed on the charger so
         frames keep their order.
       - Every other event is handed to the embedded store
-        (C{log_events}, each event once; C{record_event} without a clock),
-        grouped the same way; with a REST backend it is dropped here: what
+        (C{log_events}), grouped the same way; with a REST backend it is
+        dropped here: what
         it reports already reaches the backend through its own calls
         (ensure, status, session start and stop).
 
     L{publish} fires once the event is durable (outbox committed, or the
     embedded store's write done).
 
-    @param clock: groups the writes of one reactor turn (C{callLater(0)});
-        without it every event is written on its own.
+    @param clock: groups the writes of one reactor turn (C{callLater(0)})
+        and stamps the frames.
     """
 
     log = Logger()
 
-    def __init__(self, outbox: IOutbox, backend: IBackend | None = None, clock: IReactorTime | None = None) -> None:
+    def __init__(self, outbox: IOutbox, backend: IBackend | None, clock: IReactorTime) -> None:
         self._outbox = outbox
         self._clock = clock
         log = backend if IMessageLog.providedBy(backend) else None
-        self._record: Any = log.record_event if log is not None else None
-        self._record_many: Any = log.log_events if log is not None and clock is not None else None
-        self._log_frames: Any = log.log_frames if log is not None and clock is not None else None
+        self._record_many: Any = log.log_events if log is not None else None
+        self._log_frames: Any = log.log_frames if log is not None else None
         self._frames: list[tuple[Any, ...]] = []
         self._frame_waiters: list[Deferred[None]] = []
         self._frames_written: Deferred[None] | None = None
@@ -99,8 +98,6 @@ class LocalEventPublisher:
             self._waiters.append(waiter)
             self._flush_soon()
             return waiter
-        if self._record is not None:
-            return maybeDeferred(self._record, event).addCallback(_none)
         return succeed(None)
 
     def log_frame(
@@ -190,7 +187,6 @@ class LocalEventPublisher:
         """
         if not self._flush_due:
             self._flush_due = True
-            assert self._clock is not None
             self._clock.callLater(0, self._flush)
 
     def _flush(self) -> None:

@@ -316,14 +316,13 @@ def build(config: Config, reactor: Any) -> Parts:
         outbox,
         publisher,
         ledger,
-        wallet,
         reactor,
         start_deadline=config.start_deadline,
         auth_cache_ttl=config.auth_cache_ttl,
         instance_slot=config.instance_slot,
         instance=config.instance_id,
     )
-    register_deliveries(outbox, backend, ledger, wallet, publisher, message_batch=config.backend_message_batch)
+    register_deliveries(outbox, backend, ledger, wallet, message_batch=config.backend_message_batch)
 
     registry = ChargerRegistry(config.instance_id, reactor)
     validator = Validator()

@@ -348,12 +348,6 @@ class Metrics:
         """
         self._broker_failures.inc()
 
-    def broker_connected(self, connected: bool) -> None:
-        """
-        Set the broker connection gauge (or use L{watch_broker}).
-        """
-        self._broker_connected.set(1 if connected else 0)
-
     def watch_broker(self, ready: Callable[[], Any]) -> None:
         """
         Read the broker gauge at scrape time from C{ready()}: a boolean or

@@ -84,12 +84,6 @@ class Router:
             "SignedFirmwareStatusNotification": self.notification,
         }
 
-    def actions(self) -> frozenset[str]:
-        """
-        The actions this router answers.
-        """
-        return frozenset(self._actions)
-
     def __call__(self, session: Any, action: str, payload: dict) -> dict | Deferred[dict]:
         handler = self._actions.get(action)
         if handler is None:

@@ -231,9 +231,7 @@ class _Deliveries:
         return self.wallet.refund(body["sessionId"], body["userId"], money(body["amount"]), body["currency"])
 
 
-def register_deliveries(
-    outbox: Any, backend: Any, ledger: Any, wallet: Any, publisher: Any = None, message_batch: int = 1
-) -> None:
+def register_deliveries(outbox: Any, backend: Any, ledger: Any, wallet: Any, message_batch: int = 1) -> None:
     """
     Tell C{outbox} how to deliver every operation in L{OPERATIONS}.
 
@@ -241,8 +239,6 @@ def register_deliveries(
     @param backend: provides L{ocpptw.interfaces.IBackend}.
     @param ledger: the L{ocpptw.interfaces.ILedger}.
     @param wallet: provides L{ocpptw.interfaces.IWalletService}.
-    @param publisher: not needed by any delivery (events reach consumers
-        through the publisher itself); accepted so the wiring can pass it.
     @param message_batch: C{BACKEND_MESSAGE_BATCH}: the most L{STORE_MESSAGE}
         entries of one charger delivered in one request; 1 (the default)
         keeps the contract's one request per message.  Without a backend

@@ -60,7 +60,6 @@ from ocpptw.interfaces import (
     ILedger,
     IOutbox,
     ISessionService,
-    IWalletService,
     NotFound,
     StorageFull,
 )
@@ -100,8 +99,6 @@ def id_tag_info(raw: Any) -> dict:
 @implementer(ISessionService)
 class SessionService:
     """
-    @param wallet: the wallet the refunds go through (they are delivered
-        from the outbox, L{ocpptw.services.delivery}).
     @param start_deadline: seconds StartTransaction and Authorize wait for
         the backend.
     @param auth_cache_ttl: seconds a cached Authorize answer may be reused.
@@ -117,7 +114,6 @@ class SessionService:
         outbox: IOutbox,
         publisher: IEventPublisher,
         ledger: ILedger,
-        wallet: IWalletService,
         clock: IReactorTime,
         start_deadline: float = 5.0,
         auth_cache_ttl: float = 3600.0,
@@ -128,7 +124,6 @@ class SessionService:
         self._outbox = outbox
         self._publisher = publisher
         self._ledger = ledger
-        self.wallet = wallet
         self._clock = clock
         self._deadline = start_deadline
         self._ttl = auth_cache_ttl

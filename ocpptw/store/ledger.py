@@ -192,7 +192,6 @@ class Ledger(Service):
         self._auth: dict[str, tuple[dict, float]] = {}
         self._chargers: dict[str, tuple[dict | None, bool]] = {}
         self._stops_since_prune = 0
-        self.started = False
 
     # -- loading ---------------------------------------------------------------
 
@@ -243,7 +242,6 @@ class Ledger(Service):
         self._chargers = {
             cp: (json.loads(record) if record else None, bool(accepted)) for cp, record, accepted in chargers
         }
-        self.started = True
 
     # -- memory ------------------------------------------------------------------
 
@@ -285,29 +283,7 @@ class Ledger(Service):
                 break
             self._evict(key)
 
-    def __len__(self) -> int:
-        """
-        How many transactions are in memory: the open ones started within
-        L{OPEN_IN_MEMORY} and the recently stopped ones, not all those on
-        disk.
-        """
-        return len(self._transactions)
-
-    @property
-    def recently_stopped(self) -> int:
-        """
-        How many stopped transactions are in memory (at most L{RECENT_MAX}).
-        """
-        return len(self._recent)
-
     # -- transactions ------------------------------------------------------------
-
-    def cached(self, cp: str, transaction_id: int) -> Transaction | None:
-        """
-        The transaction C{transaction_id} of charger C{cp} when it is in
-        memory, else C{None} (it may still be on disk: see L{lookup}).
-        """
-        return self._transactions.get((cp, transaction_id))
 
     def cached_start(self, key: DedupeKey) -> Transaction | None:
         """

@@ -136,10 +136,10 @@ class Rig:
             heartbeat_interval=300, allow_unknown=allow_unknown, instance="gw-test",
         )
         self.sessions = SessionService(
-            self.backend, self.outbox, self.publisher, self.ledger, self.wallet, clock,
+            self.backend, self.outbox, self.publisher, self.ledger, clock,
             start_deadline=5.0, auth_cache_ttl=3600.0, instance_slot=3, instance="gw-test",
         )
-        register_deliveries(self.outbox, self.backend, self.ledger, self.wallet, self.publisher)
+        register_deliveries(self.outbox, self.backend, self.ledger, self.wallet)
         self.ledger.start()
         self.outbox.start()
 

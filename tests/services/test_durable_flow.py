@@ -45,7 +45,7 @@ class Gateway:
         self.publisher = RecordingPublisher()
         wallet = WalletService(self.backend)
         self.chargers = ChargerService(self.backend, self.outbox, self.publisher, self.ledger, clock, instance="gw")
-        self.sessions = SessionService(self.backend, self.outbox, self.publisher, self.ledger, wallet, clock,
+        self.sessions = SessionService(self.backend, self.outbox, self.publisher, self.ledger, clock,
                                        start_deadline=5.0, instance_slot=2, instance="gw")
         register_deliveries(self.outbox, self.backend, self.ledger, wallet)
 

@@ -48,7 +48,7 @@ def evict_all(ledger, clock, monkeypatch):
         m.setattr(ledger_module, "OPEN_IN_MEMORY", 0.0)
         clock.advance(1)
         success_result_of(ledger.prune())
-    assert len(ledger) == 0
+    assert len(ledger._transactions) == 0
 
 
 def test_repeated_stop_of_an_evicted_transaction(rig, monkeypatch):
@@ -59,8 +59,8 @@ def test_repeated_stop_of_an_evicted_transaction(rig, monkeypatch):
     for n in range(1, 5):  # later sessions push it out of the recent set
         other = success_result_of(start(rig, meter_start=1000 + n))["transactionId"]
         success_result_of(stop(rig, other))
-    assert rig.ledger.cached(CP, first) is None
-    assert rig.ledger.recently_stopped == 3
+    assert rig.ledger._transactions.get((CP, first)) is None
+    assert len(rig.ledger._recent) == 3
     stops, refunds = len(rig.backend.called("stop_session")), len(rig.backend.called("refund"))
 
     assert success_result_of(stop(rig, first, meter_stop=20000)) == {}
@@ -68,7 +68,7 @@ def test_repeated_stop_of_an_evicted_transaction(rig, monkeypatch):
     assert len(rig.backend.called("refund")) == refunds
     assert len(rig.publisher.of("charging.stopped")) == 5
     assert rig.outbox.depth() == 0
-    assert rig.ledger.cached(CP, first).meter_stop == 13580  # back in memory, unchanged
+    assert rig.ledger._transactions.get((CP, first)).meter_stop == 13580  # back in memory, unchanged
 
 
 def test_repeated_start_of_evicted_transactions(rig, monkeypatch):
@@ -200,9 +200,9 @@ def test_memory_stays_bounded(db, clock):
         if n % 1000 == 999:
             db.commit()
             success_result_of(stopped)
-        assert len(ledger) <= ledger_module.RECENT_MAX + 1
+        assert len(ledger._transactions) <= ledger_module.RECENT_MAX + 1
     db.commit()
-    assert len(ledger) == ledger.recently_stopped == ledger_module.RECENT_MAX
+    assert len(ledger._transactions) == len(ledger._recent) == ledger_module.RECENT_MAX
     assert len(ledger._by_key) == ledger_module.RECENT_MAX
     assert len(ledger.ids_in_use) == 0  # backend ids are not tracked
     db.auto = True
@@ -212,7 +212,7 @@ def test_memory_stays_bounded(db, clock):
     success_result_of(ledger.record_start(tx(total + 1)))  # open: stays
     clock.advance(ledger_module.RECENT_AGE + 1)
     ledger.record_stop(CP, total + 2, 1, "t", "Local")  # unknown: a stub, the only recent one left
-    assert len(ledger) == 2 and ledger.recently_stopped == 1
+    assert len(ledger._transactions) == 2 and len(ledger._recent) == 1
 
 
 def test_open_transactions_leave_memory_after_a_day(db, clock):
@@ -221,7 +221,7 @@ def test_open_transactions_leave_memory_after_a_day(db, clock):
     success_result_of(ledger.record_start(tx(1, session_id="s-1")))
     clock.advance(ledger_module.OPEN_IN_MEMORY + 1)
     success_result_of(ledger.prune())
-    assert len(ledger) == 0
+    assert len(ledger._transactions) == 0
     found = success_result_of(ledger.lookup(CP, 1))
     assert found.session_id == "s-1" and not found.stopped
     assert success_result_of(ledger.lookup(CP, 1)) is found  # one object per transaction
@@ -244,7 +244,7 @@ def test_restart_loads_open_and_recent_only(db, clock, monkeypatch):
 
     again = started(db, clock)
     assert {key[1] for key in again._transactions} == {4, 5, 6}
-    assert again.recently_stopped == 2
+    assert len(again._recent) == 2
     for n in (1, 2, 3):
         assert success_result_of(again.lookup(CP, n)).transaction_id == n
     assert again.cached_start((CP, 1, "TAG", T0, 6)).transaction_id == 6
@@ -315,7 +315,7 @@ def test_stale_copy_does_not_undo_a_stop(db, clock, monkeypatch):
     """A copy that left memory while a caller held it writes only its session, not its old open state."""
     ledger = started(db, clock)
     success_result_of(ledger.record_start(tx(1)))
-    held = ledger.cached(CP, 1)
+    held = ledger._transactions.get((CP, 1))
     evict_all(ledger, clock, monkeypatch)
     fresh = success_result_of(ledger.lookup(CP, 1))
     assert fresh is not held
@@ -342,12 +342,12 @@ async def test_lookups_on_the_threaded_database(tmp_path, monkeypatch):
         with monkeypatch.context() as m:
             m.setattr(ledger_module, "RECENT_MAX", 0)
             await bounded(ledger.prune())
-        assert len(ledger) == 0
+        assert len(ledger._transactions) == 0
         one, two = ledger.lookup(CP, 7), ledger.lookup(CP, 7)
         no_result(one)
         first, second = await bounded(one), await bounded(two)
         assert first is second and first.session_id == "s-7" and first.stopped
-        assert ledger.cached(CP, 7) is first
+        assert ledger._transactions.get((CP, 7)) is first
         by_key = await bounded(ledger.lookup_start((CP, 1, "TAG", T0, 7)))
         assert (by_key.transaction_id, by_key.meter_stop) == (7, 99)
         assert await bounded(ledger.lookup_start((CP, 1, "TAG", T0, 8))) is None
