@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
+from ocpptw.transport.token_bucket import TokenBucket
+
 #: Reasons in L{HandshakeAdmission.refusals}.
 BUSY = "busy"
 RATE = "rate"
@@ -60,8 +62,7 @@ class HandshakeAdmission:
         self.rate_per_ip = rate_per_ip
         self.burst = float(burst if burst is not None else max(1.0, rate_per_ip))
         self._max_tracked = max_tracked
-        # address -> (tokens, time of last update)
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self.in_progress = 0
         self.refusals = {BUSY: 0, RATE: 0}
         self.last_refusal: str | None = None
@@ -92,12 +93,11 @@ class HandshakeAdmission:
 
     def _take_token(self, peer_ip: str) -> bool:
         now = self._clock.seconds()
-        tokens, then = self._buckets.get(peer_ip, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - then) * self.rate_per_ip)
-        if tokens < 1.0:
-            self._buckets[peer_ip] = (tokens, now)
+        bucket = self._buckets.get(peer_ip)
+        if bucket is None:
+            bucket = self._buckets[peer_ip] = TokenBucket(self.rate_per_ip, self.burst, now)
+        if not bucket.try_take(now):
             return False
-        self._buckets[peer_ip] = (tokens - 1.0, now)
         if len(self._buckets) > self._max_tracked:
             self._forget_idle(now)
         return True
@@ -107,12 +107,11 @@ class HandshakeAdmission:
         Drop the buckets that have refilled: forgetting them changes
         nothing.  If that is not enough, drop the oldest half.
         """
-        rate, burst = self.rate_per_ip, self.burst
-        full = [ip for ip, (tokens, then) in self._buckets.items() if tokens + (now - then) * rate >= burst]
+        full = [ip for ip, bucket in self._buckets.items() if bucket.full_at(now)]
         for ip in full:
             del self._buckets[ip]
         if len(self._buckets) > self._max_tracked:
-            by_age = sorted(self._buckets.items(), key=lambda item: item[1][1])
+            by_age = sorted(self._buckets.items(), key=lambda item: item[1].then)
             for ip, _ in by_age[: len(by_age) // 2]:
                 del self._buckets[ip]
 

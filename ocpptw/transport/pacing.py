@@ -43,6 +43,7 @@ from twisted.internet.interfaces import (
 from zope.interface import implementer
 
 from ocpptw.transport.compat import PacedPort, mark_tls
+from ocpptw.transport.token_bucket import TokenBucket
 
 
 class AcceptPacer:
@@ -66,10 +67,7 @@ class AcceptPacer:
             raise ValueError("rate must be zero or more")
         self._clock = clock
         self.per_turn = per_turn
-        self.rate = rate
-        self.burst = float(burst if burst is not None else per_turn)
-        self._tokens = self.burst
-        self._then = clock.seconds()
+        self._bucket = TokenBucket(rate, float(burst if burst is not None else per_turn), clock.seconds())
         #: Connections accepted in all.
         self.accepted = 0
         #: Times the accept loop paused for the rate.
@@ -82,16 +80,29 @@ class AcceptPacer:
         #: listening port; 0 where the platform cannot tell).
         self.waiting: Callable[[], int] = lambda: 0
 
+    @property
+    def rate(self) -> float:
+        """
+        Accepts a second in the long run (0: no limit but C{per_turn});
+        the accept governor changes it.
+        """
+        return self._bucket.rate
+
+    @rate.setter
+    def rate(self, rate: float) -> None:
+        self._bucket.rate = rate
+
+    @property
+    def burst(self) -> float:
+        return self._bucket.burst
+
     def allowance(self) -> int:
         """
         Connections that may be accepted now (0: wait L{wait} seconds).
         """
         if not self.rate:
             return self.per_turn
-        now = self._clock.seconds()
-        self._tokens = min(self.burst, self._tokens + (now - self._then) * self.rate)
-        self._then = now
-        return min(self.per_turn, int(self._tokens))
+        return min(self.per_turn, int(self._bucket.refill(self._clock.seconds())))
 
     def took(self, count: int) -> None:
         """
@@ -99,7 +110,7 @@ class AcceptPacer:
         """
         self.accepted += count
         if self.rate:
-            self._tokens -= count
+            self._bucket.take(count)
 
     def gave_up(self) -> None:
         """
@@ -114,7 +125,7 @@ class AcceptPacer:
         Seconds until the next accept is allowed.
         """
         self.pauses += 1
-        return max(0.0, (1.0 - self._tokens) / self.rate) if self.rate else 0.0
+        return self._bucket.wait()
 
 
 #: Connections found abandoned that one accept may drop before it yields.
