@@ -35,11 +35,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from ocpptw.clock import iso_z
 from ocpptw.config import parse_dotenv
+from ocpptw.services.billing import money_str
 from ocpptw.services.keys import check_key, generate_key, hash_key
 from ocpptw.store import outbox
 from ocpptw.store.embedded import SCHEMA
@@ -212,7 +213,7 @@ def _tag_allow(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
             raise AdminError(f"--prepaid must be an amount such as 20.00, got {args.prepaid!r}") from None
         if not amount.is_finite() or amount < 0:
             raise AdminError(f"--prepaid must be zero or more, got {args.prepaid!r}")
-        prepaid = str(amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+        prepaid = money_str(amount)
     with _transaction(conn):
         _upsert_tag(conn, id_tag, "Accepted", user_id=args.user, prepaid_amount=prepaid)
     print(f"tag {id_tag}: accepted")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -38,6 +38,7 @@ from ocpptw.interfaces import (
     NotFound,
     StorageFull,
 )
+from ocpptw.services.billing import money_str
 from ocpptw.store.embedded_schema import SCHEMA as SCHEMA  # the file's tables, for Database(...)
 from ocpptw.store.sqlite import UnstorableValue
 
@@ -48,8 +49,6 @@ _EVENT_COLUMNS = "id, type, device_id, occurred_at, data, received_at"
 
 #: The gateway assigns transactionIds from here up; ours stay below.
 GATEWAY_IDS = 0x40000000
-
-_CENT = Decimal("0.01")
 
 #: camelCase field of C{POST /api/charger/ensure} -> column.
 _ENSURE_FIELDS = {
@@ -95,7 +94,7 @@ def money(value: Any) -> str | None:
         raise BackendRejected(400, f"not an amount: {value!r}") from None
     if not amount.is_finite():
         raise BackendRejected(400, f"not an amount: {value!r}")
-    return str(amount.quantize(_CENT, rounding=ROUND_HALF_UP))
+    return money_str(amount)
 
 
 def _require(body: dict, name: str, kind: type | tuple[type, ...]) -> Any:

@@ -128,6 +128,13 @@ def test_tags_allow_block_list(admin, backend):
     assert admin("tag", "list")[1].splitlines()[1].split() == ["TAG1", "Accepted", "u1", "20.00"]
 
 
+@pytest.mark.parametrize("given,kept", [("0.125", "0.13"), ("2.675", "2.68"), ("7", "7.00"), ("1.004", "1.00")])
+def test_prepaid_amounts_are_rounded_half_up_like_all_money(admin, given, kept):
+    """A prepaid amount is kept with two places, rounded half-up as the billing rounds (not half-even)."""
+    assert admin("tag", "allow", "TAG1", "--prepaid", given)[0] == 0
+    assert admin("tag", "list")[1].splitlines()[1].split() == ["TAG1", "Accepted", "-", kept]
+
+
 @pytest.mark.parametrize("amount", ["lots", "-1", "Infinity"])
 def test_a_bad_prepaid_amount_is_refused(admin, amount):
     """A prepaid amount that is not a non-negative number is one line and exit 1."""
