@@ -8,11 +8,9 @@ each call needs).  Private to L{ocpptw.adapters.backend_http}.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from ocpptw.clock import iso_z
 
 #: Keys whose values are money: numbers in answers become exact decimal strings.
 MONEY_KEYS = frozenset({"prepaidAmount", "pricePerKwh", "cost", "refund", "amount"})
@@ -22,14 +20,6 @@ class BadAnswer(Exception):
     """
     A 2xx whose body is not what the call needs.
     """
-
-
-def json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return iso_z(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def normalise(value: Any, key: str | None = None) -> Any:

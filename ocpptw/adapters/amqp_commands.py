@@ -36,6 +36,7 @@ from zope.interface import implementer
 from ocpptw.adapters.amqp import describe_failure
 from ocpptw.adapters.amqp_handover import FORWARDED_FOR, Handover, forwarded_properties
 from ocpptw.interfaces import CallErrorReceived, ChargerOffline, CommandTimeout, ICommandBus, InvalidPayload
+from ocpptw.jsontext import compact_bytes
 
 #: Close code and reason for a connection that a newer one on another
 #: instance replaced.
@@ -89,7 +90,7 @@ def parse_command(body: bytes) -> tuple[str, dict, float | None]:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return compact_bytes(value)
 
 
 def _properties(**kwargs: Any) -> Any:

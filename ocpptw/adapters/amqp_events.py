@@ -17,9 +17,6 @@ them, so the order per charger holds across outages.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from twisted.application.service import Service
@@ -29,8 +26,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocpptw.adapters.amqp import describe_failure
-from ocpptw.clock import iso_z
 from ocpptw.interfaces import IEventPublisher
+from ocpptw.jsontext import compact_bytes
 
 #: The outbox operation under which unpublished events wait.
 OPERATION = "amqp.publish"
@@ -42,20 +39,12 @@ class BrokerUnavailable(Exception):
     """
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return iso_z(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def encode_event(event: dict) -> bytes:
     """
     The event envelope as compact UTF-8 JSON (decimals as strings, datetimes
     as ISO 8601 UTC).
     """
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode("utf-8")
+    return compact_bytes(event)
 
 
 def event_properties(event: dict) -> Any:

@@ -41,7 +41,6 @@ open a connection per request.
 
 from __future__ import annotations
 
-import json
 import random
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, Callable
@@ -66,13 +65,13 @@ from ocpptw.adapters._http_answers import (
     BadAnswer,
     BoundedBody,
     authorized,
-    json_default,
     json_object,
     session_list,
     started,
 )
 from ocpptw.adapters.circuit import Circuit, CircuitOpen
 from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, IBatchedMessageLog, NotFound
+from ocpptw.jsontext import compact_bytes
 
 __all__ = ["CircuitOpen", "HttpBackend"]
 
@@ -87,8 +86,6 @@ _RETRYABLE_4XX = frozenset({408, 429})
 #: outbox reuses connections instead of opening and closing one per request.
 MAX_CONNECTIONS = 64
 
-
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=json_default).encode
 
 
 @implementer(IBodyProducer)
@@ -387,7 +384,7 @@ class HttpBackend(Service):
             body = _present(body)
         elif isinstance(body, list):
             body = [_present(item) if isinstance(item, dict) else item for item in body]
-        data = None if body is None else _encode(body).encode("utf-8")
+        data = None if body is None else compact_bytes(body)
         inner = Deferred.fromCoroutine(
             self._run(endpoint, method, _URI.of(self._base + path), data, parse, idempotent, state)
         )

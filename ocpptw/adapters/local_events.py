@@ -6,7 +6,6 @@ events go to the embedded store's log, or to the outbox for a REST backend.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -17,6 +16,7 @@ from zope.interface import implementer
 
 from ocpptw.clock import now_z
 from ocpptw.interfaces import IBackend, IEventPublisher, IFrameLog, IMessageLog, IOutbox
+from ocpptw.jsontext import compact
 from ocpptw.services.delivery import STORE_MESSAGE
 from ocpptw.services.events import OCPP_MESSAGE, frame_data
 
@@ -35,10 +35,6 @@ def _fire(result: Any, waiters: list[Deferred[None]]) -> None:
     else:
         for waiter in waiters:
             waiter.callback(None)
-
-
-# what is encoded here was decoded from JSON or built by the gateway: it holds no cycles to look for
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
 @implementer(IEventPublisher, IFrameLog)
@@ -153,7 +149,7 @@ class LocalEventPublisher:
         stamp: str,
     ) -> None:
         if payload_text is None and payload is not None:
-            payload_text = _encode(payload)
+            payload_text = compact(payload)
         self._frames.append((device_id, direction, message_type, message_id, action, payload_text, error_code, stamp))
         self._flush_soon()
 

@@ -31,6 +31,7 @@ from json.encoder import encode_basestring
 from math import isinf
 from typing import Any, TypeGuard
 
+from ocpptw.jsontext import compact
 from ocpptw.ocpp.errors import FORMATION_VIOLATION, OcppError
 
 CALL = 2
@@ -168,7 +169,7 @@ _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_
 _decode = _decoder.decode
 _scan = _decoder.scan_once  # type: ignore[attr-defined]
 _TRAILING_SPACE = re.compile(r"[ \t\n\r]*").fullmatch
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_encode = compact
 
 
 def _too_deep(value: object) -> bool:

@@ -17,7 +17,6 @@ HTTP backend would answer.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import uuid
 from decimal import Decimal, InvalidOperation
@@ -38,6 +37,7 @@ from ocpptw.interfaces import (
     NotFound,
     StorageFull,
 )
+from ocpptw.jsontext import compact
 from ocpptw.services.billing import money_str
 from ocpptw.store.embedded_schema import SCHEMA as SCHEMA  # the file's tables, for Database(...)
 from ocpptw.store.sqlite import UnstorableValue
@@ -447,7 +447,7 @@ _LOG_FRAMES = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, 
 _LOG_EVENTS = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 _RECORD_EVENTS = f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}, redelivered) VALUES (?, ?, ?, ?, ?, ?, 1)"
 # what is encoded here was decoded from JSON or built by the gateway: it holds no cycles to look for
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+_encode = compact
 
 
 def _execute_many(sql: str, rows: list[tuple[Any, ...]]) -> Any:

@@ -35,7 +35,6 @@ import sqlite3
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from twisted.application.service import Service
@@ -46,6 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocpptw.interfaces import BackendRejected, IOutbox, NotFound, StorageFull
+from ocpptw.jsontext import compact
 from ocpptw.store.migrations import Component, Schema, run_script, tables
 
 #: The newest layout of the outbox's tables, for a new file.
@@ -91,12 +91,6 @@ SCHEMA = Schema.of(Component("outbox", _CURRENT, (), _legacy))
 _INSERT = "INSERT INTO outbox (key, operation, body, created_at, attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, 0)"
 _LOAD = "SELECT id, key, operation, body, created_at, attempts, next_attempt_at, last_error FROM outbox ORDER BY id"
 _ERROR_TEXT = 500
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 @dataclass(slots=True)
@@ -316,7 +310,7 @@ class Outbox(Service):
 
     def append(self, key: str, operation: str, body: dict) -> Deferred[int]:
         try:
-            text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+            text = compact(body)
         except (TypeError, ValueError):
             return fail()
         now = self._clock.seconds()

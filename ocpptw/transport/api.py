@@ -30,6 +30,7 @@ from ocpptw.interfaces import (
     ICommandBus,
     InvalidPayload,
 )
+from ocpptw.jsontext import compact_bytes
 from ocpptw.transport.request_guard import api_refusal, is_loopback
 
 __all__ = ["CommandApi", "MAX_BODY", "is_loopback", "write_json"]
@@ -45,7 +46,7 @@ def write_json(request: Request, status: int, body: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+    return compact_bytes(body)
 
 
 def _error(request: Request, status: int, code: str, description: str, details: dict | None = None) -> bytes:
