@@ -629,8 +629,7 @@ class Outbox(Service):
                 retried.append(entry)
         if retried:
             attempts = max(entry.attempts for entry in retried) + 1
-            cap = min(self._max_delay, self._initial_delay * 2 ** min(attempts - 1, 64))
-            at = now + self._jitter.uniform(0, cap)
+            at = now + self._backoff(attempts)
             ops = []
             for entry in retried:
                 entry.attempts, entry.next_attempt_at, entry.last_error = attempts, at, text
@@ -685,8 +684,7 @@ class Outbox(Service):
             self._park(entry, f"still failing after {self._max_age:g} s: {text}", now)
         else:
             entry.attempts += 1
-            cap = min(self._max_delay, self._initial_delay * 2 ** min(entry.attempts - 1, 64))
-            entry.next_attempt_at = now + self._jitter.uniform(0, cap)
+            entry.next_attempt_at = now + self._backoff(entry.attempts)
             entry.last_error = text
             if entry.attempts == 1:
                 self.log.info(
@@ -695,6 +693,15 @@ class Outbox(Service):
                 )
             self._bookkeep(("retry", entry.attempts, entry.next_attempt_at, text, entry.id))
         self._next(entry)
+
+    def _backoff(self, attempts: int) -> float:
+        """
+        Seconds to wait after the C{attempts}-th failure in a row: full
+        jitter under a cap that doubles from C{initial_delay} up to
+        C{max_delay}.
+        """
+        cap = min(self._max_delay, self._initial_delay * 2 ** min(attempts - 1, 64))
+        return self._jitter.uniform(0, cap)
 
     def _park(self, entry: _Entry, reason: str, now: float) -> None:
         self._remove(entry)
