@@ -81,6 +81,9 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 #: Statuses below 500 that still mean "try again later".
 _RETRYABLE_4XX = frozenset({408, 429})
 
+#: Request URLs kept parsed (see L{HttpBackend._uri}); bounded memory.
+URI_CACHE = 4096
+
 #: Connections to the backend kept open: as many as the outbox delivers at
 #: once (L{ocpptw.store.outbox.Outbox}'s C{max_concurrent}), so that a busy
 #: outbox reuses connections instead of opening and closing one per request.
@@ -243,6 +246,7 @@ class HttpBackend(Service):
         backoff_cap: float = 10.0,
     ) -> None:
         self._base = EncodedURL.from_text(base_url.rstrip("/")).to_uri().to_text()  # IDNA and percent-encoding, once
+        self._uris: dict[str, _URI] = {}
         self._clock = clock
         self._timeout = timeout
         self._retries = max(1, retries)
@@ -386,7 +390,7 @@ class HttpBackend(Service):
             body = [_present(item) if isinstance(item, dict) else item for item in body]
         data = None if body is None else compact_bytes(body)
         inner = Deferred.fromCoroutine(
-            self._run(endpoint, method, _URI.of(self._base + path), data, parse, idempotent, state)
+            self._run(endpoint, method, self._uri(path), data, parse, idempotent, state)
         )
 
         def cancel(outer: Deferred[Any]) -> None:
@@ -465,6 +469,19 @@ class HttpBackend(Service):
             raise BackendUnavailable(f"{method} {endpoint}: {e}") from None
         self._reached(endpoint, "ok", started)
         return result
+
+    def _uri(self, path: str) -> _URI:
+        """
+        The URL of C{path}, parsed once while it is among the last
+        L{URI_CACHE} paths used (a charger's message log is posted to the
+        same path frame after frame).
+        """
+        uri = self._uris.get(path)
+        if uri is None:
+            if len(self._uris) >= URI_CACHE:
+                self._uris.clear()
+            uri = self._uris[path] = _URI.of(self._base + path)
+        return uri
 
     def _exchange(self, method: str, url: _URI, data: bytes | None) -> Deferred[tuple[int, bytes]]:
         """

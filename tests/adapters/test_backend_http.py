@@ -525,6 +525,25 @@ def test_request_uri_is_what_treq_would_make(clock, device_id):
     assert seen[0] == seen[1]
 
 
+def test_parsed_urls_are_reused_and_bounded(clock, monkeypatch):
+    """A path used again gets the same URL object; the cache never holds more than URI_CACHE paths."""
+    monkeypatch.setattr(backend_http, "URI_CACHE", 3)
+    seen: list[bytes] = []
+
+    class Recording:
+        def request(self, method, uri, headers=None, bodyProducer=None):
+            seen.append(uri)
+            return Deferred()
+
+    backend = HttpBackend("http://backend.invalid", clock, agent=Recording(), retries=1)
+    calls = [backend.charger_by_device(f"CP{n % 5}") for n in range(12)]
+    for d in calls:
+        d.addErrback(lambda f: f.trap(CancelledError)).cancel()
+    assert seen == [f"http://backend.invalid/api/charger/by-device/CP{n % 5}".encode() for n in range(12)]
+    assert len(backend._uris) <= 3
+    assert backend._uri("/x") is backend._uri("/x")
+
+
 def test_close_without_own_pool(fake, clock):
     """close() fires at once when the HTTP client was injected."""
     backend, _ = make(fake, clock)
