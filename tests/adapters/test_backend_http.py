@@ -506,22 +506,29 @@ def test_internationalised_base_url_is_encoded_once(clock):
     success_result_of(d)
 
 
+class _Recording:
+    """
+    An agent that records the URIs asked for and never answers.
+    """
+
+    def __init__(self, seen: list[bytes]) -> None:
+        self._seen = seen
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        self._seen.append(uri)
+        return Deferred()
+
+
 @pytest.mark.parametrize("device_id", ["CP1", "CP 1/ä?#", "%41", "ü" * 30, "a;b=c", "..", "x:y@z"])
 def test_request_uri_is_what_treq_would_make(clock, device_id):
     """The URI the agent gets is the one treq makes of the same URL text itself (the adapter only skips the work)."""
     from treq.client import HTTPClient
 
     seen: list[bytes] = []
-
-    class Recording:
-        def request(self, method, uri, headers=None, bodyProducer=None):
-            seen.append(uri)
-            return Deferred()
-
-    backend = HttpBackend("https://bäckend.example:8443/x y/", clock, agent=Recording(), retries=1)
+    backend = HttpBackend("https://bäckend.example:8443/x y/", clock, agent=_Recording(seen), retries=1)
     backend.charger_by_device(device_id).addErrback(lambda f: f.trap(CancelledError)).cancel()
     path = "/api/charger/by-device/" + backend_http._seg(device_id)
-    HTTPClient(Recording()).get("https://bäckend.example:8443/x y" + path)
+    HTTPClient(_Recording(seen)).get("https://bäckend.example:8443/x y" + path)
     assert seen[0] == seen[1]
 
 
@@ -529,13 +536,7 @@ def test_parsed_urls_are_reused_and_bounded(clock, monkeypatch):
     """A path used again gets the same URL object; the cache never holds more than URI_CACHE paths."""
     monkeypatch.setattr(backend_http, "URI_CACHE", 3)
     seen: list[bytes] = []
-
-    class Recording:
-        def request(self, method, uri, headers=None, bodyProducer=None):
-            seen.append(uri)
-            return Deferred()
-
-    backend = HttpBackend("http://backend.invalid", clock, agent=Recording(), retries=1)
+    backend = HttpBackend("http://backend.invalid", clock, agent=_Recording(seen), retries=1)
     calls = [backend.charger_by_device(f"CP{n % 5}") for n in range(12)]
     for d in calls:
         d.addErrback(lambda f: f.trap(CancelledError)).cancel()
