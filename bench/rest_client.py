@@ -24,13 +24,14 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from run import free_port, wait_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -100,25 +101,6 @@ def client(url: str, calls: int, concurrency: int, warmup: int) -> None:
     print(json.dumps(result), flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, process: subprocess.Popen, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("the backend exited")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("the backend did not listen")
-
-
 def _tree(revision: str, into: Path) -> Path:
     """
     The C{ocpptw} package of C{revision}, unpacked under C{into}.
@@ -170,7 +152,7 @@ def main() -> None:
 
     taskset = shutil.which("taskset")
     pin = (lambda core: [taskset, "-c", str(core)]) if taskset else (lambda core: [])
-    port = _free_port()
+    port = free_port()
     backend = subprocess.Popen(
         [*pin(1), sys.executable, str(HERE / "backend_server.py"), "--port", str(port)],
         stdout=subprocess.DEVNULL,
@@ -178,7 +160,7 @@ def main() -> None:
     )
     figures: dict[str, list[dict]] = {"before": [], "after": []}
     try:
-        _wait_port(port, backend)
+        wait_port(port, backend)
         with tempfile.TemporaryDirectory() as scratch:
             trees = {"before": str(_tree(a.before, Path(scratch))), "after": str(ROOT)}
             for round_ in range(a.rounds):
