@@ -42,10 +42,11 @@ Step = str | Callable[[sqlite3.Connection], None]
 _VERSIONS = "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
 
 
-class SchemaTooNew(RuntimeError):
+class SchemaTooNew(sqlite3.DatabaseError):
     """
     The file was written by a newer gateway: its version of a component is
-    above the newest this one knows.
+    above the newest this one knows.  A L{sqlite3.Error}, so that a start
+    or C{ocpptw-admin} reports it in one line as any file it cannot use.
     """
 
 

@@ -250,3 +250,19 @@ def test_finding_9_a_key_on_the_command_line_is_warned_about(admin):
     """--key VALUE still works but says that ps shows it."""
     status, _, err = admin("charger", "set-key", "CP1", "--key", "correct-horse-battery")
     assert status == 0 and "visible" in err and "correct-horse-battery" not in err
+
+
+def test_a_store_written_by_a_newer_release_is_one_line_and_left_alone(admin, tmp_path):
+    """ocpptw-admin on a file whose tables are newer than it knows says so in one line, exits 1 and changes nothing."""
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "embedded.sqlite")
+    conn.executescript("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL);"
+                       "INSERT INTO schema_versions VALUES ('embedded', 99);")
+    conn.close()
+    status, _, err = admin("tag", "list")
+    assert status == 1 and err.count("\n") == 1
+    assert "version 99, newer than this gateway's" in err
+    conn = sqlite3.connect(tmp_path / "embedded.sqlite")
+    assert [row[0] for row in conn.execute("SELECT name FROM sqlite_master")] == ["schema_versions", "sqlite_autoindex_schema_versions_1"]
+    conn.close()
