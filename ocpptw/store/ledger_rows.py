@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from ocpptw.services.model import Transaction
-from ocpptw.store.migrations import Component, Schema, run_script, tables
+from ocpptw.store.migrations import Component, Schema, tables
 
 GATEWAY_ID_BASE = 0x40000000
 COUNTER_BITS = 20
@@ -79,49 +79,6 @@ CREATE TABLE IF NOT EXISTS ledger_chargers (
 );
 """
 
-#: Layout 1's tables, as its gateway created them at every open.
-_FIRST = """
-CREATE TABLE IF NOT EXISTS ledger_transactions (
-    cp TEXT NOT NULL,
-    transaction_id INTEGER NOT NULL,
-    connector_id INTEGER,
-    id_tag TEXT,
-    meter_start INTEGER,
-    started_at TEXT,
-    reservation_id INTEGER,
-    assigned INTEGER NOT NULL DEFAULT 0,
-    rejected INTEGER NOT NULL DEFAULT 0,
-    session_id TEXT,
-    user_id TEXT,
-    prepaid TEXT,
-    price TEXT,
-    currency TEXT,
-    id_tag_info TEXT,
-    created REAL NOT NULL,
-    stopped INTEGER NOT NULL DEFAULT 0,
-    meter_stop INTEGER,
-    stopped_at TEXT,
-    reason TEXT,
-    stopped_on REAL,
-    PRIMARY KEY (cp, transaction_id)
-);
-CREATE TABLE IF NOT EXISTS ledger_counters (
-    slot INTEGER PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ledger_auth (
-    id_tag TEXT PRIMARY KEY,
-    info TEXT NOT NULL,
-    stored_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ledger_chargers (
-    cp TEXT PRIMARY KEY,
-    record TEXT,
-    accepted INTEGER NOT NULL DEFAULT 0,
-    updated REAL NOT NULL
-);
-"""
-
 #: 1 -> 2: the indexes that let the ledger keep only recent transactions in memory.
 _TO_2 = """
 CREATE INDEX ledger_transactions_start ON ledger_transactions (cp, started_at);
@@ -135,11 +92,11 @@ CREATE INDEX ledger_transactions_gateway_ids ON ledger_transactions (transaction
 def _legacy(conn: sqlite3.Connection) -> int:
     """
     The layout of a file from before versions were recorded: 2 has the
-    index of repeated starts; 0 for a new file.
+    index of repeated starts; 0 for a new file.  The tables themselves are
+    the same in both (every release made all of them at once).
     """
     if "ledger_transactions" not in tables(conn):
         return 0
-    run_script(conn, _FIRST)
     found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'ledger_transactions_start'")
     return 2 if found.fetchone() else 1
 
