@@ -1,5 +1,5 @@
 """
-Tests for L{ocpptw.jsontext}: the one JSON encoder.
+Tests for L{ocpptw.ocpp.jsontext}: the one JSON encoder.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from ocpptw.jsontext import compact, compact_bytes
+from ocpptw.ocpp.jsontext import compact, compact_bytes
 
 
 def test_compact_text_with_characters_as_they_are():

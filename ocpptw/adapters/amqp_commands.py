@@ -36,7 +36,7 @@ from zope.interface import implementer
 from ocpptw.adapters.amqp import describe_failure
 from ocpptw.adapters.amqp_handover import FORWARDED_FOR, Handover, forwarded_properties
 from ocpptw.interfaces import CallErrorReceived, ChargerOffline, CommandTimeout, ICommandBus, InvalidPayload
-from ocpptw.jsontext import compact_bytes
+from ocpptw.ocpp.jsontext import compact_bytes
 
 #: Close code and reason for a connection that a newer one on another
 #: instance replaced.

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from ocpptw.adapters.amqp import describe_failure
 from ocpptw.interfaces import IEventPublisher
-from ocpptw.jsontext import compact_bytes
+from ocpptw.ocpp.jsontext import compact_bytes
 
 #: The outbox operation under which unpublished events wait.
 OPERATION = "amqp.publish"

@@ -70,7 +70,7 @@ from ocpptw.adapters._http_answers import (
 )
 from ocpptw.adapters.circuit import Circuit, CircuitOpen
 from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, IBatchedMessageLog, NotFound
-from ocpptw.jsontext import compact_bytes
+from ocpptw.ocpp.jsontext import compact_bytes
 
 __all__ = ["CircuitOpen", "HttpBackend"]
 

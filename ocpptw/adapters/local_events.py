@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from ocpptw.clock import now_z
 from ocpptw.interfaces import IBackend, IEventPublisher, IFrameLog, IMessageLog, IOutbox
-from ocpptw.jsontext import compact
+from ocpptw.ocpp.jsontext import compact
 from ocpptw.services.delivery import STORE_MESSAGE
 from ocpptw.services.events import OCPP_MESSAGE, frame_data
 

@@ -31,8 +31,8 @@ from json.encoder import encode_basestring
 from math import isinf
 from typing import Any, TypeGuard
 
-from ocpptw.jsontext import compact
 from ocpptw.ocpp.errors import FORMATION_VIOLATION, OcppError
+from ocpptw.ocpp.jsontext import compact
 
 CALL = 2
 CALLRESULT = 3

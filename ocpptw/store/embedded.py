@@ -37,7 +37,7 @@ from ocpptw.interfaces import (
     NotFound,
     StorageFull,
 )
-from ocpptw.jsontext import compact
+from ocpptw.ocpp.jsontext import compact
 from ocpptw.services.billing import money_str
 from ocpptw.store.embedded_schema import SCHEMA as SCHEMA  # the file's tables, for Database(...)
 from ocpptw.store.sqlite import UnstorableValue

@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocpptw.interfaces import BackendRejected, IOutbox, NotFound, StorageFull
-from ocpptw.jsontext import compact
+from ocpptw.ocpp.jsontext import compact
 from ocpptw.store.migrations import Component, Schema, run_script, tables
 
 #: The newest layout of the outbox's tables, for a new file.

@@ -30,7 +30,7 @@ from ocpptw.interfaces import (
     ICommandBus,
     InvalidPayload,
 )
-from ocpptw.jsontext import compact_bytes
+from ocpptw.ocpp.jsontext import compact_bytes
 from ocpptw.transport.request_guard import api_refusal, is_loopback
 
 __all__ = ["CommandApi", "MAX_BODY", "is_loopback", "write_json"]
