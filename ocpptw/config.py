@@ -229,6 +229,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EMBEDDED_PRICE_PER_KWH", "embedded_price", _decimal, "", "embedded store: tariff per kWh (unset: no billing)"),
     Setting("EMBEDDED_CURRENCY", "embedded_currency", _text, "EUR", "embedded store: currency of the tariff"),
     Setting("EMBEDDED_LOG_RETENTION", "embedded_log_retention", _seconds, "604800", "embedded store: seconds the message log and events are kept, 0 forever"),
+    Setting("MESSAGE_HISTORY_SIZE", "message_history_size", _int(1, 100000), "200", "frames per charger kept in memory for the history API when the store keeps no message log (REST backend, broker)"),
     Setting("EMBEDDED_AUTH_MODE", "embedded_auth_mode", _choice("open", "allowlist"), "open", "embedded store: accept every idTag but blocked ones, or only listed ones"),
 )
 
@@ -297,6 +298,7 @@ class Config:
     embedded_currency: str = "EUR"
     embedded_auth_mode: str = "open"
     embedded_log_retention: float = 604800.0
+    message_history_size: int = 200
 
     @property
     def tls(self) -> bool:

@@ -36,6 +36,7 @@ from ocpptw.transport.governor import AcceptGovernor
 from ocpptw.transport.handshake import Gate
 from ocpptw.transport.listener import ListenerService
 from ocpptw.transport.pacing import AcceptPacer
+from ocpptw.transport.console_wiring import Console, build_console, live_feed
 from ocpptw.transport.tls import CertificateReloadService
 
 ReadyCheck = Callable[[], tuple[bool, str]]
@@ -105,6 +106,7 @@ class Parts:
     alarm: OutboxAlarm
     heap: HeapService | None
     listeners: Listeners
+    console: Console
 
     def services(self) -> list[IService]:
         """
@@ -128,6 +130,7 @@ class Parts:
             ordered.append(self.listeners.governor)
         if self.listeners.certificates is not None:
             ordered.append(self.listeners.certificates)
+        ordered.append(self.console.hub)
         ordered += [self.listeners.chargers, *self.listeners.others]
         return ordered
 
@@ -331,9 +334,10 @@ def build(config: Config, reactor: Any) -> Parts:
         publisher, reactor, config.instance_id, metrics,
         accepted=chargers.is_accepted, max_payload_bytes=config.message_log_max_bytes,
     )
+    feed, observer = live_feed(config, reactor, registry, recorder, backend)
 
     def session_factory(identity: str, connection: Any, strict: bool) -> OcppSession:
-        session = OcppSession(identity, connection, router, reactor, validator, call_timeout=config.call_timeout, observer=recorder)
+        session = OcppSession(identity, connection, router, reactor, validator, call_timeout=config.call_timeout, observer=observer)
         session.strict = strict
         return session
 
@@ -372,6 +376,7 @@ def build(config: Config, reactor: Any) -> Parts:
         bus = AmqpCommandBus(connection, bus, registry, reactor, default_timeout=config.call_timeout)
         broker = Broker(connection, server)
     api = CommandApi(bus, registry, config.admin_token, config.call_timeout, trusted=ProxyTrust(config.trusted_proxies))
+    console = build_console(config, reactor, api, feed, backend, outbox, metrics)
 
     metrics.watch_outbox(outbox)
     alarm = OutboxAlarm(outbox, reactor, config.outbox_alarm_depth, config.outbox_alarm_age)
@@ -391,7 +396,8 @@ def build(config: Config, reactor: Any) -> Parts:
     checks: list[ReadyCheck] = [charger_port_up, backend.ready, publisher.ready, stores_writable]
 
     def site(ws_factory: Any, require_tls: int | None = None) -> Site:
-        return build_site(ws_factory, config.ocpp_path, checks, metrics.render, api, require_tls=require_tls)
+        return build_site(ws_factory, config.ocpp_path, checks, metrics.render, console.api, require_tls=require_tls,
+                          console=console.files)
 
     listeners = build_listeners(config, reactor, metrics, site, factory)
     listening.append(listeners)
@@ -409,4 +415,5 @@ def build(config: Config, reactor: Any) -> Parts:
         alarm=alarm,
         heap=heap,
         listeners=listeners,
+        console=console,
     )

@@ -40,6 +40,7 @@ from ocpptw.interfaces import (
 from ocpptw.ocpp.jsontext import compact
 from ocpptw.services.billing import money_str
 from ocpptw.store.embedded_schema import SCHEMA as SCHEMA  # the file's tables, for Database(...)
+from ocpptw.store.message_pages import read_page
 from ocpptw.store.sqlite import UnstorableValue
 
 #: The message log's columns, in the order of L{EmbeddedBackend.log_frames} rows.
@@ -372,6 +373,13 @@ class EmbeddedBackend:
         return self._call(_execute("INSERT OR IGNORE INTO wallet_ledger VALUES (?, ?, ?, ?, ?, ?)", values))
 
     # -- message log and events ------------------------------------------------
+
+    def message_page(self, device_id: str, before: int | None, limit: int) -> Deferred[tuple[list[tuple[Any, ...]], bool]]:
+        """
+        A page of the message log for the history API
+        (L{ocpptw.store.message_pages.read_page}).
+        """
+        return self._call(lambda conn: read_page(conn, device_id, before, limit), write=False)
 
     def store_message(self, device_id: str, body: dict) -> Deferred[None]:
         """

@@ -8,7 +8,9 @@ how each earlier layout becomes the current one (L{ocpptw.store.migrations}).
   2. the message log is written straight from the frames: no unique index
      but a partial one on the bodies an outbox delivered (C{redelivered}),
      which may come twice;
-  3. the same for the events.
+  3. the same for the events;
+  4. the message log indexed by charger and id (the history API's pages,
+     L{ocpptw.store.message_pages}).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ CREATE TABLE messages (
 );
 CREATE UNIQUE INDEX messages_redelivered
     ON messages (device_id, direction, message_type, message_id, timestamp) WHERE redelivered = 1;
+CREATE INDEX messages_by_device ON messages (device_id, id);
 CREATE TABLE events (
     id TEXT NOT NULL,
     type TEXT NOT NULL,
@@ -188,6 +191,11 @@ DROP TABLE events_2;
 CREATE UNIQUE INDEX events_redelivered ON events (id) WHERE redelivered = 1;
 """
 
+#: 3 -> 4: the history API reads a charger's frames through this index.
+_TO_4 = """
+CREATE INDEX IF NOT EXISTS messages_by_device ON messages (device_id, id);
+"""
+
 _TABLES = frozenset({"chargers", "connector_status", "id_tags", "counters", "sessions", "wallet_ledger", "messages", "events"})
 
 
@@ -213,4 +221,4 @@ def _legacy(conn: sqlite3.Connection) -> int:
 
 
 #: For C{Database(path, reactor, schema=...)}.
-SCHEMA = Schema.of(Component("embedded", CURRENT, (_TO_2, _TO_3), _legacy))
+SCHEMA = Schema.of(Component("embedded", CURRENT, (_TO_2, _TO_3, _TO_4), _legacy))

@@ -156,12 +156,14 @@ def build_site(
     metrics_render: Callable[[], tuple[bytes, str]] | None,
     api: Resource | None,
     require_tls: int | None = None,
+    console: Resource | None = None,
 ) -> Site:
     """
     Mount everything on one site.
 
     @param ws_factory: the charger WebSocket factory, or C{None} to refuse
         plain ws with 403 (C{require_tls} names the wss port).
+    @param console: the operator console's files at C{/console/}.
     """
     root = Root()
     segments = [s.encode("utf-8") for s in ocpp_path.strip("/").split("/")]
@@ -182,6 +184,8 @@ def build_site(
         api_root = Root()
         api_root.putChild(b"v1", api)
         root.putChild(b"api", api_root)
+    if console is not None:
+        root.putChild(b"console", console)
     site = QuietSite(root)
     site.displayTracebacks = False
     return site
