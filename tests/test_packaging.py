@@ -47,4 +47,7 @@ def test_wheel_contents(tmp_path):
     schemas = {n for n in names if n.startswith("ocpptw/ocpp/schemas/") and n.endswith(".json")}
     assert len(schemas) == 78
     assert "ocpptw/ocpp/schemas/SOURCE.md" in names
+    console = {n.removeprefix("ocpptw/console/") for n in names if n.startswith("ocpptw/console/")}
+    shipped = {p.name for p in (ROOT / "ocpptw" / "console").iterdir() if p.suffix in (".html", ".css", ".js")}
+    assert shipped and console == shipped
     assert not any(n.startswith("tests/") for n in names)

@@ -168,16 +168,20 @@ class LiveFeed:
                 "online": False,
                 "connectors": {},
             }
-            self._forget_some()
+            self._forget_some(keep=charge_point_id)
         return record
 
-    def _forget_some(self) -> None:
+    def _forget_some(self, keep: str) -> None:
+        """
+        Forget the oldest offline chargers beyond the bound (online ones
+        are bounded by the connections).
+        """
         if len(self._chargers) <= self._max_chargers:
             return
         for key in list(self._chargers):
             if len(self._chargers) <= self._max_chargers:
                 return
-            if not self._chargers[key]["online"]:
+            if key != keep and not self._chargers[key]["online"]:
                 del self._chargers[key]
 
     def attached(self, charge_point_id: str) -> None:

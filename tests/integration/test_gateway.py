@@ -48,6 +48,8 @@ def check_documented(method: str, template: str, status: int, body: bytes, conte
     if "application/json" in media:
         assert content_type.startswith("application/json")
         jsonschema.validate(json.loads(body), media["application/json"]["schema"])
+    elif "text/event-stream" in media or "text/html" in media:
+        assert content_type.startswith(next(iter(media)))
     else:
         assert content_type.startswith("text/plain")
 
@@ -115,6 +117,29 @@ async def _request(gateway, method, path, body=None):
     return response.code, content, content_type
 
 
+async def stream_start(port, path):
+    """Status, first bytes and content type of an event stream, which is then closed."""
+    from twisted.internet.defer import Deferred
+    from twisted.internet.protocol import Protocol
+
+    response = await bounded(treq.get(f"http://127.0.0.1:{port}{path}", unbuffered=True, persistent=False))
+    first: Deferred = Deferred()
+
+    class Head(Protocol):
+        def dataReceived(self, data):
+            if not first.called:
+                first.callback(data)
+                self.transport.stopProducing()
+
+        def connectionLost(self, reason):
+            if not first.called:
+                first.callback(b"")
+
+    response.deliverBody(Head())
+    head = await bounded(first)
+    return response.code, head, (response.headers.getRawHeaders("content-type") or [""])[0]
+
+
 @pytest_twisted.ensureDeferred
 async def test_http_endpoints_match_openapi(gateway):
     """Every endpoint answers as docs/openapi.yaml says."""
@@ -130,6 +155,14 @@ async def test_http_endpoints_match_openapi(gateway):
         ("post", "/api/v1/chargers/NOPE/commands/Reset", "/api/v1/chargers/{chargePointId}/commands/{action}", b'{"type":"Soft"}'),
         ("post", "/api/v1/chargers/GW3/commands/Reset", "/api/v1/chargers/{chargePointId}/commands/{action}", b'{"type":"x"}'),
         ("post", "/api/v1/chargers/GW3/commands/ClearCache?timeout=0.2", "/api/v1/chargers/{chargePointId}/commands/{action}", b"{}"),
+        ("get", "/api/v1/chargers/GW3/messages?limit=2", "/api/v1/chargers/{chargePointId}/messages", None),
+        ("get", "/api/v1/chargers/GW3/messages?limit=501", "/api/v1/chargers/{chargePointId}/messages", None),
+        ("get", "/api/v1/chargers/NOPE/messages", "/api/v1/chargers/{chargePointId}/messages", None),
+        ("get", "/api/v1/chargers/GW3/sessions", "/api/v1/chargers/{chargePointId}/sessions", None),
+        ("get", "/api/v1/overview", "/api/v1/overview", None),
+        ("get", "/api/v1/schemas/1.6", "/api/v1/schemas/{ocppVersion}", None),
+        ("get", "/api/v1/schemas/0.9", "/api/v1/schemas/{ocppVersion}", None),
+        ("get", "/console/", "/console/", None),
     ]
     seen = set()
     for method, path, template, body in cases:
@@ -137,6 +170,9 @@ async def test_http_endpoints_match_openapi(gateway):
         check_documented(method, template, status, content, content_type)
         seen.add((template, method))
     assert (await charger.next())[2] == "ClearCache"  # the timed-out call did reach the charger
+    status, head, content_type = await stream_start(gateway.test_port, "/api/v1/stream?chargePointId=GW3")
+    check_documented("get", "/api/v1/stream", status, head, content_type)
+    seen.add(("/api/v1/stream", "get"))
     documented = {(p, m) for p, ops in OPENAPI["paths"].items() for m in ops}
     assert documented == seen
 

@@ -262,9 +262,11 @@ def test_frames_are_logged_as_given(backend, db):
         ("CP1", "m1", '{ "connectorId" : 1 }', None),
         ("CP1", "m2", '{ "connectorId" : 1 }', None),
     ]
-    indexes = sql(db, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")
-    assert [name for name, _ in indexes] == ["messages_redelivered"]
-    assert "WHERE redelivered = 1" in indexes[0][1]
+    indexes = dict(sql(db, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'"))
+    unique = [row[1] for row in sql(db, "PRAGMA index_list(messages)") if row[2]]
+    assert unique == ["messages_redelivered"]  # the only unique index covers redelivered rows alone
+    assert "WHERE redelivered = 1" in indexes["messages_redelivered"]
+    assert set(indexes) == {"messages_redelivered", "messages_by_device"}  # the history API's pages
 
 
 OLD_MESSAGES = """
@@ -302,7 +304,8 @@ def test_a_message_log_with_the_old_unique_index_is_rebuilt(path, clock):
         (7, "m1", "{}"), (9, "m1", '{"currentTime":"x"}')
     ]
     assert [r[0] for r in sql(db, "SELECT name FROM sqlite_master WHERE tbl_name IN ('messages', 'events')"
-                                  " AND type = 'index' ORDER BY name")] == ["events_redelivered", "messages_redelivered"]
+                                  " AND type = 'index' ORDER BY name")] == ["events_redelivered", "messages_by_device",
+                                                                            "messages_redelivered"]
     assert sql(db, "SELECT id FROM events ORDER BY rowid") == [("f-second-by-id",), ("a-first-by-id",)]
     success_result_of(backend.log_frames([("CP1", "in", "CALL", "m2", "Heartbeat", "{}", None, "2026-11-24T10:00:01.000Z")]))
     assert sql(db, "SELECT max(id) FROM messages") == [(10,)]
