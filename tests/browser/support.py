@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -51,14 +50,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Any, seconds: float = BOUND, what: str = "condition") -> Any:
+def wait_for(predicate: Any, seconds: float = BOUND, what: str = "condition", shown: Any = None) -> Any:
+    """
+    Poll C{predicate} until it is true, at most C{seconds}; on failure the
+    message carries C{shown()} (what the page showed instead).
+    """
     deadline = time.monotonic() + seconds
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds} s")
+            raise AssertionError(f"{what}: not within {seconds} s" + (f"; shown: {shown()!r}" if shown else ""))
         time.sleep(0.05)
 
 
@@ -129,6 +132,23 @@ def simulator(port: int, chargers: int = 3, duration: float = 60, prefix: str = 
 
 
 @contextlib.contextmanager
+def lib_charger(port: int, identity: str, seconds: float = 120) -> Iterator[subprocess.Popen]:
+    """
+    The C{ocpp} package's charger (L{tests.browser.lib_charger}); killed on
+    leaving, so the gateway sees it disconnect.
+    """
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.browser.lib_charger", f"ws://127.0.0.1:{port}/ocpp/{identity}",
+                             str(seconds)], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
 def browser(download_dir: Path | None = None) -> Iterator[Any]:
     """
     Headless Chromium (the system's) through chromedriver, laptop-sized.
@@ -142,6 +162,7 @@ def browser(download_dir: Path | None = None) -> Iterator[Any]:
                 "--disable-extensions", "--no-first-run", "--disable-background-networking",
                 f"--window-size={WINDOW[0]},{WINDOW[1]}", "--force-device-scale-factor=1", "--lang=en-US"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(BOUND)
     driver.set_script_timeout(BOUND)
@@ -160,6 +181,3 @@ def page_errors(driver: Any) -> list[str]:
     except Exception:
         return []
 
-
-def which_browser() -> str | None:
-    return shutil.which("chromium")
