@@ -13,19 +13,13 @@ import pytest
 from tests.browser.support import browser_missing
 
 
-def pytest_collection_modifyitems(config, items):
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if not str(item.fspath).startswith(os.path.dirname(__file__)):
+        return
     missing = browser_missing()
     if missing is None:
         return
-    here = os.path.dirname(__file__)
-    for item in items:
-        if str(item.fspath).startswith(here):
-            if os.environ.get("CI") == "true":
-                item.add_marker(pytest.mark.usefixtures("_browser_required"))
-            else:
-                item.add_marker(pytest.mark.skip(reason=missing))
-
-
-@pytest.fixture
-def _browser_required():
-    pytest.fail(f"the console's browser tests cannot run under CI: {browser_missing()}")
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"the console's browser tests cannot run under CI: {missing}", pytrace=False)
+    pytest.skip(missing)
