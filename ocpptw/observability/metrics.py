@@ -397,6 +397,20 @@ class Metrics:
         """
         self._outbox_alarm.set_function(lambda: 1.0 if alarm.raised else 0.0)
 
+    def watch_console(self, streams: Callable[[], float]) -> Callable[[], None]:
+        """
+        Publish the console's open event streams (read at scrape time) and
+        return the function that counts a stream dropped because its client
+        could not keep up (L{ocpptw.transport.stream.StreamHub}).
+        """
+        Gauge("ocpp_console_streams", "Console event streams open", registry=self.registry).set_function(streams)
+        dropped = Counter(
+            "ocpp_console_stream_dropped",
+            "Console event streams dropped because the client could not keep up",
+            registry=self.registry,
+        )
+        return dropped.inc
+
     def watch_accept(
         self, rate: Callable[[], float], busy: Callable[[], float] | None = None, waiting: Callable[[], int] | None = None
     ) -> None:

@@ -127,6 +127,7 @@ class StreamHub(Service):
         self._loop: LoopingCall | None = None
         self._unlisten: Any = None
         self.dropped_count = 0
+        self._count_dropped: Any = None
 
     def startService(self) -> None:
         super().startService()
@@ -147,18 +148,12 @@ class StreamHub(Service):
             client.close()
         self.clients.clear()
 
-    def watch(self, registry: Any) -> None:
+    def watch(self, metrics: Any) -> None:
         """
-        Publish the stream figures in a Prometheus registry.
+        Report open streams and dropped clients through an
+        L{ocpptw.observability.metrics.Metrics}.
         """
-        from prometheus_client import Counter, Gauge
-
-        Gauge("ocpp_console_streams", "console event streams open", registry=registry).set_function(lambda: len(self.clients))
-        self._dropped_metric = Counter(
-            "ocpp_console_stream_dropped",
-            "console event streams dropped because the client could not keep up",
-            registry=registry,
-        )
+        self._count_dropped = metrics.watch_console(lambda: len(self.clients))
 
     # -- clients ---------------------------------------------------------------
 
@@ -187,9 +182,8 @@ class StreamHub(Service):
 
     def dropped(self, client: StreamClient) -> None:
         self.dropped_count += 1
-        metric = getattr(self, "_dropped_metric", None)
-        if metric is not None:
-            metric.inc()
+        if self._count_dropped is not None:
+            self._count_dropped()
         self.log.warn("console stream dropped: the client could not keep up")
         self.forget(client)
         client.close()

@@ -6,12 +6,12 @@ dropped and counted; heartbeats on the clock; the stream limit.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
+from ocpptw.observability.metrics import Metrics
 from ocpptw.services.live import LiveFeed
 from ocpptw.transport.stream import StreamHub
 from tests.transport.web_support import open_request, response
@@ -37,10 +37,10 @@ def rig(**kwargs):
     clock = Clock()
     feed = LiveFeed(clock, None)
     hub = StreamHub(feed, clock, **kwargs)
-    registry = CollectorRegistry()
-    hub.watch(registry)
+    metrics = Metrics(process=False)
+    hub.watch(metrics)
     hub.startService()
-    return clock, feed, hub, StreamOnly(hub), registry
+    return clock, feed, hub, StreamOnly(hub), metrics.registry
 
 
 def send(feed, n=1, size=10):
