@@ -38,26 +38,39 @@ from ocpptw.transport.api import write_json
 from ocpptw.transport.history import BadQuery, parse_query
 
 
-def _schemas_16() -> tuple[Path, frozenset[str]]:
+def _schemas_16() -> tuple[Path, frozenset[str], str]:
     from ocpptw.ocpp.actions import SERVER_TO_CHARGER
 
-    return Path(str(resources.files("ocpptw.ocpp") / "schemas")), SERVER_TO_CHARGER
+    return Path(str(resources.files("ocpptw.ocpp") / "schemas")), SERVER_TO_CHARGER, ""
 
 
-#: OCPP version (as in the charger list) -> () -> (directory of its
-#: C{{Action}.json} request schemas, its CSMS-to-charger actions).  A new
-#: version adds its line here.
-VERSIONS: dict[str, Any] = {"1.6": _schemas_16}
+def known_versions() -> dict[str, Any]:
+    """
+    OCPP version (as in the charger list) -> C{() -> (directory of its
+    request schemas, its CSMS-to-charger actions, what follows the action
+    in a request schema's file name)}: every version of
+    C{ocpptw.ocpp.versions} where that table exists, else 1.6 alone.
+    """
+    try:
+        from ocpptw.ocpp import versions  # type: ignore[attr-defined]
+    except ImportError:
+        return {"1.6": _schemas_16}
+    return {
+        v.name: (lambda v=v: (Path(v.schema_dir), frozenset(v.server_to_charger), v.request_suffix))
+        for v in versions.VERSIONS
+    }
 
 
 class RequestSchemas:
     """
     The request schemas of each version, read from the package once, on
     first use, and kept as the JSON text of the answer.
+
+    @param versions: the table of L{known_versions} (the default).
     """
 
     def __init__(self, versions: dict[str, Any] | None = None) -> None:
-        self._versions = VERSIONS if versions is None else versions
+        self._versions = known_versions() if versions is None else versions
         self._bodies: dict[str, bytes] = {}
 
     def versions(self) -> list[str]:
@@ -68,10 +81,10 @@ class RequestSchemas:
             return None
         body = self._bodies.get(version)
         if body is None:
-            directory, actions = self._versions[version]()
+            directory, actions, suffix = self._versions[version]()
             schemas = {}
             for action in sorted(actions):
-                schema = json.loads((Path(directory) / f"{action}.json").read_text(encoding="utf-8"))
+                schema = json.loads((Path(directory) / f"{action}{suffix}.json").read_text(encoding="utf-8"))
                 schema.pop("$schema", None)
                 schemas[action] = schema
             body = self._bodies[version] = json.dumps(
