@@ -56,6 +56,12 @@ def test_the_fleet_follows_chargers_connecting_and_disconnecting(port, driver):
         wait_for(lambda: rows(driver).get("BRA1") == "online" and rows(driver).get("BRA2") == "online",
                  what="both chargers online")
         assert driver.find_element(By.ID, "count-online").text == "2"
+        # keyboard focus on a charger stays put while the table updates live
+        link = driver.find_element(By.LINK_TEXT, "BRA1")
+        driver.execute_script("arguments[0].focus()", link)
+        seen = texts(driver, 'tr[data-charger="BRA1"] td:nth-of-type(4)')[0]
+        wait_for(lambda: texts(driver, 'tr[data-charger="BRA1"] td:nth-of-type(4)')[0] != seen, what="last seen moves")
+        assert driver.execute_script("return document.activeElement.textContent") == "BRA1"
         # search narrows the table
         driver.find_element(By.ID, "search").send_keys("BRA2")
         wait_for(lambda: list(rows(driver)) == ["BRA2"], what="search")
