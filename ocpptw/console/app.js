@@ -25,6 +25,9 @@ function liveState(connected) {
 function needToken(message) {
   if (stopStream) { stopStream(); stopStream = null; }
   show("login");
+  const state = document.getElementById("live-state");
+  state.textContent = "signed out";
+  state.className = "live off";
   document.getElementById("login-error").textContent = message || (token() ? "That token was refused." : "");
   setToken(null);
   document.getElementById("logout").hidden = true;

@@ -223,5 +223,10 @@ export class ChargerPage {
     list.prepend(node);
     while (list.children.length > LIVE_MAX) list.lastElementChild.remove();
     if (this.summary && m.direction === "in") { this.summary.lastSeen = m.timestamp; }
+    // a session started or stopped: read the active sessions again (at most once a second)
+    if (m.messageType === "CALLRESULT" && /^(StartTransaction|StopTransaction|TransactionEvent)$/.test(m.action || "")
+        && !this.sessionsDue) {
+      this.sessionsDue = setTimeout(() => { this.sessionsDue = null; this.sessions().catch(() => {}); }, 1000);
+    }
   }
 }
