@@ -125,7 +125,7 @@ async def test_history_and_stream_with_the_embedded_store(tmp_path):
     try:
         seen = await history_of_a_charger(service)
         assert "errorDescription" not in seen[0]  # the store's message log keeps no description
-        assert service.live_feed.keeps_history is False
+        assert service.parts.console.feed.keeps_history is False
     finally:
         await bounded(service.stopService())
 
@@ -140,7 +140,7 @@ async def test_history_from_memory_with_a_rest_backend(tmp_path):
     _, url = backend.listen(reactor)
     service = await started(tmp_path, BACKEND_API_URL=url, MESSAGE_HISTORY_SIZE="4")
     try:
-        assert service.live_feed.keeps_history
+        assert service.parts.console.feed.keeps_history
         stream = await open_stream(service)
         charger = await connect_charger(service.test_port, "/ocpp/CH1")
         await boot(charger)
