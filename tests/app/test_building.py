@@ -60,6 +60,7 @@ def test_every_part_with_a_resource_is_in_the_tree(tmp_path):
         "OutboxAlarm",
         "HeapService",
         "AcceptGovernor",
+        "StreamHub",  # the console's event streams: heartbeat timer, open streams
         "ListenerService",
         "ListenerService",
     ]
