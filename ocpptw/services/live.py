@@ -23,12 +23,13 @@ from __future__ import annotations
 import json
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ocpptw.clock import now_z
+from ocpptw.clock import iso_z, now_z
 
 #: Listener signature: C{(kind, chargePointId, json_text)}, kind C{"charger"} or C{"message"}.
 Listener = Callable[[str, str, str], None]
@@ -165,6 +166,7 @@ class LiveFeed:
                 "ocppVersion": None,
                 "connectedAt": None,
                 "lastSeen": None,
+                "seen": None,  # clock seconds of the last frame in, formatted when asked
                 "online": False,
                 "connectors": {},
             }
@@ -190,6 +192,7 @@ class LiveFeed:
         record["online"] = True
         record["connectedAt"] = (described or {}).get("connectedAt") or now_z(self._clock)
         record["lastSeen"] = record["connectedAt"]
+        record["seen"] = None
         record["ocppVersion"] = ocpp_version(self._registry, charge_point_id, described)
         self._chargers.move_to_end(charge_point_id)
         self._changed(record, "connected")
@@ -211,7 +214,7 @@ class LiveFeed:
             "chargePointId": record["chargePointId"],
             "ocppVersion": record["ocppVersion"],
             "connectedAt": record["connectedAt"],
-            "lastSeen": record["lastSeen"],
+            "lastSeen": _last_seen(record),
             "online": record["online"],
             "connectors": [dict(c, connectorId=k[1], evseId=k[0]) if k[0] is not None else dict(c, connectorId=k[1])
                            for k, c in sorted(record["connectors"].items(), key=lambda i: (i[0][0] or 0, i[0][1]))],
@@ -252,7 +255,7 @@ class LiveFeed:
         if isinstance(error_code, str):
             entry["errorCode"] = error_code
         timestamp = payload.get("timestamp")
-        entry["timestamp"] = timestamp if isinstance(timestamp, str) else record["lastSeen"]
+        entry["timestamp"] = timestamp if isinstance(timestamp, str) else _last_seen(record)
         connectors[key] = entry
         self._changed(record, "status")
 
@@ -271,14 +274,14 @@ class LiveFeed:
         payload_text: str | None = None,
     ) -> None:
         charge_point_id = session.charge_point_id
-        stamp = now_z(self._clock)
         record = self._chargers.get(charge_point_id)
         if record is not None and direction == "in":
-            record["lastSeen"] = stamp
+            record["seen"] = self._clock.seconds()
             if message_type == "CALL" and action == "StatusNotification":
                 self._status(record, payload)
         if not self._listeners and not self._history_size:
             return
+        stamp = now_z(self._clock)
         if payload_text is None and payload is not None:
             payload_text = _encode(payload)
         text = message_text(stamp, direction, message_type, message_id, action, payload_text, error_code,
@@ -334,6 +337,15 @@ class LiveFeed:
         more = len(out) > limit
         out = out[:limit]
         return [t for _, t in out], (out[-1][0] if more and out else None)
+
+
+def _last_seen(record: dict[str, Any]) -> str | None:
+    seen = record["seen"]
+    if seen is None:
+        return record["lastSeen"]
+    record["lastSeen"] = iso_z(datetime.fromtimestamp(seen, tz=timezone.utc))
+    record["seen"] = None
+    return record["lastSeen"]
 
 
 def ocpp_version(registry: Any, charge_point_id: str, described: dict | None = None) -> str:
