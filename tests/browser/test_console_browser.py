@@ -109,6 +109,25 @@ def test_a_charger_page_shows_frames_live_and_sends_commands(port, driver):
         driver.find_element(By.ID, "send").click()
         wait_for(lambda: "HTTP 502" in result.text, what="CALLERROR shown", shown=lambda: result.text)
         assert "The charger answered with an error: NotImplemented" in result.text
+        # nested arrays and optional objects become the payload the schema asks for (valid: the gateway sends it)
+        Select(driver.find_element(By.ID, "action")).select_by_value("SendLocalList")
+        driver.find_element(By.NAME, "listVersion").send_keys("3")
+        Select(driver.find_element(By.NAME, "updateType")).select_by_value("Full")
+        driver.find_element(By.XPATH, "//button[text()='Add localAuthorizationList item']").click()
+        driver.find_element(By.NAME, "localAuthorizationList[0].idTag").send_keys("TAG1")
+        driver.find_element(By.XPATH, "//label[text()='include idTagInfo']").click()
+        Select(driver.find_element(By.NAME, "localAuthorizationList[0].idTagInfo.status")).select_by_value("Accepted")
+        driver.find_element(By.ID, "send").click()
+        wait_for(lambda: "SendLocalList failed: HTTP 502" in result.text, what="SendLocalList sent", shown=lambda: result.text)
+        sent = '{"listVersion":3,"localAuthorizationList":[{"idTag":"TAG1","idTagInfo":{"status":"Accepted"}}],"updateType":"Full"}'
+        wait_for(lambda: any(sent in t for t in texts(driver, "#frames > li")), what="the payload as sent",
+                 shown=lambda: texts(driver, "#frames > li")[:2])
+        # every action of the version has a form
+        actions = [o.get_attribute("value") for o in Select(driver.find_element(By.ID, "action")).options]
+        assert len(actions) == 26
+        for action in actions:
+            Select(driver.find_element(By.ID, "action")).select_by_value(action)
+            assert driver.execute_script("return document.querySelector('#fields').children.length") == 1, action
     # the charger is gone: the same command is a 404, explained
     wait_for(lambda: driver.find_element(By.ID, "cp-state").text == "offline", what="charger offline")
     Select(driver.find_element(By.ID, "action")).select_by_value("ClearCache")

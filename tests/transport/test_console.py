@@ -20,7 +20,7 @@ from ocpptw.services.registry import ChargerRegistry
 from ocpptw.transport.api import CommandApi
 from ocpptw.transport.console import ConsoleApi, ConsoleFiles, RequestSchemas
 from ocpptw.transport.history import RingHistory
-from ocpptw.transport.stream import StreamHub
+from ocpptw.transport.stream import FLUSH, StreamHub
 from tests.transport.web_support import get, open_request, response
 
 
@@ -179,10 +179,11 @@ def test_console_files_follow_the_access_rules():
 
 
 def test_a_stream_on_the_site_carries_events_with_its_filter():
-    root, feed, hub, _ = site()
+    root, feed, hub, clock = site()
     _, everything = open_request(root, b"/api/v1/stream")
     _, filtered = open_request(root, b"/api/v1/stream?chargePointId=OTHER")
     feed.frame(Session(), "in", "CALL", "1", "Heartbeat", {}, None, None)
+    clock.advance(FLUSH)
     status, headers, raw = response(everything)
     assert status == 200 and headers["content-type"].startswith("text/event-stream")
     assert b"event: message\ndata: {\"chargePointId\":\"CP1\"" in raw

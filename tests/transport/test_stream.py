@@ -13,7 +13,7 @@ from twisted.web.resource import Resource
 
 from ocpptw.observability.metrics import Metrics
 from ocpptw.services.live import LiveFeed
-from ocpptw.transport.stream import StreamHub
+from ocpptw.transport.stream import FLUSH, StreamHub
 from tests.transport.web_support import open_request, response
 
 
@@ -43,29 +43,37 @@ def rig(**kwargs):
     return clock, feed, hub, StreamOnly(hub), metrics.registry
 
 
-def send(feed, n=1, size=10):
+def send(feed, n=1, size=10, clock=None):
     for i in range(n):
         feed.frame(Session(), "in", "CALL", str(i), "DataTransfer", {"data": "x" * size}, None, None)
+    if clock is not None:
+        clock.advance(FLUSH)
 
 
-def test_events_are_written_as_they_come():
-    _, feed, _, resource, _ = rig()
+def test_events_are_gathered_and_written_in_one_piece():
+    clock, feed, _, resource, _ = rig()
     _, transport = open_request(resource, b"/")
+    before = len(transport.value())
     send(feed, 2)
+    assert len(transport.value()) == before  # gathered for FLUSH seconds
+    clock.advance(FLUSH)
+    assert transport.value()[before:].count(b"\r\n") == 2  # one chunk: its size line and its end
+    send(feed, 1, clock=clock)
     status, headers, raw = response(transport)
     assert status == 200 and headers["content-type"] == "text/event-stream; charset=utf-8"
     assert headers["cache-control"] == "no-store"
-    assert raw.startswith(b"retry: 3000\n") and raw.count(b"event: message\ndata: ") == 2
+    assert raw.startswith(b"retry: 3000\n") and raw.count(b"event: message\ndata: ") == 3
+    assert clock.getDelayedCalls()[0].getTime() > clock.seconds()  # only the heartbeat is due
 
 
 def test_a_paused_client_queues_then_catches_up_in_order():
-    _, feed, hub, resource, _ = rig(max_queued=10_000)
+    clock, feed, hub, resource, _ = rig(max_queued=10_000)
     channel, transport = open_request(resource, b"/")
     (client,) = hub.clients
     channel.pauseProducing()  # what the transport does when its buffer is full
     assert client.paused
     before = len(transport.value())
-    send(feed, 5)
+    send(feed, 5, clock=clock)
     assert len(transport.value()) == before
     channel.resumeProducing()
     raw = response(transport)[2]
@@ -74,14 +82,16 @@ def test_a_paused_client_queues_then_catches_up_in_order():
 
 
 def test_a_client_that_cannot_keep_up_is_dropped_and_counted():
-    _, feed, hub, resource, registry = rig(max_queued=2_000)
+    clock, feed, hub, resource, registry = rig(max_queued=2_000)
     channel, transport = open_request(resource, b"/")
     channel.pauseProducing()
+    send(feed, 5, size=100, clock=clock)
+    assert hub.clients  # queued within the bound
     send(feed, 50, size=100)
     assert hub.clients == set() and transport.disconnecting
     assert registry.get_sample_value("ocpp_console_stream_dropped_total") == 1
     assert registry.get_sample_value("ocpp_console_streams") == 0
-    send(feed, 5)  # nothing more is buffered for it
+    send(feed, 5, clock=clock)  # nothing more is buffered for it
 
 
 def test_heartbeats_keep_the_stream_alive():
