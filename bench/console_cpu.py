@@ -12,6 +12,10 @@ Usage::
 
 Needs /usr/bin/chromium and /usr/bin/chromedriver unless C{--sse}.  Prints
 each window and the overhead of the console in percent.
+
+C{--per-frame} measures instead, in process and without sockets, the CPU
+time the live feed and one stream add to each frame (what the windows above
+measure through the noise of a shared machine).
 """
 
 from __future__ import annotations
@@ -68,6 +72,67 @@ def measure(pid: int, seconds: float) -> float:
     return (cpu_seconds(pid) - before) / (time.monotonic() - started)
 
 
+def per_frame(frames: int = 50_000) -> None:
+    """
+    CPU time per frame of the live feed alone (no console) and with one
+    stream open (events encoded, gathered, flushed every 0.1 s into a
+    twisted.web response on a memory transport).
+    """
+    import json
+
+    from twisted.internet.task import Clock
+
+    from ocpptw.services.live import LiveFeed
+    from ocpptw.transport.stream import FLUSH, StreamHub
+    from tests.transport.web_support import open_request
+
+    class Session:
+        charge_point_id = "CP0001"
+
+    payload = {"connectorId": 1, "transactionId": 4711, "meterValue": [{"timestamp": "2026-12-04T10:00:00Z",
+               "sampledValue": [{"value": "4174817", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+                                {"value": "11350", "measurand": "Power.Active.Import", "unit": "W"}]}]}
+    text = json.dumps(payload)
+
+    class Stream:
+        isLeaf = True
+
+        def __init__(self, hub):
+            self.hub = hub
+
+        def render(self, request):
+            return self.hub.open(request, None)
+
+        def getChildWithDefault(self, name, request):
+            return self
+
+    def run(with_stream: bool) -> float:
+        clock = Clock()
+        feed = LiveFeed(clock, None)
+        hub = StreamHub(feed, clock)
+        transport = None
+        if with_stream:  # the hub listens to the feed only while it runs, as in the gateway
+            hub.startService()
+            _, transport = open_request(Stream(hub), b"/")
+        session = Session()
+        started = time.process_time()
+        for i in range(frames):
+            feed.frame(session, "in", "CALL", str(i), "MeterValues", payload, None, None, text)
+            if i % 10 == 9:  # 100 frames a second: ten per flush
+                clock.advance(FLUSH)
+                if transport is not None:
+                    transport.clear()
+        elapsed = time.process_time() - started
+        if hub.running:
+            hub.stopService()
+        return elapsed / frames
+
+    alone, streamed = min(run(False) for _ in range(3)), min(run(True) for _ in range(3))
+    extra = streamed - alone
+    print(f"live feed alone: {alone * 1e6:.1f} µs a frame; with one stream: {streamed * 1e6:.1f} µs"
+          f" ({extra * 1e6:.1f} µs more: {extra * 100 * 100:.2f} % of a core at 100 frames/s)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chargers", type=int, default=200)
@@ -76,7 +141,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="pairs of windows (without, with)")
     ap.add_argument("--warmup", type=float, default=15.0)
     ap.add_argument("--sse", action="store_true", help="a bare stream reader instead of the browser")
+    ap.add_argument("--per-frame", action="store_true", help="in process: CPU per frame with and without a stream")
     args = ap.parse_args()
+    if args.per_frame:
+        per_frame()
+        return 0
 
     from tests.browser.support import browser, browser_missing, gateway, simulator, wait_for
 

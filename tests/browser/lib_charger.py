@@ -1,8 +1,9 @@
 """
 A charger built on the third-party C{ocpp} package for the console's browser
 tests: boots, reports connector 1 Available, then sends a Heartbeat every
-second for the given time.  It accepts Reset (its own handler) and leaves
-every other command to the library, which answers C{NotImplemented}.
+second for the given time.  It accepts Reset (its own handler), answers
+UnlockConnector after 3 s, and leaves every other command to the library,
+which answers C{NotImplemented}.
 
 Usage: python -m tests.browser.lib_charger ws://127.0.0.1:PORT/ocpp/CP-ID SECONDS
 """
@@ -20,6 +21,11 @@ class Charger(ChargePoint):
     @on("Reset")
     def on_reset(self, type, **kwargs):
         return call_result.Reset(status="Accepted")
+
+    @on("UnlockConnector")
+    async def on_unlock(self, connector_id, **kwargs):
+        await asyncio.sleep(3)  # slower than the console's 1 s wait: a 504
+        return call_result.UnlockConnector(status="Unlocked")
 
 
 async def run(url, seconds):

@@ -122,6 +122,24 @@ def test_a_charger_page_shows_frames_live_and_sends_commands(port, driver):
         sent = '{"listVersion":3,"localAuthorizationList":[{"idTag":"TAG1","idTagInfo":{"status":"Accepted"}}],"updateType":"Full"}'
         wait_for(lambda: any(sent in t for t in texts(driver, "#frames > li")), what="the payload as sent",
                  shown=lambda: texts(driver, "#frames > li")[:2])
+        # a payload the schema refuses is not sent: 400, explained
+        Select(driver.find_element(By.ID, "action")).select_by_value("ReserveNow")
+        driver.find_element(By.NAME, "connectorId").send_keys("1")
+        driver.find_element(By.NAME, "expiryDate").send_keys("tomorrow")
+        driver.find_element(By.NAME, "idTag").send_keys("TAG1")
+        driver.find_element(By.NAME, "reservationId").send_keys("9")
+        driver.find_element(By.ID, "send").click()
+        wait_for(lambda: "ReserveNow failed: HTTP 400" in result.text, what="invalid payload", shown=lambda: result.text)
+        assert "not valid" in result.text and "expiryDate" in result.text
+        # no answer within the wait: 504, explained
+        Select(driver.find_element(By.ID, "action")).select_by_value("UnlockConnector")
+        driver.find_element(By.NAME, "connectorId").send_keys("1")
+        timeout = driver.find_element(By.ID, "call-timeout")
+        timeout.clear()
+        timeout.send_keys("1")
+        driver.find_element(By.ID, "send").click()
+        wait_for(lambda: "UnlockConnector failed: HTTP 504" in result.text, what="timeout", shown=lambda: result.text)
+        assert "did not answer in time" in result.text
         # every action of the version has a form
         actions = [o.get_attribute("value") for o in Select(driver.find_element(By.ID, "action")).options]
         assert len(actions) == 26
