@@ -28,8 +28,10 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ocpptw.clock import iso_z, now_z
+from ocpptw.interfaces import ISessionObserver
 
 #: Listener signature: C{(kind, chargePointId, json_text)}, kind C{"charger"} or C{"message"}.
 Listener = Callable[[str, str, str], None]
@@ -91,6 +93,7 @@ class _Ring:
         self.size = 0  # bytes held
 
 
+@implementer(ISessionObserver)
 class LiveFeed:
     """
     The console's view of this instance.
@@ -363,6 +366,7 @@ def ocpp_version(registry: Any, charge_point_id: str, described: dict | None = N
     return "1.6"
 
 
+@implementer(ISessionObserver)
 class Tee:
     """
     One session observer that hands every call to several.

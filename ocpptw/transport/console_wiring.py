@@ -36,7 +36,9 @@ def store_keeps_log(config: Config, backend: Any) -> bool:
     Whether frames land in the embedded store's message log (no broker, no
     REST backend), so the history API reads them there.
     """
-    return not config.enable_rabbitmq and not config.backend_url and hasattr(backend, "message_page")
+    from ocpptw.interfaces import IMessageLog
+
+    return not config.enable_rabbitmq and not config.backend_url and IMessageLog.providedBy(backend)
 
 
 def live_feed(config: Config, reactor: Any, registry: Any, recorder: Any, backend: Any) -> tuple[Any, Any]:

@@ -151,6 +151,15 @@ def test_offline_chargers_are_forgotten_first():
     assert [c["chargePointId"] for c in feed.chargers()] == ["A", "C", "D"]  # online ones stay
 
 
+def test_the_feed_and_the_tee_are_session_observers():
+    from zope.interface.verify import verifyObject
+
+    from ocpptw.interfaces import ISessionObserver
+
+    assert verifyObject(ISessionObserver, LiveFeed(Clock(), None))
+    assert verifyObject(ISessionObserver, Tee())
+
+
 def test_tee_calls_every_observer():
     calls = []
 
