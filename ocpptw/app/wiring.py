@@ -334,7 +334,7 @@ def build(config: Config, reactor: Any) -> Parts:
         publisher, reactor, config.instance_id, metrics,
         accepted=chargers.is_accepted, max_payload_bytes=config.message_log_max_bytes,
     )
-    feed, observer = live_feed(config, reactor, registry, recorder, backend)
+    feed, observer = live_feed(config, reactor, registry, recorder, backend, accepted=chargers.is_accepted)
 
     def session_factory(identity: str, connection: Any, strict: bool) -> OcppSession:
         session = OcppSession(identity, connection, router, reactor, validator, call_timeout=config.call_timeout, observer=observer)

@@ -107,6 +107,9 @@ class LiveFeed:
         (C{MESSAGE_LOG_MAX_BYTES}).
     @param max_bytes: bound of all rings together.
     @param max_chargers: chargers remembered at most.
+    @param accepted: C{(chargePointId) -> bool}; until it is true only a
+        charger's BootNotification frames go into the ring, as into the
+        message log (CONTRACT section 1).  The stream shows every frame.
     """
 
     log = Logger()
@@ -119,6 +122,7 @@ class LiveFeed:
         max_payload: int = 65536,
         max_bytes: int = 256 * 1024 * 1024,
         max_chargers: int = 10000,
+        accepted: Callable[[str], bool] | None = None,
     ) -> None:
         self._clock = clock
         self._registry = registry
@@ -126,6 +130,7 @@ class LiveFeed:
         self._max_payload = max_payload
         self._max_bytes = max_bytes
         self._max_chargers = max_chargers
+        self._accepted = accepted
         self._chargers: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._rings: OrderedDict[str, _Ring] = OrderedDict()
         self._ring_bytes = 0
@@ -289,7 +294,8 @@ class LiveFeed:
             payload_text = _encode(payload)
         text = message_text(stamp, direction, message_type, message_id, action, payload_text, error_code,
                             error_description, self._max_payload)
-        if self._history_size:
+        if self._history_size and (action == "BootNotification" or self._accepted is None
+                                   or self._accepted(charge_point_id)):
             self._keep(charge_point_id, text)
         if self._listeners:
             self._emit("message", charge_point_id, '{"chargePointId":' + _dumps_key(charge_point_id) + "," + text[1:])

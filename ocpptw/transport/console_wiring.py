@@ -41,15 +41,21 @@ def store_keeps_log(config: Config, backend: Any) -> bool:
     return not config.enable_rabbitmq and not config.backend_url and IMessageLog.providedBy(backend)
 
 
-def live_feed(config: Config, reactor: Any, registry: Any, recorder: Any, backend: Any) -> tuple[Any, Any]:
+def live_feed(
+    config: Config, reactor: Any, registry: Any, recorder: Any, backend: Any, accepted: Any = None
+) -> tuple[Any, Any]:
     """
     The L{ocpptw.services.live.LiveFeed} and the session observer that
     feeds it along with C{recorder}.
+
+    @param accepted: C{(chargePointId) -> bool}, whether a charger is
+        accepted (its frames other than boots are kept only then).
     """
     from ocpptw.services.live import LiveFeed, Tee
 
     keeps = store_keeps_log(config, backend)
-    feed = LiveFeed(reactor, registry, history_size=0 if keeps else config.message_history_size)
+    feed = LiveFeed(reactor, registry, history_size=0 if keeps else config.message_history_size,
+                    max_payload=config.message_log_max_bytes, accepted=accepted)
     return feed, Tee(recorder, feed)
 
 

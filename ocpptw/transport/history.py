@@ -96,8 +96,8 @@ def row_message(row: tuple[Any, ...]) -> dict[str, Any]:
     """
     One message-log row (C{id, timestamp, direction, message_type,
     message_id, action, payload, error_code}) as a history message.  A
-    payload that is not JSON (one the store cut) comes back as text with
-    C{truncated: true}.
+    payload the store cut to C{MESSAGE_LOG_MAX_BYTES} (kept as a JSON
+    string) comes back as that string with C{truncated: true}.
     """
     _, timestamp, direction, message_type, message_id, action, payload, error_code = row
     message: dict[str, Any] = {"timestamp": timestamp, "direction": direction,
@@ -112,6 +112,9 @@ def row_message(row: tuple[Any, ...]) -> dict[str, Any]:
         except ValueError:
             message["payload"] = payload
             message["truncated"] = True
+        else:
+            if isinstance(message["payload"], str):  # a payload is an object: a string is one the log cut
+                message["truncated"] = True
     return message
 
 

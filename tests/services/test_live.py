@@ -131,6 +131,18 @@ def test_ring_pages_newest_first_with_a_cursor():
     assert feed.seen("CP7") and not feed.seen("CP8")
 
 
+def test_until_a_charger_is_accepted_only_its_boots_are_kept():
+    accepted = set()
+    _, _, feed, events = rig(history_size=10, accepted=accepted.__contains__)
+    frame(feed, "CP8", message_id="b", action="BootNotification")
+    frame(feed, "CP8", message_id="h", action="Heartbeat")
+    accepted.add("CP8")
+    frame(feed, "CP8", message_id="h2", action="Heartbeat")
+    texts, _ = feed.page("CP8", None, 10)
+    assert [json.loads(t)["messageId"] for t in texts] == ["h2", "b"]
+    assert [e[2]["messageId"] for e in events if e[0] == "message"] == ["b", "h", "h2"]  # the stream shows all
+
+
 def test_rings_are_bounded_in_bytes_least_recent_charger_first():
     _, _, feed, _ = rig(history_size=100, max_bytes=3000)
     for cp in ("A", "B", "C"):

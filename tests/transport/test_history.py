@@ -48,8 +48,10 @@ def test_rows_become_messages():
         "timestamp": "2026-11-24T10:00:00.000Z", "direction": "out", "messageType": "CALLERROR", "messageId": "m1",
         "action": "Reset", "payload": {}, "errorCode": "NotSupported",
     }
-    cut = row_message((6, "t", "in", "CALL", "m2", "DataTransfer", '{"data":"xxx', None))
-    assert cut["payload"] == '{"data":"xxx' and cut["truncated"] is True
+    cut = row_message((6, "t", "in", "CALL", "m2", "DataTransfer", '"{\\"data\\":\\"xxx"', None))
+    assert cut["payload"] == '{"data":"xxx' and cut["truncated"] is True  # the log keeps a cut payload as a string
+    unreadable = row_message((6, "t", "in", "CALL", "m2", "DataTransfer", '{"data":"xxx', None))
+    assert unreadable["payload"] == '{"data":"xxx' and unreadable["truncated"] is True
     bare = row_message((7, "t", "in", "CALLRESULT", "m3", None, None, None))
     assert "payload" not in bare and "action" not in bare
 
