@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.services.test_live -*-
 """
-What the operator console sees as it happens (CONTRACT section 8).
+What the operator console sees as it happens (docs/contract.md section 8).
 
 L{LiveFeed} sits beside the frame recorder as the sessions' observer
 (L{Tee}) and listens to the charger registry.  It keeps:
@@ -66,7 +66,7 @@ def message_text(
     max_payload: int,
 ) -> str:
     """
-    One message of the history (CONTRACT section 8) as JSON text, the
+    One message of the history (docs/contract.md section 8) as JSON text, the
     payload's text spliced in as it is unless it is longer than
     C{max_payload} characters: then it is kept cut, as a string, with
     C{truncated: true}.
@@ -109,7 +109,7 @@ class LiveFeed:
     @param max_chargers: chargers remembered at most.
     @param accepted: C{(chargePointId) -> bool}; until it is true only a
         charger's BootNotification frames go into the ring, as into the
-        message log (CONTRACT section 1).  The stream shows every frame.
+        message log (docs/contract.md section 1).  The stream shows every frame.
     """
 
     log = Logger()

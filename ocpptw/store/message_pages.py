@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.store.test_message_pages -*-
 """
 Pages of the embedded store's message log, newest first, for the history API
-(CONTRACT section 8).
+(docs/contract.md section 8).
 
 The log is read by charger and row id, through the index
 L{BY_DEVICE} (C{device_id, id}): a page is one index range scan, as fast

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.transport.test_console -*-
 """
-The operator console (CONTRACT section 8): its API next to the command API
+The operator console (docs/contract.md section 8): its API next to the command API
 under C{/api/v1}, and its static files at C{/console/}.
 
 L{ConsoleApi} answers
@@ -15,7 +15,7 @@ L{ConsoleApi} answers
       CSMS-to-charger action of an OCPP version, for the console's forms
 
 and hands every other request to the command API, whose access rules
-(CONTRACT section 4) it applies to its own paths as well.
+(docs/contract.md section 4) it applies to its own paths as well.
 
 L{ConsoleFiles} serves C{ocpptw/console/} from the package: loopback only
 while C{ADMIN_API_TOKEN} is unset, to anyone otherwise (the page holds no

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.transport.test_history -*-
 """
-C{GET /api/v1/chargers/{id}/messages?limit=N&before=CURSOR} (CONTRACT
+C{GET /api/v1/chargers/{id}/messages?limit=N&before=CURSOR} (docs/contract.md
 section 8): a charger's frames, newest first, a page at a time.
 
 Two sources answer the same way: the embedded store's message log

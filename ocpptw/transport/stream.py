@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.transport.test_stream -*-
 """
-C{GET /api/v1/stream}: the live feed as Server-Sent Events (CONTRACT
+C{GET /api/v1/stream}: the live feed as Server-Sent Events (docs/contract.md
 section 8) on twisted.web.
 
 Events are gathered for L{FLUSH} seconds and written to each client in one

@@ -1,7 +1,7 @@
 """
 The console's API paths (overview, schemas, history, sessions, stream) and
 its static files, through the real twisted.web stack: routing, access rules
-(CONTRACT section 4), status codes and bodies.
+(docs/contract.md section 4), status codes and bodies.
 """
 
 from __future__ import annotations
