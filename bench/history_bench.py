@@ -1,6 +1,6 @@
 """
 History API page time at millions of stored frames: fills an embedded store
-(C{embedded.SCHEMA}, so with the C{messages_by_device} index) with
+(C{embedded_schema.CURRENT}, so with the C{messages_by_device} index) with
 C{--rows} frames spread over C{--chargers} chargers, then times pages of the
 message log as the history API reads them (L{read_page}): the newest page of
 a charger, a page deep in its history (through a cursor), and a page of a
@@ -32,10 +32,10 @@ PAYLOAD = ('{"connectorId":1,"transactionId":4711,"meterValue":[{"timestamp":"20
 
 
 def fill(path: Path, rows: int, chargers: int) -> float:
-    from ocpptw.store.embedded import SCHEMA
+    from ocpptw.store.embedded_schema import CURRENT
 
     conn = sqlite3.connect(path)
-    conn.executescript(SCHEMA)
+    conn.executescript(CURRENT)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
     rng = random.Random(1)
