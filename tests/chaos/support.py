@@ -119,7 +119,7 @@ class Daemon:
         self.workdir = workdir
         self.port = port or free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "BACKEND_", "RABBITMQ_", "ENABLE_"))}
-        self.env.update({"PORT": str(self.port), "WEBSOCKET_HOST": "127.0.0.1", "LOG_LEVEL": "warn"})
+        self.env.update({"PORT": str(self.port), "WEBSOCKET_HOST": "127.0.0.1", "LOG_LEVEL": "info"})
         self.env.update(env)
         self.proc: subprocess.Popen | None = None
         self.runs = 0
