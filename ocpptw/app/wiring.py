@@ -26,6 +26,7 @@ from ocpptw.config import Config
 from ocpptw.interfaces import IBackend, ICommandBus, IEventPublisher
 from ocpptw.observability.heap import HeapService
 from ocpptw.observability.metrics import Metrics
+from ocpptw.observability.readiness import Readiness, room_check
 from ocpptw.services.registry import ChargerRegistry
 from ocpptw.store.ledger import Ledger
 from ocpptw.store.outbox import Outbox
@@ -107,6 +108,7 @@ class Parts:
     heap: HeapService | None
     listeners: Listeners
     console: Console
+    readiness: Readiness
 
     def services(self) -> list[IService]:
         """
@@ -124,6 +126,7 @@ class Parts:
         if IService.providedBy(self.publisher):
             ordered.append(self.publisher)
         ordered.append(self.alarm)
+        ordered.append(self.readiness)
         if self.heap is not None:
             ordered.append(self.heap)
         if self.listeners.governor is not None:
@@ -330,9 +333,12 @@ def build(config: Config, reactor: Any) -> Parts:
     registry = ChargerRegistry(config.instance_id, reactor)
     validator = Validator()
     router = Router(chargers, sessions, reactor)
+    from ocpptw.services.presence import Presence
+
     recorder = FrameRecorder(
         publisher, reactor, config.instance_id, metrics,
         accepted=chargers.is_accepted, max_payload_bytes=config.message_log_max_bytes,
+        presence=Presence(registry, chargers, reactor),
     )
     feed, observer = live_feed(config, reactor, registry, recorder, backend, accepted=chargers.is_accepted)
 
@@ -386,17 +392,26 @@ def build(config: Config, reactor: Any) -> Parts:
     listening: list[Listeners] = []
 
     def charger_port_up() -> tuple[bool, str]:
-        up = bool(listening and listening[0].chargers.running and gate.accepting)
-        return up, "listener not accepting"
+        return bool(listening and listening[0].chargers.running), "listener not up"
+
+    def not_draining() -> tuple[bool, str]:
+        return gate.accepting, "draining"
 
     def stores_writable() -> tuple[bool, str]:
         # the outbox's own refusals land on its database
         return all([db.probe() for db in stores.databases]), f"cannot write to {config.data_dir}"
 
-    checks: list[ReadyCheck] = [charger_port_up, backend.ready, publisher.ready, stores_writable]
+    # /ready (CONTRACT section 6): only this instance's own trouble blocks;
+    # a backend or broker outage, shared by every instance, degrades.
+    readiness = Readiness(
+        blocking=[charger_port_up, not_draining, stores_writable, room_check(config.data_dir)],
+        degrading=[backend.ready, publisher.ready],
+        clock=reactor,
+        observer=metrics,
+    )
 
     def site(ws_factory: Any, require_tls: int | None = None) -> Site:
-        return build_site(ws_factory, config.ocpp_path, checks, metrics.render, console.api, require_tls=require_tls,
+        return build_site(ws_factory, config.ocpp_path, readiness, metrics.render, console.api, require_tls=require_tls,
                           console=console.files)
 
     listeners = build_listeners(config, reactor, metrics, site, factory)
@@ -416,4 +431,5 @@ def build(config: Config, reactor: Any) -> Parts:
         heap=heap,
         listeners=listeners,
         console=console,
+        readiness=readiness,
     )

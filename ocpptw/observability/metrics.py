@@ -238,6 +238,12 @@ class Metrics:
             "1 while the outbox holds more than OUTBOX_ALARM_DEPTH entries or its oldest is older than OUTBOX_ALARM_AGE",
             registry=registry,
         )
+        self._readiness = Gauge(
+            "ocpp_readiness",
+            "1 for the state /ready answers now (ready, degraded: backend or broker down, unavailable: 503), 0 for the others",
+            ["state"],
+            registry=registry,
+        )
         self._accept_rate = Gauge(
             "ocpp_accept_rate",
             "Connections a listener may accept per second now (ACCEPT_RATE; 0 is no limit)",
@@ -410,6 +416,15 @@ class Metrics:
             registry=self.registry,
         )
         return dropped.inc
+
+    def readiness(self, state: str) -> None:
+        """
+        What C{/ready} answers now (L{ocpptw.observability.readiness}).
+        """
+        from ocpptw.observability.readiness import STATES
+
+        for one in STATES:
+            self._readiness.labels(one).set(1.0 if one == state else 0.0)
 
     def watch_accept(
         self, rate: Callable[[], float], busy: Callable[[], float] | None = None, waiting: Callable[[], int] | None = None

@@ -38,6 +38,7 @@ from ocpptw.interfaces import (
     ILedger,
     IOutbox,
     NotFound,
+    StorageFull,
 )
 from ocpptw.services.delivery import ENSURE_CHARGER, UPDATE_LAST_SEEN, UPDATE_STATUS
 from ocpptw.services.meter import utc_timestamp
@@ -258,6 +259,14 @@ class ChargerService:
             ),
             self._event(CHARGER_LAST_SEEN, charge_point_id, {"lastSeen": stamp}),
         )
-        d.addErrback(lambda f: self.log.failure("recording last-seen of {chargePointId} failed", f,
-                                                chargePointId=charge_point_id))
+        d.addErrback(self._seen_failed, charge_point_id, at)
+
+    def _seen_failed(self, failure: Any, charge_point_id: str, at: float) -> None:
+        if self._last_seen.get(charge_point_id) == at:
+            del self._last_seen[charge_point_id]  # the next frame tries again
+        if failure.check(StorageFull):
+            # DATA_DIR refuses writes: the outbox says so once, and /ready.
+            self.log.debug("last-seen of {chargePointId} not recorded: disk full", chargePointId=charge_point_id)
+            return
+        self.log.failure("recording last-seen of {chargePointId} failed", failure, chargePointId=charge_point_id)
 

@@ -43,6 +43,8 @@ class FrameRecorder:
 
     @param publisher: where C{ocpp.message} events go.
     @param metrics: an L{ocpptw.observability.metrics.Metrics} or C{None}.
+    @param presence: called with the charger's identity for every frame
+        from it, or C{None}.
     """
 
     log = Logger()
@@ -55,10 +57,14 @@ class FrameRecorder:
         metrics: Any = None,
         accepted: Callable[[str], bool] | None = None,
         max_payload_bytes: int | None = None,
+        presence: Any = None,
     ) -> None:
         self._accepted = accepted
         self._max_payload = max_payload_bytes
         self._publisher = publisher
+        #: C{(charge_point_id) -> None}, told of every frame from a charger
+        #: (C{lastSeen}: L{ocpptw.services.presence.Presence}).
+        self._presence = presence
         self._clock = clock
         self._instance = instance
         self._metrics = metrics
@@ -85,6 +91,8 @@ class FrameRecorder:
                 metrics.call_error(error_code)
             self._time(session, direction, message_type, message_id, action, metrics)
         charge_point_id = session.charge_point_id
+        if direction == "in" and self._presence is not None:
+            self._presence(charge_point_id)  # lastSeen: every frame counts, logged or not
         if action != "BootNotification" and self._accepted is not None and not self._accepted(charge_point_id):
             # Until a charger is accepted only its boots are kept: what else it sends is refused anyway.
             if metrics is not None:

@@ -31,26 +31,26 @@ class Health(Resource):
 
 class Ready(Resource):
     """
-    C{GET /ready}: 200 when every check passes, else 503 with the reasons.
+    C{GET /ready}: what the L{ocpptw.observability.readiness.Readiness}
+    answers (200 ready or degraded, 503 unavailable, with the reasons).
 
-    @param checks: callables returning C{(ok, reason)}.
+    @param readiness: a L{Readiness}, or a list of checks C{() -> (ok,
+        reason)} that all block.
     """
 
     isLeaf = True
 
-    def __init__(self, checks: list[Callable[[], tuple[bool, str]]]) -> None:
+    def __init__(self, readiness: Any) -> None:
         super().__init__()
-        self._checks = checks
+        if isinstance(readiness, list):
+            from ocpptw.observability.readiness import Readiness
+
+            readiness = Readiness(readiness)
+        self._readiness = readiness
 
     def render_GET(self, request: Request) -> bytes:
-        reasons = []
-        for check in self._checks:
-            ok, reason = check()
-            if not ok:
-                reasons.append(reason)
-        if reasons:
-            return write_json(request, 503, {"status": "unavailable", "reasons": reasons})
-        return write_json(request, 200, {"status": "ready"})
+        status, body = self._readiness.answer()
+        return write_json(request, status, body)
 
 
 class Metrics(Resource):
@@ -152,7 +152,7 @@ class QuietSite(Site):
 def build_site(
     ws_factory: Any,
     ocpp_path: str,
-    ready_checks: list[Callable[[], tuple[bool, str]]],
+    ready_checks: Any,
     metrics_render: Callable[[], tuple[bytes, str]] | None,
     api: Resource | None,
     require_tls: int | None = None,

@@ -259,10 +259,10 @@ class GatewayProcess:
         while True:
             assert self.process.poll() is None, f"gateway exited with {self.process.returncode}: {self.text()[-3000:]}"
             try:
-                status, _ = await http(self.port, "GET", "/ready", seconds=2)
+                status, body = await http(self.port, "GET", "/ready", seconds=2)
             except Exception:
-                status = None
-            if status == 200:
+                status = body = None
+            if status == 200 and body == {"status": "ready"}:  # not degraded: the broker is connected
                 return
             assert waited < seconds, f"not ready within {seconds} s: {self.text()[-3000:]}"
             await deferLater(reactor, 0.1, lambda: None)
