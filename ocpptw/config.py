@@ -8,6 +8,7 @@ environment; L{ocpptw.tap} does, and hands the text and mappings in.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -235,6 +236,63 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_ENV = {s.env: s for s in SETTINGS}
 
+#: Prefixes of the gateway's own variables (CONTRACT section 2): a variable
+#: in the environment with one of them that is no setting is a typo, and
+#: stops the start.  Generic ones (C{HTTP_}, C{LOG_}, C{DATA_}) are left
+#: out: other software sets C{HTTP_PROXY} and the like.
+GUARDED_PREFIXES = (
+    "OCPP_",
+    "BACKEND_",
+    "RABBITMQ_",
+    "TLS_",
+    "ADMIN_",
+    "OUTBOX_",
+    "EMBEDDED_",
+    "HANDSHAKE_",
+    "ACCEPT_",
+    "INSTANCE_",
+    "DRAIN_",
+    "GC_",
+)
+
+#: What Kubernetes injects for every Service of the namespace (service
+#: links): C{RABBITMQ_PORT=tcp://...}, C{BACKEND_SERVICE_HOST}, ...; never
+#: a typo of a setting.
+_SERVICE_LINK = re.compile(r"^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)$")
+
+#: Values that are a template's placeholder, never a real secret.
+PLACEHOLDERS = frozenset(
+    {"change-me", "changeme", "change_me", "change-it", "changeit", "replace-me", "replaceme", "todo", "xxx", "secret", "password", "token", "<token>", "..."}
+)
+
+
+def closest_setting(name: str) -> str | None:
+    """
+    The setting whose name is closest to C{name}, or C{None}.
+    """
+    import difflib
+
+    found = difflib.get_close_matches(name, list(_BY_ENV), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _not_a_setting(name: str, where: str) -> ConfigError:
+    closest = closest_setting(name)
+    hint = f"; did you mean {closest}?" if closest else "; docs/operations.md lists the settings"
+    return ConfigError(f"{where} sets unknown variable {name}{hint}")
+
+
+def typos_in(environ: Mapping[str, str]) -> list[str]:
+    """
+    The names in C{environ} that carry one of L{GUARDED_PREFIXES} but are
+    no setting (Kubernetes service links excepted), sorted.
+    """
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(GUARDED_PREFIXES) and name not in _BY_ENV and not _SERVICE_LINK.match(name)
+    )
+
 
 @dataclass(frozen=True)
 class Config:
@@ -304,17 +362,43 @@ class Config:
     def tls(self) -> bool:
         return self.tls_cert is not None
 
-    def redacted(self) -> dict[str, Any]:
+    def warnings(self) -> list[str]:
         """
-        The configuration with secrets masked, for the start-up log line.
+        Settings that work but that an operator should not run with, one
+        line each, logged at start.
         """
-        out: dict[str, Any] = {}
+        out = []
+        if self.security_profile == 1 and not self.tls:
+            out.append(
+                "OCPP_SECURITY_PROFILE=1 without TLS: chargers send their keys in clear text over ws://; "
+                "use profile 2 (TLS_CERT, TLS_KEY) unless a TLS terminator sits in front"
+            )
+        return out
+
+    def redacted(self) -> dict[str, str]:
+        """
+        Every setting as an operator writes it (C{ACCEPT_RATE: auto},
+        C{unset}, C{true}), secrets masked, for the start-up log line.
+        """
+        out: dict[str, str] = {}
         for s in SETTINGS:
             value = getattr(self, s.attr)
             if s.secret and value:
                 value = _mask_url(value) if s.env == "RABBITMQ_URL" else "***"
-            out[s.env] = value
+            out[s.env] = _shown(s.env, value)
         return out
+
+
+def _shown(env: str, value: Any) -> str:
+    if value is None:
+        return "auto" if env == "ACCEPT_RATE" else "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(value) or "unset"
+    return str(value)
 
 
 def _mask_url(url: str) -> str:
@@ -373,16 +457,27 @@ def load_config(
     dotenv = parse_dotenv(dotenv_text)
     for name in dotenv:
         if name not in _BY_ENV:
-            raise ConfigError(f".env.ocpp sets unknown variable {name}")
+            raise _not_a_setting(name, ".env.ocpp")
+    for name in typos_in(environ or {}):
+        raise _not_a_setting(name, "the environment")
     for name in cli or {}:
         if name not in _BY_ENV:
             raise ConfigError(f"unknown option for {name}")
     values: dict[str, Any] = {}
     for s in SETTINGS:
         text = s.default
+        given = False
         for layer in (dotenv, environ or {}, cli or {}):
             if s.env in layer:
                 text = layer[s.env]
+                given = True
+        if s.attr == "instance_slot" and given and not (text or "").strip():
+            # Older clusters have no pod-index label and hand an empty
+            # value: a slot hashed from the name could collide.
+            raise ConfigError(
+                "INSTANCE_SLOT is set but empty (the pod-index label needs Kubernetes 1.28 or later): "
+                "set it to a number 0-1023 unique per instance, or remove it"
+            )
         if text is None or (text == "" and s.attr in {"tls_port", "http_port", "instance_slot", "instance_id"}):
             continue
         values[s.attr] = s.parse(s.env, text)
@@ -397,6 +492,13 @@ def load_config(
 
 
 def _check(config: Config) -> None:
+    for env, value in (("ADMIN_API_TOKEN", config.admin_token), ("BACKEND_API_TOKEN", config.backend_token)):
+        if value is not None and value.strip().lower() in PLACEHOLDERS:
+            raise ConfigError(f"{env} is a template's placeholder: set a real secret or leave it unset")
+    if config.rabbitmq_url is not None:
+        password = urlsplit(config.rabbitmq_url).password
+        if password is not None and password.lower() in PLACEHOLDERS:
+            raise ConfigError("RABBITMQ_URL has a placeholder password: set the broker's real one")
     if (config.tls_cert is None) != (config.tls_key is None):
         raise ConfigError("TLS_CERT and TLS_KEY must be set together")
     if config.tls_ca is not None and config.tls_cert is None:

@@ -130,3 +130,68 @@ def test_readme_documents_every_setting():
     table = [line for line in readme.splitlines() if line.startswith("| ")]
     missing = [s.env for s in SETTINGS if not any(s.env in line for line in table)]
     assert missing == []
+
+
+def test_a_prefixed_typo_in_the_environment_stops_the_start_naming_the_closest():
+    """OCPP_SECURTY_PROFILE=2 in the process environment is refused, naming OCPP_SECURITY_PROFILE."""
+    with pytest.raises(ConfigError) as e:
+        load_config("", {"OCPP_SECURTY_PROFILE": "2"}, {})
+    assert str(e.value) == "the environment sets unknown variable OCPP_SECURTY_PROFILE; did you mean OCPP_SECURITY_PROFILE?"
+    with pytest.raises(ConfigError, match="unknown variable RABBITMQ_EXCHANGES; did you mean RABBITMQ_EXCHANGE"):
+        load_config("", {"RABBITMQ_EXCHANGES": "x"}, {})
+    with pytest.raises(ConfigError, match="unknown variable OCPP_WHATEVER_ELSE; docs/operations.md"):
+        load_config("", {"OCPP_WHATEVER_ELSE": "1"}, {})
+    with pytest.raises(ConfigError, match=r"\.env\.ocpp sets unknown variable TLS_CRT; did you mean TLS_CERT\?"):
+        load_config("TLS_CRT=x\n", {}, {})
+
+
+def test_variables_of_other_software_and_service_links_are_not_typos():
+    """HTTP_PROXY, PATH and what Kubernetes injects for Services named rabbitmq or backend are left alone."""
+    environ = {
+        "HTTP_PROXY": "http://proxy:3128",
+        "PATH": "/usr/bin",
+        "RABBITMQ_PORT": "tcp://10.0.0.5:5672",
+        "RABBITMQ_SERVICE_HOST": "10.0.0.5",
+        "RABBITMQ_SERVICE_PORT_AMQP": "5672",
+        "RABBITMQ_PORT_5672_TCP_ADDR": "10.0.0.5",
+        "BACKEND_PORT_8080_TCP": "tcp://10.0.0.6:8080",
+    }
+    assert load_config("", environ, {}).port == 9000
+
+
+def test_empty_instance_slot_stops_the_start():
+    """INSTANCE_SLOT set but empty (no pod-index label before Kubernetes 1.28) is refused, never hashed."""
+    with pytest.raises(ConfigError, match="INSTANCE_SLOT is set but empty .*Kubernetes 1.28"):
+        load_config("", {"INSTANCE_ID": "ocpptw-0", "INSTANCE_SLOT": ""}, {})
+    with pytest.raises(ConfigError, match="INSTANCE_SLOT is set but empty"):
+        load_config("INSTANCE_SLOT=\n", {}, {})
+    assert load_config("", {"INSTANCE_ID": "ocpptw-0"}, {}).instance_slot == load_config("", {"INSTANCE_ID": "ocpptw-0"}, {}).instance_slot
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("ADMIN_API_TOKEN", "change-me"),
+        ("ADMIN_API_TOKEN", "CHANGEME"),
+        ("BACKEND_API_TOKEN", "replace-me"),
+        ("RABBITMQ_URL", "amqp://ocpp:change-me@rabbitmq:5672"),
+    ],
+)
+def test_placeholder_secrets_are_refused(name, value):
+    """A template's placeholder is never run as a secret."""
+    with pytest.raises(ConfigError, match=name):
+        load_config("", {name: value}, {})
+
+
+def test_profile_one_without_tls_is_a_warning():
+    """Profile 1 over plain ws works but warns; profile 0 and TLS do not."""
+    assert load_config("", {"OCPP_SECURITY_PROFILE": "1"}, {}).warnings()[0].startswith("OCPP_SECURITY_PROFILE=1 without TLS")
+    assert load_config().warnings() == []
+
+
+def test_redacted_shows_values_as_an_operator_writes_them():
+    """ACCEPT_RATE auto, unset, true/false, 30 not 30.0."""
+    shown = load_config().redacted()
+    assert shown["ACCEPT_RATE"] == "auto" and shown["BACKEND_API_URL"] == "unset"
+    assert shown["ENABLE_RABBITMQ"] == "false" and shown["OCPP_CALL_TIMEOUT"] == "30"
+    assert all(isinstance(v, str) for v in shown.values())

@@ -157,6 +157,8 @@ class _ConnectionFactory(Factory):
     Builds one pika L{TwistedProtocolConnection} per TCP connection.
     """
 
+    noisy = False  # no "Starting factory" line per reconnect
+
     def __init__(self, url: AmqpUrl, instance: str, reactor: Any) -> None:
         self._url = url
         self._instance = instance

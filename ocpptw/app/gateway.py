@@ -169,7 +169,18 @@ class GatewayService(OrderedMultiService):
             raise self._failed(Failure(e)) from None
 
     def startService(self) -> Deferred[None]:  # type: ignore[override]
-        self.log.info("ocpptw starting: {settings}", settings=self.config.redacted())
+        from ocpptw import __version__
+
+        settings = self.config.redacted()
+        self.log.info(
+            "ocpptw {version} starting as instance {instance}: {settings}",
+            version=__version__,
+            instance=self.config.instance_id,
+            settings=" ".join(f"{name}={value}" for name, value in settings.items()),
+            **settings,
+        )
+        for warning in self.config.warnings():
+            self.log.warn("{warning}", warning=warning)
         if self._daemon:
             self._exit_zero_on_sigterm()
         try:

@@ -42,10 +42,12 @@ from typing import IO, Any
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
     Logger,
+    PredicateResult,
     formatEvent,
 )
 from zope.interface import implementer
@@ -71,7 +73,9 @@ _SECRET_WORDS = (
 _NOT_SECRET = frozenset({"key", "routingkey", "idempotencykey", "tlskey", "sortkey"})
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
-_AUTH_HEADER = re.compile(r"(?i)\b(basic|bearer|digest)(\s+)[A-Za-z0-9._~+/=\-]{4,}")
+# A credential after the scheme, not a word of a sentence ("Basic
+# credentials are missing", "a bearer token is required").
+_AUTH_HEADER = re.compile(r"(?i)\b(basic|bearer|digest)(\s+)(?-i:(?![a-z]{1,24}(?![A-Za-z0-9._~+/=\-])))[A-Za-z0-9._~+/=\-]{4,}")
 _ASSIGNMENT = re.compile(
     r"(?i)\b(password|passwd|secret|token|api[_-]?key|authorization[_-]?key|authorizationKeyHash)"
     r"(\"?'?\s*[:=]\s*\"?'?)([^\s\"'&,;}]+)"
@@ -314,7 +318,39 @@ def observer_for(
     render = format_json if log_format == "json" else format_text
     observer = LineObserver(stream or sys.stdout, render)
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[level])
-    return FilteringLogObserver(observer, [predicate])
+    chatter = LevelDemotion(_LEVELS[level])
+    return FilteringLogObserver(observer, [chatter, predicate])
+
+
+#: Twisted's own lines about ports and factories ("QuietSite starting on
+#: 9000", "(TCP Port 9000 Closed)", "Starting factory <... at 0x...>"):
+#: the gateway says what it listens on itself.
+_CHATTER = re.compile(r"^(\S+ starting on \d+|\((TCP|UDP|SSL|TLS|UNIX)\S* Port \d+ Closed\)|(Starting|Stopping) factory <.*>)$")
+
+
+@implementer(ILogFilterPredicate)
+class LevelDemotion:
+    """
+    Treats Twisted's port and factory chatter as C{debug}: written only
+    with C{LOG_LEVEL=debug}.
+    """
+
+    def __init__(self, level: Any) -> None:
+        self._show = level <= LogLevel.debug
+
+    def __call__(self, event: Mapping[str, Any]) -> Any:
+        if self._show or event.get("log_level") not in (None, LogLevel.info):
+            return PredicateResult.maybe
+        text = event.get("log_format")
+        if text is None:
+            legacy = event.get("message")
+            text = " ".join(str(p) for p in legacy) if isinstance(legacy, (tuple, list)) else ""
+        elif "{" in text:
+            try:
+                text = formatEvent(event)
+            except Exception:  # noqa: BLE001
+                return PredicateResult.maybe
+        return PredicateResult.no if _CHATTER.match(text) else PredicateResult.maybe
 
 
 def twistd_observer(log_format: str, logfile: str = "", nodaemon: bool = False) -> ILogObserver:

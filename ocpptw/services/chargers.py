@@ -209,6 +209,15 @@ class ChargerService:
         writes.append(self._ledger.remember_charger(charge_point_id, record, status == ACCEPTED))
         await durable(*writes)
         answer["status"] = status
+        self.log.info(
+            "{chargePointId} booted on instance {instance}: {vendor} {model}, firmware {firmwareVersion}: {status}",
+            chargePointId=charge_point_id,
+            instance=self._instance,
+            vendor=body.get("vendor"),
+            model=body.get("model"),
+            firmwareVersion=body.get("firmwareVersion", "unknown"),
+            status=status,
+        )
         return answer
 
     # -- status and presence ---------------------------------------------------

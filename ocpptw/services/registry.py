@@ -55,6 +55,13 @@ class ChargerRegistry:
         self._connections[charge_point_id] = connection
         self._connected_at[charge_point_id] = now_z(self._clock)
         self._last_seen[charge_point_id] = self._clock.seconds()
+        self.log.info(
+            "{chargePointId} connected from {peer} speaking {ocppVersion} to instance {instance}",
+            chargePointId=charge_point_id,
+            peer=getattr(connection, "peer", "unknown"),
+            ocppVersion=getattr(connection, "ocpp_version", None) or "no subprotocol",
+            instance=self.instance,
+        )
         if previous is not None and previous is not connection:
             self.log.info("{chargePointId} connected again; closing the older connection", chargePointId=charge_point_id)
             previous.close(*REPLACED)
@@ -66,8 +73,16 @@ class ChargerRegistry:
         if self._connections.get(charge_point_id) is not connection:
             return
         del self._connections[charge_point_id]
-        self._connected_at.pop(charge_point_id, None)
+        connected_at = self._connected_at.pop(charge_point_id, None)
         self._last_seen.pop(charge_point_id, None)
+        self.log.info(
+            "{chargePointId} disconnected from {peer} ({ocppVersion}) on instance {instance}, connected since {connectedAt}",
+            chargePointId=charge_point_id,
+            peer=getattr(connection, "peer", "unknown"),
+            ocppVersion=getattr(connection, "ocpp_version", None) or "no subprotocol",
+            instance=self.instance,
+            connectedAt=connected_at,
+        )
         for listener in self._on_detach:
             listener(charge_point_id)
 

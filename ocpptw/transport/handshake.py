@@ -55,6 +55,23 @@ class ChargerConnection:
         self._open = True
         self.session: Any = None
 
+    @property
+    def peer(self) -> str:
+        """
+        The charger's address, for log lines.
+        """
+        try:
+            return str(self._protocol.transport.getPeer().host)
+        except Exception:  # noqa: BLE001 - a transport without an address
+            return "unknown"
+
+    @property
+    def ocpp_version(self) -> str | None:
+        """
+        The subprotocol the charger speaks (C{ocpp1.6}, ...).
+        """
+        return getattr(self._protocol, "websocket_protocol_in_use", None)
+
     def send_text(self, text: str) -> None:
         if self._open:
             self._protocol.sendMessage(text.encode("utf-8"), False)

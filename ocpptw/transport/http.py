@@ -137,11 +137,13 @@ class ChargerSocketResource(WebSocketResource):
 class QuietSite(Site):
     """
     A site that does not write an access log line per request (charger
-    upgrades and scrapes would flood it), and whose requests go through
+    upgrades and scrapes would flood it), nor Twisted's "Starting factory
+    <... at 0x...>" lines, and whose requests go through
     L{ocpptw.transport.request_guard}: bodies over 1 MiB get 413 unread,
     headers must be complete within 10 s.
     """
 
+    noisy = False
     protocol = GuardedChannel
     requestFactory = GuardedRequest
 
