@@ -75,7 +75,7 @@ _NOT_SECRET = frozenset({"key", "routingkey", "idempotencykey", "tlskey", "sortk
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
 # A credential after the scheme, not a word of a sentence ("Basic
 # credentials are missing", "a bearer token is required").
-_AUTH_HEADER = re.compile(r"(?i)\b(basic|bearer|digest)(\s+)(?-i:(?![a-z]{1,24}(?![A-Za-z0-9._~+/=\-])))[A-Za-z0-9._~+/=\-]{4,}")
+_AUTH_HEADER = re.compile(r"(?i)\b(basic|bearer|digest)(\s+)(?-i:(?![a-z]{1,24}[.,;:!?]?(?![A-Za-z0-9._~+/=\-])))[A-Za-z0-9._~+/=\-]{4,}")
 _ASSIGNMENT = re.compile(
     r"(?i)\b(password|passwd|secret|token|api[_-]?key|authorization[_-]?key|authorizationKeyHash)"
     r"(\"?'?\s*[:=]\s*\"?'?)([^\s\"'&,;}]+)"

@@ -83,5 +83,7 @@ def test_redaction_keeps_static_words():
     event = {"log_format": "refused {chargePointId}: {reason}", "chargePointId": "CP1",
              "reason": "missing or malformed Basic credentials", "log_level": None, "log_time": 0}
     assert format_text(event).endswith("refused CP1: missing or malformed Basic credentials")
+    event["reason"] = "missing Basic credentials."
+    assert format_text(event).endswith("missing Basic credentials.")
     event["reason"] = "header was Basic Q1AxOnNlY3JldA=="
     assert format_text(event).endswith("header was Basic ***")
