@@ -16,6 +16,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DATA_DIR=/var/lib/ocpptw \
     PORT=9000 \
+    HTTP_PORT=9100 \
     LOG_FORMAT=json
 
 RUN groupadd --system --gid 10001 ocpp \
@@ -39,12 +40,14 @@ RUN pip install . \
 WORKDIR /var/lib/ocpptw
 VOLUME ["/var/lib/ocpptw"]
 USER 10001:10001
-EXPOSE 9000
+# 9000: chargers (ws, or wss with TLS_CERT/TLS_KEY) and the API; 9100: plain HTTP for
+# /health, /ready, /metrics and the API, whatever TLS does on 9000.
+EXPOSE 9000 9100
 
-# Liveness only: /ready also fails while the backend or broker is down, which is
-# no reason to restart the container.
+# Liveness only, on HTTP_PORT: plain HTTP also when PORT serves wss (a plain request to
+# a TLS port would fail and restart a healthy container).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % (os.environ.get('HTTP_PORT') or os.environ.get('PORT', '9000')), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ['HTTP_PORT'], timeout=4)"]
 
 # twistd handles SIGTERM as the drain (stop accepting, finish calls, flush the
 # outbox, close sockets with 1001). -n: foreground; --pidfile=: no stale pid file

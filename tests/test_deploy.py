@@ -7,9 +7,13 @@ metric names).  Docker and Kubernetes do not run here; the files are read.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,11 +53,24 @@ def docker_env() -> dict[str, str]:
     return env
 
 
+KUBECTL = shutil.which("kubectl")
+
+
+@functools.lru_cache(maxsize=None)
+def _rendered() -> str:
+    """
+    What C{kubectl apply -k deploy/kubernetes} would apply: C{kubectl
+    kustomize} when kubectl is installed, else the files the kustomization
+    lists, concatenated.
+    """
+    if KUBECTL:
+        return subprocess.run([KUBECTL, "kustomize", str(K8S)], check=True, capture_output=True, text=True, timeout=60).stdout
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return "\n---\n".join((K8S / name).read_text() for name in kustomization["resources"])
+
+
 def k8s_documents() -> list[dict]:
-    docs = []
-    for path in sorted(K8S.glob("*.yaml")):
-        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
-    return docs
+    return [d for d in yaml.safe_load_all(_rendered()) if d]
 
 
 def k8s(kind: str) -> list[dict]:
@@ -91,6 +108,18 @@ def test_dockerfile_runs_twistd_in_the_foreground_as_non_root():
     user = steps["USER"].split(":")[0]
     assert user not in ("root", "0")
     assert steps.get("STOPSIGNAL", "SIGTERM") == "SIGTERM"
+
+
+def test_dockerfile_healthcheck_uses_the_plain_http_port():
+    """HEALTHCHECK asks /health on HTTP_PORT, which stays plain HTTP when PORT serves wss."""
+    [health] = [rest for i, rest in dockerfile() if i == "HEALTHCHECK"]
+    env = docker_env()
+    assert "os.environ['HTTP_PORT']" in health and "'PORT'" not in health
+    assert env["HTTP_PORT"] != env["PORT"]
+    config = load_config(environ={k: v for k, v in env.items() if k in SETTING_NAMES} | {"TLS_CERT": "c", "TLS_KEY": "k"})
+    assert config.http_port == int(env["HTTP_PORT"]) and config.tls
+    exposed = [rest for i, rest in dockerfile() if i == "EXPOSE"][0].split()
+    assert env["HTTP_PORT"] in exposed
 
 
 def test_dockerfile_healthcheck_and_data_volume():
@@ -131,9 +160,9 @@ def test_compose_gateway_settings_volume_and_grace():
 
 
 def test_k8s_manifests_parse_and_share_labels():
-    """Every manifest parses; Services, the PDB and the StatefulSet select the pods' labels."""
+    """The kustomization renders; Services, the PDB and the StatefulSet select the pods' labels; no HPA, no Secret values."""
     kinds = {d["kind"] for d in k8s_documents()}
-    assert {"StatefulSet", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= kinds
+    assert kinds == {"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget"}, kinds
     sts = statefulset()
     labels = sts["spec"]["template"]["metadata"]["labels"]
     assert sts["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -144,11 +173,89 @@ def test_k8s_manifests_parse_and_share_labels():
     assert sts["spec"]["serviceName"] in {s["metadata"]["name"] for s in k8s("Service") if s["spec"].get("clusterIP") == "None"}
     [pdb] = k8s("PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    [hpa] = k8s("HorizontalPodAutoscaler")
-    target = hpa["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("StatefulSet", sts["metadata"]["name"])
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def test_k8s_chargers_reach_an_l4_load_balancer_on_wss():
+    """A LoadBalancer Service passes TCP to the pods' charger port, where the gateway terminates TLS."""
+    [charger_facing] = [s for s in k8s("Service") if s["spec"].get("type") == "LoadBalancer"]
+    [port] = charger_facing["spec"]["ports"]
+    assert port["protocol"] == "TCP" and port["port"] == 443
+    ports = {p["name"]: p["containerPort"] for p in container()["ports"]}
+    assert ports[port["targetPort"]] == int(configmap()["PORT"])
+    assert charger_facing["spec"]["externalTrafficPolicy"] == "Local"
+    assert "Ingress" in (K8S / "service.yaml").read_text() and "Gateway API" in (K8S / "service.yaml").read_text()
+    internal = [s for s in k8s("Service") if s["spec"].get("type", "ClusterIP") == "ClusterIP"]
+    assert all(p["targetPort"] != port["targetPort"] for s in internal if s["spec"].get("clusterIP") != "None" for p in s["spec"]["ports"])
+
+
+def test_k8s_security_profile_2_with_the_certificate_from_a_secret():
+    """Profile 2; TLS_CERT and TLS_KEY are files of the mounted kubernetes.io/tls Secret; the settings load."""
+    cm = configmap()
+    assert cm["OCPP_SECURITY_PROFILE"] == "2"
+    mounts = {m["name"]: m for m in container()["volumeMounts"]}
+    volumes = {v["name"]: v for v in statefulset()["spec"]["template"]["spec"]["volumes"]}
+    [tls] = [name for name, v in volumes.items() if "secret" in v]
+    assert volumes[tls]["secret"]["secretName"] == "ocpptw-tls" and mounts[tls]["readOnly"] is True
+    assert cm["TLS_CERT"] == mounts[tls]["mountPath"] + "/tls.crt" and cm["TLS_KEY"] == mounts[tls]["mountPath"] + "/tls.key"
+    config = load_config(environ=dict(cm) | {"INSTANCE_ID": "ocpptw-0", "INSTANCE_SLOT": "0", "ADMIN_API_TOKEN": "x" * 32})
+    assert config.security_profile == 2 and config.tls and config.warnings() == []
+
+
+def test_k8s_pods_spread_over_nodes_and_need_no_service_links():
+    """Topology spread over hostnames (hard) and zones (soft); no injected service-link variables."""
+    pod = statefulset()["spec"]["template"]["spec"]
+    spread = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert spread["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    assert spread["topology.kubernetes.io/zone"]["maxSkew"] == 1
+    for constraint in spread.values():
+        assert constraint["labelSelector"]["matchLabels"].items() <= pod.get("labels", statefulset()["spec"]["template"]["metadata"]["labels"]).items()
+    assert pod["enableServiceLinks"] is False
+
+
+def test_k8s_instance_slot_from_the_pod_index_and_the_version_documented():
+    """INSTANCE_SLOT comes from the pod-index label (Kubernetes 1.28+), documented where an operator looks."""
+    [slot] = [e for e in container()["env"] if e["name"] == "INSTANCE_SLOT"]
+    assert slot["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert "1.28" in (K8S / "kustomization.yaml").read_text()
+    assert "1.28" in (ROOT / "docs" / "operations.md").read_text()
+
+
+def test_k8s_secrets_are_generated_or_referenced(tmp_path):
+    """secrets.sh renders both Secrets with a generated admin token and the operator's broker URL; nothing else holds values."""
+    import base64
+
+    script = K8S / "secrets.sh"
+    refs = {r["secretRef"]["name"] for r in container()["envFrom"] if "secretRef" in r}
+    assert refs == {"ocpptw"}
+    literals = set(re.findall(r"--from-literal=([A-Z_]+)=", script.read_text()))
+    assert literals == {"ADMIN_API_TOKEN", "RABBITMQ_URL", "BACKEND_API_TOKEN"} and literals <= SETTING_NAMES
+    if not KUBECTL:
+        return  # rendering the Secrets needs kubectl (CI installs it)
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=ocpp.example", "-days", "1"],
+        capture_output=True, check=True, timeout=60,
+    )
+    env = os.environ | {"DRY_RUN": "1", "RABBITMQ_URL": "amqps://ocpp:Vq7-real@rabbitmq:5671", "TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}
+    env.pop("ADMIN_API_TOKEN", None)
+    done = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60, check=True)
+    secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all(done.stdout) if d}
+    values = {k: base64.b64decode(v).decode() for k, v in secrets["ocpptw"]["data"].items()}
+    assert re.fullmatch(r"[0-9a-f]{64}", values["ADMIN_API_TOKEN"]) and values["ADMIN_API_TOKEN"] in done.stderr
+    assert values["RABBITMQ_URL"] == "amqps://ocpp:Vq7-real@rabbitmq:5671"
+    assert secrets["ocpptw-tls"]["type"] == "kubernetes.io/tls" and set(secrets["ocpptw-tls"]["data"]) == {"tls.crt", "tls.key"}
+    config = load_config(environ=configmap() | values | {"INSTANCE_ID": "ocpptw-0", "INSTANCE_SLOT": "0"})
+    assert config.admin_token == values["ADMIN_API_TOKEN"]
+
+
+def test_no_hpa_with_its_reason_written_down():
+    """No autoscaler: the reason stands in the kustomization (long-lived sockets, outbox on the volume)."""
+    assert not list(K8S.glob("hpa*.yaml"))
+    text = (K8S / "kustomization.yaml").read_text()
+    assert "No HorizontalPodAutoscaler" in text and "outbox" in text
 
 
 def test_k8s_probes():
@@ -196,14 +303,14 @@ def test_k8s_data_volume_mounted_at_data_dir():
 
 
 def test_k8s_env_names_are_settings_and_valid_together():
-    """Every variable the manifests set is a gateway setting, and the ConfigMap and Secret load."""
-    [secret] = k8s("Secret")
-    names = set(configmap()) | set(secret["stringData"]) | {e["name"] for e in container()["env"]}
+    """Every variable the manifests and secrets.sh set is a gateway setting, and together they load."""
+    secret_names = set(re.findall(r"--from-literal=([A-Z_]+)=", (K8S / "secrets.sh").read_text()))
+    names = set(configmap()) | secret_names | {e["name"] for e in container()["env"]}
     unknown = names - SETTING_NAMES
     assert not unknown, unknown
     refs = {r.get("configMapRef", r.get("secretRef"))["name"] for r in container()["envFrom"]}
-    assert refs == {k8s("ConfigMap")[0]["metadata"]["name"], secret["metadata"]["name"]}
-    env = dict(configmap()) | dict(secret["stringData"]) | {"INSTANCE_ID": "ocpptw-0", "INSTANCE_SLOT": "0"}
+    assert refs == {k8s("ConfigMap")[0]["metadata"]["name"], "ocpptw"}
+    env = dict(configmap()) | {"ADMIN_API_TOKEN": "a" * 64, "INSTANCE_ID": "ocpptw-0", "INSTANCE_SLOT": "0"}
     config = load_config(environ=env)
     assert config.drain_grace == float(configmap()["DRAIN_GRACE"])
 
