@@ -24,6 +24,20 @@ def _help(setting: Any) -> str:
     return f"{setting.help} [{setting.env}; default {default}]"
 
 
+def version_line() -> str:
+    """
+    C{ocpptw 0.1.0 (Twisted ..., Autobahn ..., Python ...)}.
+    """
+    import platform
+
+    import autobahn
+    from twisted import copyright
+
+    from ocpptw import __version__
+
+    return f"ocpptw {__version__} (Twisted {copyright.version}, Autobahn {autobahn.__version__}, Python {platform.python_version()})"
+
+
 class Options(usage.Options):
     """
     Every configuration variable of docs/contract.md section 2 as an option: each
@@ -39,6 +53,13 @@ class Options(usage.Options):
     optParameters = [[s.option, None, None, _help(s)] for s in SETTINGS]
 
     config: Config
+
+    def opt_version(self) -> None:
+        """
+        Display ocpptw's version (and Twisted's, Autobahn's, Python's) and exit.
+        """
+        print(version_line())
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         cli = {s.env: self[s.option] for s in SETTINGS if self[s.option] is not None}

@@ -34,16 +34,18 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ocpptw.adapters.amqp import describe_failure
+from ocpptw.adapters.amqp_directory import CENSUS, DESCRIBE, answer, query_of
 from ocpptw.adapters.amqp_handover import FORWARDED_FOR, Handover, forwarded_properties
 from ocpptw.interfaces import CallErrorReceived, ChargerOffline, CommandTimeout, ICommandBus, InvalidPayload
 from ocpptw.ocpp.jsontext import compact_bytes
+from ocpptw.services.commands import MAX_COMMAND_TIMEOUT
 
 #: Close code and reason for a connection that a newer one on another
 #: instance replaced.
 CLAIMED_ELSEWHERE = (4001, "connected to another instance")
 
-#: Longest C{timeoutSeconds} a command may ask for.
-MAX_TIMEOUT = 300.0
+#: Longest C{timeoutSeconds} a command may ask for (the REST API's limit too).
+MAX_TIMEOUT = MAX_COMMAND_TIMEOUT
 
 #: Largest command body read (docs/contract.md section 4); larger gets InvalidPayload unread.
 MAX_COMMAND_BYTES = 1024 * 1024
@@ -217,6 +219,10 @@ class AmqpCommandServer:
             self.log.debug("Could not publish a claim for {chargePointId}: {reason}", chargePointId=charge_point_id, reason=describe_failure(e))
 
     def _claim(self, message: Any) -> None:
+        if query_of(message.properties) == CENSUS:
+            reply = {"ok": True, "result": {"instance": self.instance, "chargers": self._registry.describe_all()}}
+            self._reply_query(message, reply)
+            return
         try:
             claim = json.loads(message.body)
             charge_point_id = claim["chargePointId"]
@@ -260,6 +266,12 @@ class AmqpCommandServer:
         if holder is not None and forwarded is None and self._registry.get(charge_point_id) is None:
             self._forward(message, charge_point_id, holder)
             return
+        if query_of(properties) == DESCRIBE:
+            found = self._registry.describe(charge_point_id)
+            reply = {"ok": True, "result": found} if found is not None else {"ok": False, "error": {"code": "ChargerOffline"}}
+            self._reply_query(message, reply)
+            self._ack(message)
+            return
         try:
             action, payload, timeout = parse_command(message.body)
         except MalformedCommand as e:
@@ -271,6 +283,12 @@ class AmqpCommandServer:
         d.addCallbacks(lambda result: {"ok": True, "result": result}, self._error_reply)
         d.addCallback(lambda reply: self._answer(message, reply))
         d.addErrback(lambda f: self.log.failure("Answering a command failed", f))
+
+    def _reply_query(self, message: Any, reply: dict) -> None:
+        try:
+            answer(message.channel, message.properties, reply)
+        except Exception as e:
+            self.log.debug("Could not answer a charger lookup: {reason}", reason=describe_failure(e))
 
     def _forward(self, message: Any, charge_point_id: str, holder: str) -> None:
         queue = f"{self._topology.command_exchange}.{holder}"

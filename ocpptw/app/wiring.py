@@ -381,7 +381,15 @@ def build(config: Config, reactor: Any) -> Parts:
         server = AmqpCommandServer(connection, registry, bus, config.instance_id)
         bus = AmqpCommandBus(connection, bus, registry, reactor, default_timeout=config.call_timeout)
         broker = Broker(connection, server)
-    api = CommandApi(bus, registry, config.admin_token, config.call_timeout, trusted=ProxyTrust(config.trusted_proxies))
+    directory = None
+    if connection is not None:
+        from ocpptw.adapters.amqp_directory import AmqpDirectory
+
+        directory = AmqpDirectory(connection, registry, reactor)
+    api = CommandApi(
+        bus, registry, config.admin_token, config.call_timeout,
+        trusted=ProxyTrust(config.trusted_proxies), directory=directory,
+    )
     console = build_console(config, reactor, api, feed, backend, outbox, metrics)
 
     metrics.watch_outbox(outbox)

@@ -14,6 +14,10 @@ from ocpptw.interfaces import ChargerOffline, ICommandBus, InvalidPayload
 from ocpptw.ocpp.actions import SERVER_TO_CHARGER
 from ocpptw.ocpp.errors import OcppError
 
+#: Longest time a command may wait for the charger's answer, through REST
+#: (C{?timeout=}) and through RabbitMQ (C{timeoutSeconds}) alike.
+MAX_COMMAND_TIMEOUT = 300.0
+
 
 @implementer(ICommandBus)
 class LocalCommandBus:

@@ -31,6 +31,7 @@ from ocpptw.interfaces import (
     InvalidPayload,
 )
 from ocpptw.ocpp.jsontext import compact_bytes
+from ocpptw.services.commands import MAX_COMMAND_TIMEOUT
 from ocpptw.transport.request_guard import api_refusal, is_loopback
 
 __all__ = ["CommandApi", "MAX_BODY", "is_loopback", "write_json"]
@@ -72,9 +73,18 @@ class CommandApi(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, bus: ICommandBus, registry: Any, token: str | None, call_timeout: float, trusted: Any = None) -> None:
+    def __init__(
+        self,
+        bus: ICommandBus,
+        registry: Any,
+        token: str | None,
+        call_timeout: float,
+        trusted: Any = None,
+        directory: Any = None,
+    ) -> None:
         super().__init__()
         self._trusted = trusted
+        self._directory = directory
         self._bus = bus
         self._registry = registry
         self._token = token.encode("utf-8") if token else None
@@ -95,19 +105,74 @@ class CommandApi(Resource):
     def _segments(self, request: Request) -> list[str]:
         return [unquote(s.decode("utf-8", "replace")) for s in request.postpath if s]
 
+    def render(self, request: Request) -> Any:
+        """
+        A method the path does not take is 405 with C{Allow} (JSON, after
+        the authorization check); an unknown path is 404 whatever the method.
+        """
+        method = (request.method or b"").decode("ascii", "replace")
+        allowed = allowed_methods(self._segments(request))
+        if method in allowed or (method == "HEAD" and "GET" in allowed):
+            return super().render(request)
+        refusal = self._authorized(request)
+        if refusal is not None:
+            return refusal
+        if not allowed:
+            return _error(request, 404, "NotFound", "no such resource")
+        request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
+        return _error(request, 405, "MethodNotAllowed", f"{method[:16]} is not allowed here; use {' or '.join(allowed)}")
+
     def render_GET(self, request: Request) -> bytes:
         refusal = self._authorized(request)
         if refusal is not None:
             return refusal
         parts = self._segments(request)
         if parts == ["chargers"]:
+            if request.args.get(b"scope") == [b"fleet"]:
+                return self._fleet(request)
             return write_json(request, 200, {"chargers": self._registry.describe_all()})
         if len(parts) == 2 and parts[0] == "chargers":
             found = self._registry.describe(parts[1])
-            if found is None:
-                return _error(request, 404, "ChargerOffline", f"{parts[1]} is not connected")
-            return write_json(request, 200, found)
+            if found is not None:
+                return write_json(request, 200, found)
+            if self._directory is None:
+                return _error(
+                    request, 404, "ChargerOffline",
+                    f"{parts[1]} is not connected to this instance (without RabbitMQ no other instance can be asked)",
+                )
+            return self._later(request, self._directory.describe(parts[1]), lambda found: self._described(request, parts[1], found))
         return _error(request, 404, "NotFound", "no such resource")
+
+    def _fleet(self, request: Request) -> Any:
+        if self._directory is None:
+            body = {"chargers": self._registry.describe_all(), "instances": [self._registry.instance]}
+            return write_json(request, 200, body)
+        return self._later(request, self._directory.census(), lambda body: write_json(request, 200, body))
+
+    def _described(self, request: Request, charge_point_id: str, found: dict | None) -> bytes:
+        if found is None:
+            return _error(request, 404, "ChargerOffline", f"{charge_point_id} is not connected to any instance")
+        return write_json(request, 200, found)
+
+    def _later(self, request: Request, d: Deferred, done: Any) -> Any:
+        """
+        Answer when C{d} fires; a broker that cannot be asked is 503.
+        """
+        finished = {"gone": False}
+        request.notifyFinish().addErrback(lambda _: finished.update(gone=True))
+
+        def unavailable(failure: Failure) -> bytes:
+            from ocpptw.adapters.amqp_directory import BrokerUnavailable
+
+            failure.trap(BrokerUnavailable)
+            return _error(
+                request, 503, "BrokerUnavailable", f"other instances cannot be asked now: {failure.getErrorMessage()}"
+            )
+
+        d.addCallbacks(done, unavailable)
+        d.addCallback(lambda body: None if finished["gone"] else (request.write(body), request.finish()))
+        d.addErrback(lambda f: self.log.failure("answering a charger lookup failed", f))
+        return NOT_DONE_YET
 
     def render_POST(self, request: Request) -> bytes | int:
         refusal = self._authorized(request)
@@ -131,10 +196,12 @@ class CommandApi(Resource):
         if arg:
             try:
                 timeout = float(arg[0])
-                if not 0 < timeout <= 3600:
+                if not 0 < timeout <= MAX_COMMAND_TIMEOUT:
                     raise ValueError
             except ValueError:
-                return _error(request, 400, "InvalidPayload", "timeout must be a number of seconds between 0 and 3600")
+                return _error(
+                    request, 400, "InvalidPayload", f"timeout must be a number of seconds in (0, {MAX_COMMAND_TIMEOUT:g}]"
+                )
         d = self._bus.send(charge_point_id, action, payload, timeout)
         finished = {"gone": False}
         request.notifyFinish().addErrback(lambda _: finished.update(gone=True))
@@ -158,6 +225,17 @@ class CommandApi(Resource):
             return _error(request, 502, e.code, e.description, e.details or {})
         self.log.failure("command {action} to {chargePointId} failed", failure, action=action, chargePointId=charge_point_id)
         return _error(request, 500, "InternalError", "the command could not be sent")
+
+
+def allowed_methods(parts: list[str]) -> tuple[str, ...]:
+    """
+    The methods an API path under C{/api/v1} takes; empty for no such path.
+    """
+    if parts and parts[0] == "chargers" and len(parts) in (1, 2):
+        return ("GET",)
+    if len(parts) == 4 and parts[0] == "chargers" and parts[2] == "commands":
+        return ("POST",)
+    return ()
 
 
 def _no_constant(name: str) -> Any:

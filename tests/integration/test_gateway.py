@@ -150,6 +150,7 @@ async def test_http_endpoints_match_openapi(gateway):
         ("get", "/ready", "/ready", None),
         ("get", "/metrics", "/metrics", None),
         ("get", "/api/v1/chargers", "/api/v1/chargers", None),
+        ("get", "/api/v1/chargers?scope=fleet", "/api/v1/chargers", None),
         ("get", "/api/v1/chargers/GW3", "/api/v1/chargers/{chargePointId}", None),
         ("get", "/api/v1/chargers/NOPE", "/api/v1/chargers/{chargePointId}", None),
         ("post", "/api/v1/chargers/NOPE/commands/Reset", "/api/v1/chargers/{chargePointId}/commands/{action}", b'{"type":"Soft"}'),
