@@ -10,7 +10,7 @@ C{./data}.  Changes reach the gateway the next time it reads the charger or
 tag (a charger's next connection, a tag's next Authorize).
 
     ocpptw-admin charger set-key CP_ID [--key]
-    ocpptw-admin charger disable|enable CP_ID
+    ocpptw-admin charger disable|enable CP_ID [--create]
     ocpptw-admin charger list
     ocpptw-admin tag allow TAG [--user U] [--prepaid 20.00]
     ocpptw-admin tag block TAG
@@ -23,7 +23,10 @@ The outbox commands work on C{DATA_DIR/gateway.sqlite}.  Requeued dead
 letters go behind what is waiting and are delivered after the gateway's
 next start (a running gateway reads its outbox table at start only).
 
-Errors are one line on stderr and exit status 1.
+Errors are one line on stderr and exit status 1: also C{disable}/C{enable}
+of a charger the store does not know (a typo would otherwise register it;
+C{--create} registers it on purpose), and the charger and tag commands while
+C{BACKEND_API_URL} is set (the embedded store is not in use then).
 """
 
 from __future__ import annotations
@@ -72,8 +75,29 @@ def _data_dir(given: str | None) -> Path:
     return Path("./data")
 
 
+def _backend_url() -> str | None:
+    """
+    C{BACKEND_API_URL} from the environment or C{.env.ocpp}, as the gateway
+    reads it.
+    """
+    if os.environ.get("BACKEND_API_URL", "").strip():
+        return os.environ["BACKEND_API_URL"].strip()
+    dotenv = Path(".env.ocpp")
+    if dotenv.is_file():
+        value = parse_dotenv(dotenv.read_text(encoding="utf-8")).get("BACKEND_API_URL", "").strip()
+        return value or None
+    return None
+
+
 def _open(data_dir: Path, create: bool, file: str = STORE_FILE) -> sqlite3.Connection:
     path = data_dir / file
+    if file == STORE_FILE:
+        backend = _backend_url()
+        if backend:
+            raise AdminError(
+                f"BACKEND_API_URL is set ({backend}): the gateway keeps chargers and tags in that backend and does not "
+                "use the embedded store; manage them in the backend"
+            )
     if not create and not path.exists():
         what = "embedded store" if file == STORE_FILE else "gateway state"
         raise AdminError(f"no {what} at {path} (wrong --data-dir?)")
@@ -173,6 +197,9 @@ def _charger_set_key(conn: sqlite3.Connection, args: argparse.Namespace) -> None
 def _charger_enable(conn: sqlite3.Connection, args: argparse.Namespace, enabled: bool) -> None:
     device_id = _charger_id(args.charger)
     with _transaction(conn):
+        known = conn.execute("SELECT 1 FROM chargers WHERE device_id = ?", (device_id,)).fetchone()
+        if known is None and not args.create_charger:
+            raise AdminError(f"no charger {device_id} (a typo? 'charger list' shows them; --create registers it)")
         created = _upsert_charger(conn, device_id, "enabled", int(enabled))
     print(f"charger {device_id}: {'registered, ' if created else ''}{'enabled' if enabled else 'disabled'}")
 
@@ -306,6 +333,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, enabled in (("enable", True), ("disable", False)):
         sub = charger.add_parser(name, help=f"{name} a charger (a disabled charger's boot is Rejected)")
         sub.add_argument("charger", metavar="CP_ID")
+        sub.add_argument(
+            "--create", dest="create_charger", action="store_true", help="register the charger when it is not known yet"
+        )
         sub.set_defaults(run=lambda conn, args, enabled=enabled: _charger_enable(conn, args, enabled), create=True)
     charger.add_parser("list", help="list chargers").set_defaults(run=_charger_list, create=False)
 

@@ -73,8 +73,8 @@ def test_a_bad_key_is_one_line_and_exit_1(admin, key):
 
 
 def test_disable_and_enable(admin, backend):
-    """disable and enable set the charger record's enabled flag, registering the charger when new."""
-    status, out, _ = admin("charger", "disable", "CP1")
+    """disable and enable set the charger record's enabled flag, registering the charger when new with --create."""
+    status, out, _ = admin("charger", "disable", "CP1", "--create")
     assert status == 0 and out == "charger CP1: registered, disabled\n"
     assert success_result_of(backend().charger_by_device("CP1"))["enabled"] is False
     assert admin("charger", "enable", "CP1")[1] == "charger CP1: enabled\n"
@@ -89,7 +89,7 @@ def test_a_bad_charger_id_is_refused(admin):
 
 def test_charger_list(admin, backend):
     """charger list shows every charger with its flags; an empty store says so."""
-    admin("charger", "enable", "CP2")
+    admin("charger", "enable", "CP2", "--create")
     assert admin("charger", "list") == (0, "CHARGER  ENABLED  KEY  VENDOR  MODEL  LAST SEEN\nCP2      yes      -    -       -      -\n", "")
     success_result_of(backend().ensure_charger({"deviceId": "CP1", "vendor": "Acme", "model": "M"}))
     admin("charger", "set-key", "CP1")
@@ -266,3 +266,28 @@ def test_a_store_written_by_a_newer_release_is_one_line_and_left_alone(admin, tm
     conn = sqlite3.connect(tmp_path / "embedded.sqlite")
     assert [row[0] for row in conn.execute("SELECT name FROM sqlite_master")] == ["schema_versions", "sqlite_autoindex_schema_versions_1"]
     conn.close()
+
+
+def test_disable_refuses_an_unknown_charger_without_create(admin):
+    """A typo in the charger id is an error naming the way out, and registers nothing."""
+    admin("charger", "set-key", "CP1")
+    status, out, err = admin("charger", "disable", "NOPE")
+    assert (status, out) == (1, "")
+    assert err == "ocpptw-admin: error: no charger NOPE (a typo? 'charger list' shows them; --create registers it)\n"
+    assert "NOPE" not in admin("charger", "list")[1]
+    assert admin("charger", "disable", "CP1")[1] == "charger CP1: disabled\n"
+
+
+def test_with_a_rest_backend_the_embedded_store_is_not_in_use(tmp_path, capsys, monkeypatch):
+    """BACKEND_API_URL set (environment or .env.ocpp): the charger and tag commands say the store is not in use."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BACKEND_API_URL", "https://backend.example")
+    assert main(["--data-dir", str(tmp_path / "data"), "charger", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "BACKEND_API_URL is set (https://backend.example)" in err and "does not use the embedded store" in err
+    assert "wrong --data-dir" not in err
+    monkeypatch.delenv("BACKEND_API_URL")
+    (tmp_path / ".env.ocpp").write_text("BACKEND_API_URL=http://b:8080\n")
+    assert main(["--data-dir", str(tmp_path / "data"), "tag", "allow", "T1"]) == 1
+    assert "BACKEND_API_URL is set (http://b:8080)" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
