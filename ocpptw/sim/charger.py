@@ -60,7 +60,11 @@ class SimProtocol(WebSocketClientProtocol):
     def onConnecting(self, transport_details):
         f = self.factory
         return ConnectingRequest(
-            host=f.host, port=f.port, resource=self.charger.resource, protocols=["ocpp1.6"]
+            host=f.host,
+            port=f.port,
+            resource=self.charger.resource,
+            protocols=["ocpp1.6"],
+            headers=self.charger.headers(),
         )
 
     def onOpen(self):
@@ -149,6 +153,20 @@ class Charger:
         self.attempts = 0
 
     # -- connection ---------------------------------------------------------
+
+    def headers(self) -> dict[str, str]:
+        """
+        The handshake's extra headers: Basic auth when a password is set
+        (security profiles 1 and 2; the username is the charger id).
+        """
+        password = getattr(self.worker.o, "password", None)
+        if password is None:
+            return {}
+        import base64
+
+        secret = password.replace("{id}", self.charger_id)
+        token = base64.b64encode(f"{self.charger_id}:{secret}".encode("utf-8")).decode("ascii")
+        return {"Authorization": f"Basic {token}"}
 
     def opened(self, proto) -> None:
         if not self.worker.expects_open(self):

@@ -70,6 +70,13 @@ class SimOptions:
     server_pid: int | None = None
     settle: float = 1.0
     seed: int = 1
+    #: Basic auth password (security profiles 1 and 2); C{{id}} in it is
+    #: replaced by the charger's id, for per-charger keys.
+    password: str | None = None
+    #: PEM CA bundle that signed the gateway's certificate (wss).
+    cafile: str | None = None
+    #: PEM file with a client certificate and its key (security profile 3).
+    client_cert: str | None = None
 
 
 def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
@@ -139,10 +146,25 @@ def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
         "--settle", type=float, default=1.0, help="idle: seconds before reading the server's RSS"
     )
     ap.add_argument("--seed", type=int, default=1, help="seed of the action mix")
+    ap.add_argument(
+        "--password",
+        help="security profiles 1-2: Basic auth password (the charger's AuthorizationKey); "
+        "{id} is replaced by the charger id, for per-charger keys",
+    )
+    ap.add_argument("--cafile", help="wss: PEM CA bundle that signed the gateway's certificate")
+    ap.add_argument(
+        "--client-cert", help="security profile 3: PEM file with the charger's certificate and key"
+    )
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     a = ap.parse_args(argv)
     if not a.url.startswith(("ws://", "wss://")):
         ap.error("--url must start with ws:// or wss://")
+    if (a.cafile or a.client_cert) and not a.url.startswith("wss://"):
+        ap.error("--cafile and --client-cert need a wss:// --url")
+    for name in ("cafile", "client_cert"):
+        path = getattr(a, name)
+        if path is not None and not os.path.isfile(path):
+            ap.error(f"--{name.replace('_', '-')}: no such file {path!r}")
     if a.chargers < 1 or a.processes < 1 or a.duration <= 0:
         ap.error("--chargers, --processes and --duration must be positive")
     try:
@@ -172,6 +194,9 @@ def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
         server_pid=a.server_pid,
         settle=a.settle,
         seed=a.seed,
+        password=a.password,
+        cafile=a.cafile,
+        client_cert=a.client_cert,
     )
     return options, a.json
 

@@ -112,7 +112,28 @@ def build_report(
     connect_ok = stats.connect_failed == 0 and stats.boot_rejected == 0
     storm_ok = stats.reconnect_failed == 0
     report["ok"] = bool(connect_ok and storm_ok and unanswered == 0 and stats.disconnects == 0)
+    report["problems"] = problems(stats)
     return report
+
+
+def problems(stats: Stats) -> list[str]:
+    """
+    Why a run is INCOMPLETE, one short phrase per cause, the most telling
+    failure reasons named.
+    """
+    out = []
+    if stats.connect_failed:
+        top = sorted(stats.connect_failures.items(), key=lambda item: -item[1])[:3]
+        out.append(f"{stats.connect_failed} connections failed (" + ", ".join(f"{n}x {why}" for why, n in top) + ")")
+    if stats.boot_rejected:
+        out.append(f"{stats.boot_rejected} boots not accepted")
+    if stats.reconnect_failed:
+        out.append(f"{stats.reconnect_failed} reconnects failed")
+    for count, what in ((stats.timeouts, "calls timed out"), (stats.lost, "calls lost with their connection"),
+                        (stats.unsent, "calls never sent"), (stats.disconnects, "unexpected disconnects")):
+        if count:
+            out.append(f"{count} {what}")
+    return out
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -166,5 +187,5 @@ def format_report(r: dict[str, Any]) -> str:
             + ", ".join(f"{key} {value}" for key, value in s.items() if key != "pid")
             + f" (pid {s['pid']})"
         )
-    lines.append("result: " + ("OK" if r["ok"] else "INCOMPLETE (failures above)"))
+    lines.append("result: " + ("OK" if r["ok"] else "INCOMPLETE: " + ("; ".join(r.get("problems") or []) or "see above")))
     return "\n".join(lines)

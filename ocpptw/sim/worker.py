@@ -8,6 +8,8 @@ them.  Several workers in separate processes aggregate their L{Stats}.
 
 from __future__ import annotations
 
+import re
+
 import random
 import time
 from urllib.parse import urlsplit
@@ -24,6 +26,27 @@ perf = time.perf_counter
 
 #: connections a second assumed when the rate is unlimited, to bound a ramp
 SLOWEST_RATE = 100.0
+
+
+#: What a 4xx handshake refusal means for the person running the simulator.
+REFUSALS = {
+    400: "bad charger id or request",
+    401: "wrong or missing password: --password",
+    403: "this port needs wss://",
+    404: "unknown charger, or wrong --url path",
+    429: "too many failed logins from this address",
+}
+
+_STATUS = re.compile(r"upgrade failed \[(\d{3})\]")
+
+
+def refusal_status(reason: str) -> int | None:
+    """
+    The HTTP status of a refused WebSocket handshake, from Autobahn's
+    reason text, or C{None}.
+    """
+    match = _STATUS.search(reason or "")
+    return int(match.group(1)) if match else None
 
 
 def ramp_deadline(count: int, rate: float, options) -> float:
@@ -124,11 +147,27 @@ class SimWorker:
             self.reactor, self.host, self.port, timeout=self.o.connect_timeout
         )
         if self.secure:
-            from twisted.internet.ssl import optionsForClientTLS
-
-            endpoint = wrapClientTLS(optionsForClientTLS(self.host), endpoint)
+            endpoint = wrapClientTLS(self._tls_options(), endpoint)
         d = connectProtocol(endpoint, proto)
         d.addErrback(lambda f: self._resolve(charger, False, f.type.__name__))
+
+    def _tls_options(self):
+        """
+        TLS client options: the system's trust roots, or C{--cafile}'s;
+        with C{--client-cert}, that certificate (security profile 3).
+        """
+        if getattr(self, "_tls", None) is None:
+            from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+
+            kwargs = {}
+            if self.o.cafile:
+                with open(self.o.cafile, "rb") as f:
+                    kwargs["trustRoot"] = Certificate.loadPEM(f.read())
+            if self.o.client_cert:
+                with open(self.o.client_cert, "rb") as f:
+                    kwargs["clientCertificate"] = PrivateCertificate.loadPEM(f.read())
+            self._tls = optionsForClientTLS(self.host, **kwargs)
+        return self._tls
 
     def _retry(self, charger: Charger, ramp: Ramp) -> None:
         if charger in self.retrying and ramp is self.ramp and not ramp.done.called:
@@ -157,7 +196,12 @@ class SimWorker:
         if charger not in self.awaiting:
             return
         self.awaiting.discard(charger)
-        if (
+        refused = refusal_status(reason) if not ok else None
+        if refused is not None and 400 <= refused < 500:
+            # the gateway said no (401 wrong key, 404 unknown charger, ...):
+            # trying again would only be refused again
+            reason = f"refused {refused}" + (f" ({REFUSALS[refused]})" if refused in REFUSALS else "")
+        elif (
             not ok
             and charger.proto is None
             and charger.attempts < self.o.connect_retries
