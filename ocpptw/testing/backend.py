@@ -591,3 +591,44 @@ def _write(request: Request, status: int, body: Any) -> bytes:
         return b""
     request.setHeader(b"content-type", b"application/json")
     return body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    C{python -m ocpptw.testing.backend}: the fake backend on a loopback
+    port, for trying a gateway without the operator's backend (every idTag
+    is accepted unless C{--unknown-tags Invalid}; nothing is kept on disk).
+    Stops on Ctrl-C or SIGTERM.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ocpptw.testing.backend",
+        description="An in-memory operator backend for trying the gateway (docs/backend-api.yaml).",
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (%(default)s; 0 picks one)")
+    parser.add_argument("--token", help="bearer token the gateway must send (its BACKEND_API_TOKEN)")
+    parser.add_argument("--price", default="0.30", help="price per kWh of every tag (%(default)s)")
+    parser.add_argument("--currency", default="EUR", help="currency (%(default)s)")
+    parser.add_argument(
+        "--unknown-tags", default="Accepted", choices=["Accepted", "Invalid", "Blocked"],
+        help="what Authorize answers for an idTag it was not told about (%(default)s)",
+    )
+    args = parser.parse_args(argv)
+
+    from twisted.internet import reactor
+
+    backend = FakeBackend(
+        clock=reactor, token=args.token, price_per_kwh=args.price, currency=args.currency,
+        unknown_tag_status=args.unknown_tags, record=False,
+    )
+    _, url = backend.listen(reactor, args.port)
+    print(f"fake backend listening at {url} (set BACKEND_API_URL={url})", flush=True)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

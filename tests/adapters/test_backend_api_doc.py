@@ -194,3 +194,41 @@ def test_batch_of_messages_is_documented_as_an_array_of_message_bodies(operation
     for bad in ([], message, [{**message, "extra": 1}], [message] * 1001):
         with pytest.raises(fastjsonschema.JsonSchemaException):
             validate(bad)
+
+
+def _success(operation: dict) -> dict:
+    for status in ("200", "2XX"):
+        if status in operation["responses"]:
+            return operation["responses"][status]["content"]["application/json"]
+    raise AssertionError(operation["operationId"])
+
+
+def test_every_endpoint_has_a_request_and_an_answer_example_that_fit(operations):
+    """Each operation shows a request body (when it takes one) and a success answer, each valid against its schema."""
+    for (method, template), operation in operations.items():
+        body = operation.get("requestBody")
+        if body is not None:
+            media = body["content"]["application/json"]
+            assert "example" in media, (method, template)
+            fastjsonschema.compile(media["schema"])(media["example"])
+        answer = _success(operation)
+        assert "example" in answer, (method, template)
+        fastjsonschema.compile(answer["schema"])(answer["example"])
+
+
+def test_the_answer_table_covers_every_endpoint():
+    """The description's table says what each answer class does, per endpoint, and how to run the fake backend."""
+    doc = yaml.safe_load(DOC.read_text(encoding="utf-8"))
+    text = doc["info"]["description"]
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert rows[0] and "| endpoint | when | 2xx | 404 | other 4xx | unreachable |" in text
+    named = " ".join(row.split("|")[1] for row in rows)
+    for template, item in doc["paths"].items():
+        for method in item:
+            if method == "parameters":
+                continue
+            last = template.rstrip("/").split("/")[-1]
+            word = "by-device" if "by-device" in template else last
+            assert word in named, (method, template)
+    assert all(len(row.split("|")) == 8 for row in rows), rows
+    assert "python -m ocpptw.testing.backend" in text
