@@ -614,7 +614,22 @@ def main(argv: list[str] | None = None) -> int:
         "--unknown-tags", default="Accepted", choices=["Accepted", "Invalid", "Blocked"],
         help="what Authorize answers for an idTag it was not told about (%(default)s)",
     )
+    parser.add_argument(
+        "--charger", action="append", default=[], metavar="ID=KEY",
+        help="a known charger and its authorization key (security profiles 1 and 2); repeat for more",
+    )
     args = parser.parse_args(argv)
+    chargers = []
+    for item in args.charger:
+        device_id, sep, key = item.partition("=")
+        if not sep or not device_id:
+            parser.error(f"--charger takes ID=KEY, got {item!r}")
+        from ocpptw.store.keys import check_key, hash_key
+
+        problem = check_key(key)
+        if problem:
+            parser.error(f"--charger {device_id}: {problem}")
+        chargers.append((device_id, hash_key(key)))
 
     from twisted.internet import reactor
 
@@ -622,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         clock=reactor, token=args.token, price_per_kwh=args.price, currency=args.currency,
         unknown_tag_status=args.unknown_tags, record=False,
     )
+    for device_id, key_hash in chargers:
+        backend.add_charger(device_id, authorization_key_hash=key_hash)
     _, url = backend.listen(reactor, args.port)
     print(f"fake backend listening at {url} (set BACKEND_API_URL={url})", flush=True)
     reactor.run()

@@ -1,0 +1,237 @@
+"""
+Every command on docs/operations.md, run.
+
+The walkthrough ("From a fresh clone to two instances with TLS and security
+profile 2") runs as written in bash, in a scratch directory that links this
+checkout's C{.venv}, with three substitutions a shared test machine needs:
+free ports instead of 9443/9444/9100/9101/8080, and exchange names of its own
+(in the environment, which overrides C{.env.ocpp}) so that parallel runs on
+the one RabbitMQ do not meet.  Its install step is the command CI runs
+(C{.ci/run}).
+
+There is no Kubernetes cluster and no Docker daemon here: C{kubectl} and
+C{docker} are stand-ins on C{PATH} that do what can be done without one and
+check the rest.  The C{kubectl} stand-in hands C{create} and C{kustomize} to
+the real kubectl (both work offline), and for C{apply} renders and parses
+what would be applied; C{docker compose up --build} checks the compose file
+and the Dockerfile it builds.  A block this module does not run fails
+L{test_every_command_block_is_run}.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "docs" / "operations.md"
+VENV_BIN = Path(sys.executable).parent
+WALK = "## From a fresh clone to two instances with TLS and security profile 2"
+
+KUBECTL_STUB = r'''#!/usr/bin/env python3
+import os, subprocess, sys, yaml
+args = sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as log:
+    log.write("kubectl " + " ".join(args) + "\n")
+real = os.environ.get("REAL_KUBECTL")
+if args and args[0] in ("create", "kustomize"):
+    if not real:
+        sys.exit("no kubectl on this machine")
+    sys.exit(subprocess.run([real, *args]).returncode)
+def show(text):
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert docs, "nothing to apply"
+    for d in docs:
+        print(f"{d['kind'].lower()}/{d['metadata']['name']} configured (no cluster: checked only)")
+        with open(os.environ["STUB_LOG"], "a") as log:
+            log.write(f"applied {d['kind']} {d['metadata']['name']}\n")
+if "apply" in args:
+    if "-k" in args:
+        out = subprocess.run([real, "kustomize", args[args.index("-k") + 1]], capture_output=True, text=True, check=True).stdout
+        show(out)
+    elif "-f" in args and args[args.index("-f") + 1] == "-":
+        show(sys.stdin.read())
+    else:
+        sys.exit("unexpected apply " + " ".join(args))
+    sys.exit(0)
+print("(no cluster: " + " ".join(args) + ")")
+'''
+
+DOCKER_STUB = r'''#!/usr/bin/env python3
+import os, sys, yaml
+args = sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as log:
+    log.write("docker " + " ".join(args) + "\n")
+assert args[:2] == ["compose", "up"], args
+compose = yaml.safe_load(open(os.path.join(os.environ["REPO_ROOT"], "docker-compose.yml")))
+gateway = compose["services"]["gateway"]
+assert os.path.exists(os.path.join(os.environ["REPO_ROOT"], gateway["build"] if isinstance(gateway["build"], str) else gateway["build"].get("context", "."), "Dockerfile"))
+print("(no Docker daemon: docker-compose.yml and the Dockerfile checked)")
+'''
+
+
+def blocks() -> list[tuple[str, int, str]]:
+    """
+    Every C{```sh} block of the page: (section heading, line number, script).
+    """
+    out = []
+    section = ""
+    lines = PAGE.read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("## "):
+            section = line
+        stripped = line.lstrip()
+        if stripped == "```sh":
+            indent = len(line) - len(stripped)
+            start = i + 1
+            body = []
+            i += 1
+            while lines[i].strip() != "```":
+                body.append(lines[i][indent:] if lines[i].strip() else "")
+                i += 1
+            out.append((section, start, "\n".join(body) + "\n"))
+        i += 1
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stubs(tmp_path: Path) -> dict[str, str]:
+    bin_dir = tmp_path / "stub-bin"
+    bin_dir.mkdir()
+    for name, text in (("kubectl", KUBECTL_STUB), ("docker", DOCKER_STUB)):
+        path = bin_dir / name
+        path.write_text(text.replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1))
+        path.chmod(0o755)
+    env = dict(os.environ)
+    for name in list(env):
+        if name.startswith(("OCPP_", "BACKEND_", "RABBITMQ_", "TLS_", "ADMIN_", "INSTANCE_")) or name in ("PORT", "HTTP_PORT", "DATA_DIR"):
+            del env[name]
+    env.update(
+        PATH=f"{bin_dir}:{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
+        STUB_LOG=str(tmp_path / "stub.log"),
+        REAL_KUBECTL=shutil.which("kubectl") or "",
+        REPO_ROOT=str(ROOT),
+    )
+    return env
+
+
+def _scratch(tmp_path: Path) -> Path:
+    work = tmp_path / "clone"
+    work.mkdir()
+    (work / ".venv").symlink_to(VENV_BIN.parent)
+    (work / "deploy").symlink_to(ROOT / "deploy")
+    return work
+
+
+def _bash(script: str, cwd: Path, env: dict, seconds: float) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=seconds)
+
+
+def test_every_command_block_is_run():
+    """Each sh block belongs to a section one of the tests below runs."""
+    covered = {"## Running it", WALK, "## Security profiles (`OCPP_SECURITY_PROFILE`)", "## Kubernetes"}
+    sections = {section for section, _, _ in blocks()}
+    assert sections <= covered, sections - covered
+    assert len([b for b in blocks() if b[0] == WALK]) == 8
+
+
+def test_running_it(tmp_path):
+    """The first block: the version line, compose and the Kubernetes apply."""
+    [(_, _, script)] = [b for b in blocks() if b[0] == "## Running it"]
+    env = _stubs(tmp_path)
+    done = _bash(script, _scratch(tmp_path), env, 120)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^ocpptw \d+\.\d+\.\d+ \(Twisted ", done.stdout, re.M), done.stdout
+    log = (tmp_path / "stub.log").read_text()
+    assert "docker compose up --build" in log and "applied StatefulSet ocpptw" in log
+
+
+def test_security_profile_keys(tmp_path):
+    """ocpptw-admin charger set-key, generated and chosen."""
+    [(_, _, script)] = [b for b in blocks() if b[0].startswith("## Security profiles")]
+    env = _stubs(tmp_path) | {"DATA_DIR": str(tmp_path / "data")}
+    done = _bash(script, _scratch(tmp_path), env, 60)
+    assert done.returncode == 0, done.stderr
+    assert "key: " in done.stdout and "authorization key set" in done.stdout
+
+
+def test_kubernetes(tmp_path):
+    """secrets.sh renders both Secrets, apply -k applies the manifests, the rest asks the (absent) cluster."""
+    [(_, _, script)] = [b for b in blocks() if b[0] == "## Kubernetes"]
+    work = _scratch(tmp_path)
+    (work / "pki").mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+         "-subj", "/CN=ocpp.example", "-keyout", str(work / "pki" / "server.key"), "-out", str(work / "pki" / "server.pem")],
+        capture_output=True, check=True, timeout=60,
+    )
+    env = _stubs(tmp_path)
+    if not env["REAL_KUBECTL"]:
+        pytest.fail("kubectl is needed to render the manifests and Secrets (CI machines have it)")
+    done = _bash(script, work, env, 120)
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "stub.log").read_text()
+    for kind, name in (("Secret", "ocpptw"), ("Secret", "ocpptw-tls"), ("StatefulSet", "ocpptw"), ("Service", "ocpptw-chargers")):
+        assert f"applied {kind} {name}" in log, log
+    assert "generated ADMIN_API_TOKEN=" in done.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_walkthrough_two_instances_tls_profile_2(tmp_path):
+    """The walkthrough, as written: two daemonized instances on wss with Basic auth, a charger on one, a command through the other."""
+    from twisted.internet.threads import deferToThread
+
+    from tests.integration.amqp_support import Names, delete_topology, open_client
+    from tests.integration.instances_support import close_client
+
+    steps = [script for section, _, script in blocks() if section == WALK]
+    install, rest = steps[0], steps[1:]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert install.strip() in ci  # CI runs the install step
+    script = "".join(rest)
+    for port in ("9443", "9444", "9100", "9101", "8080"):
+        assert port in script
+        script = script.replace(port, str(_free_port()))
+    names = Names()
+    env = _stubs(tmp_path) | {"RABBITMQ_EXCHANGE": names.events, "RABBITMQ_COMMAND_EXCHANGE": names.commands}
+    work = _scratch(tmp_path)
+    try:
+        done = await deferToThread(_bash, script, work, env, 240)
+    finally:
+        for pid_file in work.glob("*.pid"):
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+            except (ValueError, ProcessLookupError):
+                pass
+        client = await open_client(__import__("twisted.internet.reactor", fromlist=["reactor"]))
+        try:
+            await delete_topology(client, names, ("gw-a", "gw-b"))
+        finally:
+            await close_client(client)
+    logs = "".join(f"\n--- {p.name}\n" + p.read_text(errors="replace")[-3000:] for p in work.glob("*.log"))
+    assert done.returncode == 0, done.stderr + logs
+    out = done.stdout
+    assert out.count('{"status":"ready"}') >= 2, out + logs
+    assert '"chargePointId":"CP001"' in out and '"instance":"gw-a"' in out, out
+    assert '"instances":["gw-a","gw-b"]' in out, out
+    assert '{"result":{"status":"Accepted"}}' in out, out
+    assert "refused 401" in out, out
+    assert "INCOMPLETE: 1 connections failed (1x refused 401" in out
