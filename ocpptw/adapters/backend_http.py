@@ -266,6 +266,7 @@ class HttpBackend(Service):
 
             if pool is None:
                 pool = HTTPConnectionPool(clock, persistent=True)
+                pool._factory = _QuietClientFactory  # no "Starting factory" line per backend connection
                 pool.maxPersistentPerHost = MAX_CONNECTIONS
                 pool.cachedConnectionTimeout = 30
             self._pool = pool
@@ -620,3 +621,15 @@ def _describe(error: BaseException) -> str:
         return "timed out"
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _quiet_client_factory() -> type:
+    from twisted.web.client import HTTPConnectionPool
+
+    class QuietClientFactory(HTTPConnectionPool._factory):  # type: ignore[name-defined,misc]
+        noisy = False
+
+    return QuietClientFactory
+
+
+_QuietClientFactory = _quiet_client_factory()

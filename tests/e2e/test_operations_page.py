@@ -235,3 +235,6 @@ async def test_walkthrough_two_instances_tls_profile_2(tmp_path):
     assert '{"result":{"status":"Accepted"}}' in out, out
     assert "refused 401" in out, out
     assert "INCOMPLETE: 1 connections failed (1x refused 401" in out
+    gw_a = (work / "gw-a.log").read_text()
+    assert "CP001 connected from 127.0.0.1 speaking ocpp1.6 to instance gw-a" in gw_a
+    assert "Starting factory" not in gw_a, gw_a  # not even in twistd's own --logfile
