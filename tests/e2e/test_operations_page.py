@@ -238,3 +238,15 @@ async def test_walkthrough_two_instances_tls_profile_2(tmp_path):
     gw_a = (work / "gw-a.log").read_text()
     assert "CP001 connected from 127.0.0.1 speaking ocpp1.6 to instance gw-a" in gw_a
     assert "Starting factory" not in gw_a, gw_a  # not even in twistd's own --logfile
+
+
+def test_the_metrics_table_lists_every_metric():
+    """Every metric the gateway exports has its row on the page (ocpp_outbox_alarm and ocpp_readiness included)."""
+    from ocpptw.observability.metrics import Metrics
+
+    body = Metrics().render()[0].decode()
+    exported = {name for name in re.findall(r"^# TYPE (ocpp_\S+) ", body, re.M)}
+    text = PAGE.read_text()
+    documented = set(re.findall(r"^\| `(ocpp_[a-z_]+)` \|", text, re.M))
+    assert exported - documented == set(), exported - documented
+    assert {"ocpp_outbox_alarm", "ocpp_readiness"} <= documented
