@@ -58,6 +58,7 @@ def test_every_part_with_a_resource_is_in_the_tree(tmp_path):
         "AmqpConnection",
         "AmqpEventPublisher",
         "OutboxAlarm",
+        "Readiness",
         "HeapService",
         "AcceptGovernor",
         "StreamHub",  # the console's event streams: heartbeat timer, open streams

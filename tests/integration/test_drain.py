@@ -40,6 +40,17 @@ MARGIN = 2.5
 BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
+def _ready(url: str) -> bool:
+    """
+    C{/ready} says ready, not merely degraded (the broker, where enabled, is connected).
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200 and json.loads(r.read()).get("status") == "ready"
+    except (OSError, ValueError):
+        return False
+
+
 def _http_status(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -103,7 +114,7 @@ async def _sigterm_under_load(
     try:
         await daemon.start()
         ready = f"http://127.0.0.1:{daemon.port}/ready"
-        await wait_until(lambda: _http_status(ready) == 200, 20, what="/ready")
+        await wait_until(lambda: _ready(ready), 20, what="/ready")
         if before_traffic is not None:
             await before_traffic()
         cs = [LedgerCharger(f"DRAIN-{i:02d}", book, daemon.port) for i in range(CHARGERS)]

@@ -188,7 +188,7 @@ async def test_newest_connection_wins_across_two_processes(tmp_path, backend):
 
         # commands follow the charger: REST on a, and AMQP, both reach the socket on b
         status, body = await http(a.port, "GET", "/api/v1/chargers/MI-5")
-        assert status == 404
+        assert status == 200 and body["instance"] == names.instance("b"), body  # found on b, through the broker
         request = ensureDeferred(http(a.port, "POST", "/api/v1/chargers/MI-5/commands/Reset", {"type": "Hard"}))
         frame = await answer_next_call(newer, {"status": "Accepted"})
         assert frame[2:] == ["Reset", {"type": "Hard"}]
