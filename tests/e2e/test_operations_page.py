@@ -153,13 +153,68 @@ def test_every_command_block_is_run():
     assert len([b for b in blocks() if b[0] == WALK]) == 8
 
 
+def _health(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _wait(predicate, seconds: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        time.sleep(0.1)
+
+
 def test_running_it(tmp_path):
-    """The first block: the version line, compose and the Kubernetes apply."""
+    """
+    The first block, line by line: the version; each twistd mode starts a
+    gateway that serves /health and drains on SIGTERM with exit 0 (on a free
+    port, with the pid and log files in the scratch directory instead of
+    /run and /var/log); compose and the Kubernetes apply through the stand-ins.
+    """
     [(_, _, script)] = [b for b in blocks() if b[0] == "## Running it"]
     env = _stubs(tmp_path)
-    done = _bash(script, _scratch(tmp_path), env, 120)
-    assert done.returncode == 0, done.stderr
-    assert re.search(r"^ocpptw \d+\.\d+\.\d+ \(Twisted ", done.stdout, re.M), done.stdout
+    work = _scratch(tmp_path)
+    (work / "ocpp.tac").symlink_to(ROOT / "ocpp.tac")
+    commands = [line.split("  #")[0].strip() for line in script.splitlines() if line.strip()]
+    assert len(commands) == 7, commands
+    for command in commands:
+        command = command.replace("/run/ocpptw.pid", "run-ocpptw.pid").replace("/var/log/ocpptw.log", "ocpptw.log")
+        if not command.startswith("twistd") or "--version" in command:
+            done = _bash(command, work, env, 120)
+            assert done.returncode == 0, (command, done.stderr)
+            if "--version" in command:
+                assert re.match(r"ocpptw \d+\.\d+\.\d+ \(Twisted ", done.stdout), done.stdout
+            continue
+        port = _free_port()
+        data = tmp_path / f"data-{port}"
+        run_env = env | {"PORT": str(port), "DATA_DIR": str(data), "OCPP_PING_INTERVAL": "0", "DRAIN_GRACE": "1"}
+        argv = command.split()
+        if " -n" in command:
+            process = subprocess.Popen(argv, cwd=work, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                _wait(lambda: _health(port))
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(60) == 0, command
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                process.stdout.close()
+            continue
+        done = subprocess.run(argv, cwd=work, env=run_env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+        pid_file = work / re.search(r"--pidfile=(\S+)", command).group(1)
+        _wait(lambda: pid_file.exists() and _health(port))
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGTERM)
+        _wait(lambda: not pid_file.exists() and not _health(port))
     log = (tmp_path / "stub.log").read_text()
     assert "docker compose up --build" in log and "applied StatefulSet ocpptw" in log
 
