@@ -73,9 +73,18 @@ _SECRET_WORDS = (
 _NOT_SECRET = frozenset({"key", "routingkey", "idempotencykey", "tlskey", "sortkey"})
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
-# A credential after the scheme, not a word of a sentence ("Basic
-# credentials are missing", "a bearer token is required").
-_AUTH_HEADER = re.compile(r"(?i)\b(basic|bearer|digest)(\s+)(?-i:(?![a-z]{1,24}[.,;:!?]?(?![A-Za-z0-9._~+/=\-])))[A-Za-z0-9._~+/=\-]{4,}")
+# A credential after the scheme, not a word of a sentence ("missing Basic
+# credentials", "a bearer token is required"): the words that follow the
+# scheme names in the gateway's own messages are left alone.
+_SCHEME_WORDS = (
+    "credentials?|tokens?|auth|authentication|authorization|realm|scheme|headers?|passwords?|keys?"
+    "|login|is|are|was|required|missing|malformed|invalid|wrong|or|and|the|an?|with|without|over|for|to|in|of|only"
+)
+_AUTH_HEADER = re.compile(
+    r"(?i)\b(basic|bearer|digest)(\s+)"
+    rf"(?!(?:{_SCHEME_WORDS})[.,;:!?)]*(?![A-Za-z0-9._~+/=\-]))"
+    r"[A-Za-z0-9._~+/=\-]{4,}"
+)
 _ASSIGNMENT = re.compile(
     r"(?i)\b(password|passwd|secret|token|api[_-]?key|authorization[_-]?key|authorizationKeyHash)"
     r"(\"?'?\s*[:=]\s*\"?'?)([^\s\"'&,;}]+)"

@@ -141,8 +141,10 @@ def _scratch(tmp_path: Path) -> Path:
     return work
 
 
-def _bash(script: str, cwd: Path, env: dict, seconds: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=seconds)
+def _bash(script: str, cwd: Path, env: dict, seconds: float, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=seconds, input=stdin
+    )
 
 
 def test_every_command_block_is_run():
@@ -223,7 +225,8 @@ def test_security_profile_keys(tmp_path):
     """ocpptw-admin charger set-key, generated and chosen."""
     [(_, _, script)] = [b for b in blocks() if b[0].startswith("## Security profiles")]
     env = _stubs(tmp_path) | {"DATA_DIR": str(tmp_path / "data")}
-    done = _bash(script, _scratch(tmp_path), env, 60)
+    # the key the operator chose, on standard input (the command's way when no terminal asks)
+    done = _bash(script, _scratch(tmp_path), env, 60, stdin="the-key-you-chose-0001\n")
     assert done.returncode == 0, done.stderr
     assert "key: " in done.stdout and "authorization key set" in done.stdout
 
