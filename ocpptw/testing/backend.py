@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         device_id, sep, key = item.partition("=")
         if not sep or not device_id:
             parser.error(f"--charger takes ID=KEY, got {item!r}")
-        from ocpptw.store.keys import check_key, hash_key
+        from ocpptw.services.keys import check_key, hash_key
 
         problem = check_key(key)
         if problem:

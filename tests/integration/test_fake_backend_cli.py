@@ -47,3 +47,14 @@ async def test_the_documented_fake_backend_serves_a_gateway(tmp_path):
         process.terminate()
         process.wait(10)
         process.stdout.close()
+
+
+def test_known_chargers_with_keys_on_the_command_line(tmp_path):
+    """--charger ID=KEY registers a charger whose key hash verifies; a short key is one usage line."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ocpptw.testing.backend", "--port", "0", "--charger", "CP1=short"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and "--charger CP1:" in done.stderr and "Traceback" not in done.stderr
