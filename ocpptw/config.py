@@ -236,7 +236,7 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_ENV = {s.env: s for s in SETTINGS}
 
-#: Prefixes of the gateway's own variables (CONTRACT section 2): a variable
+#: Prefixes of the gateway's own variables (docs/contract.md section 2): a variable
 #: in the environment with one of them that is no setting is a typo, and
 #: stops the start.  Generic ones (C{HTTP_}, C{LOG_}, C{DATA_}) are left
 #: out: other software sets C{HTTP_PROXY} and the like.

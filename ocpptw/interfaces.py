@@ -91,6 +91,13 @@ class CallErrorReceived(Exception):
         self.details = details
 
 
+class BrokerUnavailable(Exception):
+    """
+    The broker cannot be asked now: other instances are out of reach (a
+    charger lookup across instances).
+    """
+
+
 class StorageFull(Exception):
     """
     The local durable store cannot write (disk full, read-only).

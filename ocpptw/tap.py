@@ -29,13 +29,13 @@ def version_line() -> str:
     C{ocpptw 0.1.0 (Twisted ..., Autobahn ..., Python ...)}.
     """
     import platform
+    from importlib.metadata import version
 
-    import autobahn
     from twisted import copyright
 
     from ocpptw import __version__
 
-    return f"ocpptw {__version__} (Twisted {copyright.version}, Autobahn {autobahn.__version__}, Python {platform.python_version()})"
+    return f"ocpptw {__version__} (Twisted {copyright.version}, Autobahn {version('autobahn')}, Python {platform.python_version()})"
 
 
 class Options(usage.Options):

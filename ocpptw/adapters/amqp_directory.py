@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.integration.test_fleet_lookup -*-
 """
 Where is a charger connected?  Asked across the instances behind one
-broker (CONTRACT section 4: C{GET /api/v1/chargers/{id}} answers for a
+broker (docs/contract.md section 4: C{GET /api/v1/chargers/{id}} answers for a
 charger on any instance, C{GET /api/v1/chargers?scope=fleet} lists them
 all).
 
@@ -30,17 +30,14 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from ocpptw.adapters.amqp import describe_failure
+from ocpptw.interfaces import BrokerUnavailable
+
+__all__ = ["AmqpDirectory", "BrokerUnavailable", "QUERY", "answer", "query_of"]
 
 #: Header naming the question; its value is C{describe} or C{census}.
 QUERY = "x-ocpptw-query"
 DESCRIBE, CENSUS = "describe", "census"
 REPLY_TO = "amq.rabbitmq.reply-to"
-
-
-class BrokerUnavailable(Exception):
-    """
-    The broker cannot be asked now: other instances are out of reach.
-    """
 
 
 def _properties(**kwargs: Any) -> Any:

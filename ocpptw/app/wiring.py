@@ -409,7 +409,7 @@ def build(config: Config, reactor: Any) -> Parts:
         # the outbox's own refusals land on its database
         return all([db.probe() for db in stores.databases]), f"cannot write to {config.data_dir}"
 
-    # /ready (CONTRACT section 6): only this instance's own trouble blocks;
+    # /ready (docs/contract.md section 6): only this instance's own trouble blocks;
     # a backend or broker outage, shared by every instance, degrades.
     readiness = Readiness(
         blocking=[charger_port_up, not_draining, stores_writable, room_check(config.data_dir)],

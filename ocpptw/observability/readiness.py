@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_readiness -*-
 """
-What C{GET /ready} answers (CONTRACT section 6).
+What C{GET /ready} answers (docs/contract.md section 6).
 
 Two kinds of check:
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.services.test_presence -*-
+# -*- test-case-name: tests.integration.test_presence -*-
 """
 C{lastSeen}: every frame from a charger (a CALL, or the answer to a
 command) counts as traffic.  It moves the C{lastSeen} of the charger list

@@ -162,7 +162,7 @@ class CommandApi(Resource):
         request.notifyFinish().addErrback(lambda _: finished.update(gone=True))
 
         def unavailable(failure: Failure) -> bytes:
-            from ocpptw.adapters.amqp_directory import BrokerUnavailable
+            from ocpptw.interfaces import BrokerUnavailable
 
             failure.trap(BrokerUnavailable)
             return _error(

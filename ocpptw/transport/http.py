@@ -42,14 +42,14 @@ class Ready(Resource):
 
     def __init__(self, readiness: Any) -> None:
         super().__init__()
-        if isinstance(readiness, list):
-            from ocpptw.observability.readiness import Readiness
-
-            readiness = Readiness(readiness)
         self._readiness = readiness
 
     def render_GET(self, request: Request) -> bytes:
-        status, body = self._readiness.answer()
+        if isinstance(self._readiness, list):  # plain checks, all blocking
+            reasons = [reason for ok, reason in (check() for check in self._readiness) if not ok]
+            status, body = (503, {"status": "unavailable", "reasons": reasons}) if reasons else (200, {"status": "ready"})
+        else:
+            status, body = self._readiness.answer()
         return write_json(request, status, body)
 
 
