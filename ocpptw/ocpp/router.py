@@ -62,6 +62,9 @@ class Router:
 
     log = Logger()
 
+    #: Actions whose answer proves a write went through.
+    writers = _WRITERS
+
     def __init__(self, chargers: IChargerService, sessions: ISessionService, clock: IReactorTime) -> None:
         self._chargers = chargers
         self._sessions = sessions
@@ -95,7 +98,7 @@ class Router:
             raise OcppError(SECURITY_ERROR, "not accepted: send BootNotification first")
         answer = handler(cp, payload, now)
         if isinstance(answer, Deferred):
-            if self.refusing and action in _WRITERS:
+            if self.refusing and action in self.writers:
                 answer.addCallback(self._written)
             answer.addErrback(self._disk_full)
         return answer

@@ -133,6 +133,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_start ON sessions (device_id, connector_id, id_tag, started_at, meter_start);
 CREATE INDEX IF NOT EXISTS sessions_active ON sessions (device_id) WHERE stopped = 0;
+CREATE TABLE IF NOT EXISTS station_transactions (
+    device_id TEXT NOT NULL,
+    station_transaction_id TEXT NOT NULL,
+    transaction_id INTEGER NOT NULL UNIQUE,
+    PRIMARY KEY (device_id, station_transaction_id)
+);
 CREATE TABLE IF NOT EXISTS wallet_ledger (
     idempotency_key TEXT PRIMARY KEY,
     session_id TEXT, user_id TEXT, amount TEXT NOT NULL, currency TEXT,
