@@ -232,6 +232,7 @@ class SessionService:
             meter_start=payload["meterStart"],
             timestamp=payload["timestamp"],
             reservation_id=payload.get("reservationId"),
+            ocpp_version=payload.get("ocppVersion"),
         )
         body = {k: v for k, v in tx.start_body().items() if k != "transactionId"}
         try:
