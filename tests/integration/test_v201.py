@@ -233,3 +233,21 @@ async def test_ocpp_versions_disables_a_version(tmp_path, enabled, offered, chos
             assert code == 1000
     finally:
         await bounded(service.stopService())
+
+
+@pytest_twisted.ensureDeferred
+async def test_newest_connection_wins_and_drain_closes_with_1001(tmp_path):
+    """As for 1.6: a second 2.0.1 connection replaces the first (4000); the drain closes with 1001."""
+    service = await start(tmp_path)
+    try:
+        first = await booted_201(service, "NEWEST")
+        second = await connect_charger(service.test_port, "/ocpp/NEWEST", ["ocpp2.0.1"])
+        code, _ = await first.wait_closed()
+        assert code == 4000
+        assert (await second.call("Heartbeat", {}))[0] == 3  # accepted without booting again
+        await bounded(service.stopService())
+        code, _ = await second.wait_closed()
+        assert code == 1001
+    finally:
+        if service.running:
+            await bounded(service.stopService())
