@@ -157,3 +157,13 @@ def test_outbound_refuses_actions_of_the_other_version():
     assert "OCPP 2.0.1" in str(failure[0].value) and sink.sent == []
     session.call("Reset", {"type": "Immediate"})
     assert json.loads(sink.sent[0])[2:] == ["Reset", {"type": "Immediate"}]
+
+
+def test_openapi_lists_the_commands_of_both_versions():
+    """docs/openapi.yaml's command actions are exactly the server-to-charger actions of 1.6 and 2.0.1."""
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text())
+    [action] = [p for p in doc["paths"]["/api/v1/chargers/{chargePointId}/commands/{action}"]["post"]["parameters"]
+                if p["name"] == "action"]
+    assert set(action["schema"]["enum"]) == V16.server_to_charger | V201.server_to_charger
