@@ -155,7 +155,8 @@ def valid(node: dict, root: dict) -> st.SearchStrategy:
         return _string(node)
     if kind == "integer":
         if "minimum" in node or "maximum" in node:  # 2.0.1 bounds some integers; 1.6 none
-            return st.integers(min_value=node.get("minimum"), max_value=node.get("maximum"))
+            # within the 64 bits the gateway admits (validation.INT_MIN/INT_MAX) on the open side
+            return st.integers(min_value=node.get("minimum", -(2**63)), max_value=node.get("maximum", 2**63 - 1))
         return integers
     if kind == "number":
         if "minimum" in node or "maximum" in node:
