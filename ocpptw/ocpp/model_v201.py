@@ -12,7 +12,7 @@ from typing import Any
 
 VERSION = "2.0.1"
 
-#: The idToken type that stands for "no idToken" (CONTRACT section 7).
+#: The idToken type that stands for "no idToken" (docs/contract.md section 7).
 NO_AUTHORIZATION = "NoAuthorization"
 
 

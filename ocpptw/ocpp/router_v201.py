@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.ocpp.test_router_v201 -*-
 """
 The charger-to-CSMS actions of OCPP 2.0.1: payload in, the version-neutral
-services, answer payload out (CONTRACT section 7).  The services see one
+services, answer payload out (docs/contract.md section 7).  The services see one
 model (charger, connector, session, meter samples, idTag); this module
 translates 2.0.1's shapes into it and the answers back.
 

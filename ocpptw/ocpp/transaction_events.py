@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.ocpp.test_transaction_events -*-
 """
 OCPP 2.0.1 TransactionEvent onto the version-neutral session model
-(CONTRACT section 7).
+(docs/contract.md section 7).
 
   - The charging station owns the transactionId (a string); the ledger keys
     the transaction by it.

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.adapters.test_backend_api_doc_v201 -*-
 """
-The REST backend contract for OCPP 2.0.1 chargers (CONTRACT section 7): an
+The REST backend contract for OCPP 2.0.1 chargers (docs/contract.md section 7): an
 OCPP 2.0.1 session driven through the real services and L{HttpBackend}
 against the test backend sends only bodies that C{docs/backend-api.yaml}
 documents, each carrying C{ocppVersion}, with the station's string

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.chaos.test_backend_outage_v201 -*-
 """
 The backend answers 503 to everything while an OCPP 2.0.1 station runs its
-transaction (CONTRACT sections 5 and 7): never a CALLERROR, Started answered
+transaction (docs/contract.md sections 5 and 7): never a CALLERROR, Started answered
 Accepted, Ended answered without totalCost (the price is not known); once
 the backend is back the outbox starts the session with the station's string
 transactionId, stops it billed to the cent and refunds once.

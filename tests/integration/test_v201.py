@@ -1,5 +1,5 @@
 """
-OCPP 2.0.1 on the gateway's one endpoint (CONTRACT section 7), in process
+OCPP 2.0.1 on the gateway's one endpoint (docs/contract.md section 7), in process
 (embedded store with a tariff, no broker) on loopback:
 
   - the C{ocpp} package's C{v201.ChargePoint} (a separate process, it

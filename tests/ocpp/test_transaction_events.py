@@ -1,7 +1,7 @@
 """
 Tests for the OCPP 2.0.1 handlers (L{ocpptw.ocpp.router_v201},
 L{ocpptw.ocpp.transaction_events}) over the version-neutral services, on
-the real ledger, outbox and embedded store (CONTRACT section 7).
+the real ledger, outbox and embedded store (docs/contract.md section 7).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """
-CONTRACT section 7: every charger-scoped backend body (ensure, status,
+docs/contract.md section 7: every charger-scoped backend body (ensure, status,
 authorize, session start and stop, ocpp-message) carries C{ocppVersion};
 the C{ocpp.message} and C{charger.metadataUpdate} event data do too.  Here
 for 1.6 chargers (the 2.0.1 bodies: L{tests.ocpp.test_transaction_events},
