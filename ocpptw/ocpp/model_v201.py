@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.ocpp.test_router_v201 -*-
+# -*- test-case-name: tests.ocpp.test_transaction_events -*-
 """
 OCPP 2.0.1 payloads in the shapes of the gateway's version-neutral model
 (which speaks 1.6's field names), and the model's answers in 2.0.1's shapes.

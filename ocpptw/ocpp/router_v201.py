@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.ocpp.test_router_v201 -*-
+# -*- test-case-name: tests.ocpp.test_transaction_events -*-
 """
 The charger-to-CSMS actions of OCPP 2.0.1: payload in, the version-neutral
 services, answer payload out (docs/contract.md section 7).  The services see one

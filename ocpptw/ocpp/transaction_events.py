@@ -43,10 +43,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from ocpptw.ocpp.model_v201 import NO_AUTHORIZATION, VERSION, id_token_info, sampled_values
-from ocpptw.services import meter
-from ocpptw.services.delivery import stop_figures
 
-REGISTER = "Energy.Active.Import.Register"
 
 #: Answers remembered for repeated (transactionId, seqNo) events.
 MAX_ANSWERS = 20000
@@ -64,28 +61,6 @@ class _Open:
         self.first: int | None = None
         self.last: int | None = None
         self.info: dict | None = None
-
-
-def registers(meter_values: list) -> list[tuple[int, str | None]]:
-    """
-    The energy register readings in C{meter_values} (the model's 1.6 shape,
-    from L{ocpptw.ocpp.model_v201.sampled_values}) as C{(Wh, context)},
-    in the order sent.
-    """
-    found = []
-    for meter_value in meter_values:
-        for sampled in meter_value.get("sampledValue") or ():
-            if sampled.get("measurand", REGISTER) != REGISTER or sampled.get("phase") is not None:
-                continue
-            try:
-                sample = meter.normalise_sample(meter_value.get("timestamp") or "", sampled)
-            except (ValueError, TypeError):
-                continue
-            value = sample.get("value")
-            if sample.get("unit") != "Wh" or type(value) not in (int, float):
-                continue
-            found.append((int(Decimal(str(value))), sampled.get("context")))
-    return found
 
 
 def _pick(found: list[tuple[int, str | None]], context: str, last: bool) -> int | None:
@@ -145,7 +120,7 @@ class TransactionEvents:
         if evse.get("connectorId") is not None:
             state.connector_id = evse["connectorId"]
         samples = sampled_values(payload.get("meterValue") or [])
-        found = registers(samples)
+        found = self._sessions.energy_registers(samples)
         if found:
             if state.first is None:
                 state.first = _pick(found, "Transaction.Begin", last=False)
@@ -201,8 +176,7 @@ class TransactionEvents:
         await self._sessions.stop(cp, stop, now)
         if tx.rejected or tx.price is None:
             return None
-        _, cost, _, _ = stop_figures(tx, tx.meter_stop if tx.meter_stop is not None else meter_stop)
-        return cost
+        return self._sessions.stop_cost(tx, tx.meter_stop if tx.meter_stop is not None else meter_stop)
 
 
 async def _again(answer: dict) -> dict:

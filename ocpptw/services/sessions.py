@@ -310,6 +310,20 @@ class SessionService:
 
     # -- transactions whose id the charger owns (OCPP 2.0.1) ------------------
 
+    def energy_registers(self, meter_values: list) -> list[tuple[int, str | None]]:
+        """
+        The energy register readings (Wh, context) of C{meter_values}
+        (L{ocpptw.services.meter.energy_registers}).
+        """
+        return meter.energy_registers(meter_values)
+
+    def stop_cost(self, tx: Transaction, meter_stop: int) -> Any:
+        """
+        What stopping C{tx} at C{meter_stop} costs (a L{Decimal}), or
+        C{None} without a tariff (L{ocpptw.services.delivery.stop_figures}).
+        """
+        return stop_figures(tx, meter_stop)[1]
+
     def transaction(self, charge_point_id: str, transaction_id: Any) -> Deferred[Transaction | None]:
         """
         The transaction as the ledger knows it (from memory or disk), or

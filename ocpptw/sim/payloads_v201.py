@@ -13,7 +13,7 @@ import json
 
 from ocpptw.ocpp.actions_v201 import SERVER_TO_CHARGER
 from ocpptw.sim.payloads import timestamp
-from ocpptw.testing.examples import minimal_response
+from ocpptw.ocpp.examples import minimal_response
 
 
 def boot_notification(charger_id: str) -> str:

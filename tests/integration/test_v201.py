@@ -29,7 +29,7 @@ from ocpptw.app.gateway import make_gateway
 from ocpptw.config import load_config
 from ocpptw.ocpp.actions_v201 import SERVER_TO_CHARGER
 from ocpptw.ocpp.versions import CODES_V201
-from ocpptw.testing.examples import minimal_request
+from ocpptw.ocpp.examples import minimal_request
 from tests.helpers import bounded, until
 from tests.wsclient import connect_charger
 

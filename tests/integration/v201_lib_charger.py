@@ -26,7 +26,7 @@ from ocpp.charge_point import camel_to_snake_case
 from ocpp.v201 import ChargePoint, call, call_result
 
 from ocpptw.ocpp.actions_v201 import CHARGER_TO_SERVER
-from ocpptw.testing.examples import minimal_request, minimal_response
+from ocpptw.ocpp.examples import minimal_request, minimal_response
 
 T0 = "2026-12-04T10:00:00Z"
 

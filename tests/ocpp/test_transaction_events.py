@@ -170,7 +170,7 @@ def test_ended_with_the_first_id_token_starts_then_stops(rig):
 def test_register_choice(rig):
     """Phase readings and other measurands are no register; Transaction.Begin wins among several."""
     from ocpptw.ocpp.model_v201 import sampled_values
-    from ocpptw.ocpp.transaction_events import registers
+    from ocpptw.services.meter import energy_registers as registers
 
     meter = [register(5, phase="L1"), register(7, measurand="Power.Active.Import"), register(9, measurand=None),
              register(3, unit="kWh", multiplier=-3)]
@@ -208,7 +208,7 @@ def test_string_id_that_looks_numeric_survives_the_disk(rig):
                                     "NotifyEVChargingNeeds", "NotifyEVChargingSchedule", "NotifyReport", "NotifyEvent",
                                     "SecurityEventNotification", "ReservationStatusUpdate", "MeterValues", "Heartbeat"])
 def test_other_actions_answered_schema_valid(rig, action):
-    from ocpptw.testing.examples import minimal_request
+    from ocpptw.ocpp.examples import minimal_request
 
     call(rig, action, minimal_request("2.0.1", action))
 

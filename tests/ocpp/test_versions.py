@@ -28,7 +28,7 @@ from ocpptw.ocpp.versions import (
     response_schema,
     version,
 )
-from ocpptw.testing.examples import minimal_request, minimal_response
+from ocpptw.ocpp.examples import minimal_request, minimal_response
 from tests.ocpp.support import RecordingSink
 
 SCHEMAS_V201 = Path(__file__).resolve().parents[2] / "ocpptw" / "ocpp" / "schemas_v201"
