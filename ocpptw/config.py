@@ -174,6 +174,20 @@ def _networks(name: str, text: str) -> tuple[str, ...]:
     return entries
 
 
+#: The subprotocols OCPP_VERSIONS may list.
+SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")
+
+
+def _subprotocols(name: str, text: str) -> tuple[str, ...]:
+    chosen = _csv(name, text)
+    if not chosen:
+        raise ConfigError(f"{name} must list at least one of {', '.join(SUBPROTOCOLS)}")
+    for part in chosen:
+        if part not in SUBPROTOCOLS:
+            raise ConfigError(f"{name} lists {part!r}; the gateway speaks {', '.join(SUBPROTOCOLS)}")
+    return tuple(dict.fromkeys(chosen))
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", "port", _int(0, 65535), "9000", "port for chargers and the HTTP endpoints"),
     Setting("WEBSOCKET_HOST", "host", _text, "0.0.0.0", "interface to bind"),
@@ -191,6 +205,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OCPP_PING_INTERVAL", "ping_interval", _seconds, "60", "seconds between WebSocket pings, 0 off"),
     Setting("OCPP_VALIDATION", "validation", _choice("strict", "lenient"), "strict", "strict or lenient schema validation"),
     Setting("OCPP_ALLOW_UNKNOWN_CHARGERS", "allow_unknown_chargers", _bool, "true", "register unknown chargers on boot, or refuse with 404"),
+    Setting("OCPP_VERSIONS", "ocpp_versions", _subprotocols, "ocpp2.0.1,ocpp1.6", "enabled subprotocols, comma-separated (ocpp2.0.1, ocpp1.6)"),
     Setting("OCPP_ALLOW_MISSING_SUBPROTOCOL", "allow_missing_subprotocol", _bool, "false", "admit chargers that offer no subprotocol at all"),
     Setting("OCPP_SECURITY_PROFILE", "security_profile", _int(0, 3), "0", "0 none, 1 basic auth, 2 TLS + basic auth, 3 TLS client certificates"),
     Setting("HEARTBEAT_INTERVAL", "heartbeat_interval", _int(1, 86400), "300", "interval returned in BootNotification"),
@@ -317,6 +332,7 @@ class Config:
     validation: str = "strict"
     allow_unknown_chargers: bool = True
     allow_missing_subprotocol: bool = False
+    ocpp_versions: tuple[str, ...] = ("ocpp2.0.1", "ocpp1.6")
     security_profile: int = 0
     heartbeat_interval: int = 300
     start_deadline: float = 5.0

@@ -101,6 +101,23 @@ def started(raw: bytes) -> dict:
     return value
 
 
+def started_by_charger(raw: bytes) -> dict:
+    """
+    The answer to the start of a transaction whose id the charger chose
+    (OCPP 2.0.1, a string): as L{started}, but the transactionId may be
+    that string, or left out (the gateway keeps the charger's).
+    """
+    value = json_object(raw)
+    transaction_id = value.get("transactionId")
+    if transaction_id is not None and not isinstance(transaction_id, (str, int)) or isinstance(transaction_id, bool):
+        raise BadAnswer("start answer has an unusable transactionId")
+    if not _has_id_tag_info(value):
+        raise BadAnswer("start answer lacks idTagInfo.status")
+    if value["idTagInfo"]["status"] == "Accepted" and value.get("sessionId") in (None, ""):
+        raise BadAnswer("start answer accepts the idTag but has no sessionId")
+    return value
+
+
 def authorized(raw: bytes) -> dict:
     value = json_object(raw)
     if not _has_id_tag_info(value):

@@ -67,6 +67,7 @@ from ocpptw.adapters._http_answers import (
     json_object,
     session_list,
     started,
+    started_by_charger,
 )
 from ocpptw.adapters.circuit import Circuit, CircuitOpen
 from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, IBatchedMessageLog, NotFound
@@ -301,7 +302,12 @@ class HttpBackend(Service):
 
     def start_session(self, body: dict) -> Deferred[dict]:
         return self._call(
-            "start_session", "POST", "/api/charging-session/start", body, parse=started, idempotent=False
+            "start_session",
+            "POST",
+            "/api/charging-session/start",
+            body,
+            parse=started_by_charger if isinstance(body.get("transactionId"), str) else started,
+            idempotent=False,
         )
 
     def stop_session(self, session_id: str, body: dict) -> Deferred[None]:
@@ -339,12 +345,15 @@ class HttpBackend(Service):
         for device_id, bodies in runs:
             await self._post_messages(device_id, bodies)
 
-    def authorize(self, device_id: str, id_tag: str) -> Deferred[dict]:
+    def authorize(self, device_id: str, id_tag: str, extra: dict | None = None) -> Deferred[dict]:
+        body = {"idTag": id_tag}
+        if extra:
+            body.update(extra)
         return self._call(
             "authorize",
             "POST",
             f"/api/charger/{_seg(device_id)}/authorize",
-            {"idTag": id_tag},
+            body,
             parse=authorized,
             idempotent=False,
         )

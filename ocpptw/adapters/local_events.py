@@ -108,6 +108,7 @@ class LocalEventPublisher:
         error_code: str | None,
         error_description: str | None,
         truncated: bool = False,
+        ocpp_version: str | None = None,
     ) -> Deferred[None]:
         """
         Log one frame: an C{ocpp.message} without its envelope, stamped
@@ -121,6 +122,9 @@ class LocalEventPublisher:
             C{ocpp-message} body).
         @param truncated: the payload was cut to C{MESSAGE_LOG_MAX_BYTES}
             (it is then a string); the backend body says C{truncated: true}.
+        @param ocpp_version: the charger's C{ocppVersion}, added to the
+            C{ocpp-message} body for the REST backend (the embedded message
+            log has no column for it).
         @return: fires once the frame is durable.  With the embedded store
             every frame of one write shares that Deferred: add callbacks to
             it once (L{ocpptw.services.recorder.FrameRecorder} does).
@@ -128,7 +132,7 @@ class LocalEventPublisher:
         at = now_z(self._clock)
         if self._log_frames is None:
             d = self._frame_to_outbox(device_id, direction, message_type, message_id, action, payload, payload_text,
-                                      error_code, at, truncated)
+                                      error_code, at, truncated, ocpp_version)
             return d
         self._add_frame(device_id, direction, message_type, message_id, action, payload, payload_text, error_code, at)
         shared = self._frames_written
@@ -165,6 +169,7 @@ class LocalEventPublisher:
         error_code: str | None,
         stamp: str,
         truncated: bool = False,
+        ocpp_version: str | None = None,
     ) -> Deferred[None]:
         """
         A frame as a C{backend.store_message} outbox entry, its body that of
@@ -175,6 +180,8 @@ class LocalEventPublisher:
         if truncated:
             body["truncated"] = True
         body["timestamp"] = stamp
+        if ocpp_version is not None:
+            body["ocppVersion"] = ocpp_version
         return self._outbox.append(device_id, STORE_MESSAGE, {"deviceId": device_id, "body": body}).addCallback(_none)
 
     def _flush_soon(self) -> None:

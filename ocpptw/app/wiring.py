@@ -279,8 +279,6 @@ def build(config: Config, reactor: Any) -> Parts:
     """
     Every part of the gateway, wired, nothing started.
     """
-    from ocpptw.ocpp.router import Router
-    from ocpptw.ocpp.session import OcppSession
     from ocpptw.ocpp.validation import Validator
     from ocpptw.services.chargers import ChargerService
     from ocpptw.services.commands import LocalCommandBus
@@ -332,7 +330,6 @@ def build(config: Config, reactor: Any) -> Parts:
 
     registry = ChargerRegistry(config.instance_id, reactor)
     validator = Validator()
-    router = Router(chargers, sessions, reactor)
     from ocpptw.services.presence import Presence
 
     recorder = FrameRecorder(
@@ -341,11 +338,11 @@ def build(config: Config, reactor: Any) -> Parts:
         presence=Presence(registry, chargers, reactor),
     )
     feed, observer = live_feed(config, reactor, registry, recorder, backend, accepted=chargers.is_accepted)
+    from ocpptw.ocpp.factory import SessionFactory, routers
 
-    def session_factory(identity: str, connection: Any, strict: bool) -> OcppSession:
-        session = OcppSession(identity, connection, router, reactor, validator, call_timeout=config.call_timeout, observer=observer)
-        session.strict = strict
-        return session
+    session_factory = SessionFactory(
+        routers(chargers, sessions, reactor), reactor, config.call_timeout, observer, {validator.version.name: validator}
+    )
 
     authenticate = None
     if config.security_profile:
@@ -367,6 +364,7 @@ def build(config: Config, reactor: Any) -> Parts:
         strict=config.validation == "strict",
         allow_unknown=config.allow_unknown_chargers,
         allow_missing_subprotocol=config.allow_missing_subprotocol,
+        versions=config.ocpp_versions,
         authenticate=authenticate,
         admission=admission,
         metrics=metrics,

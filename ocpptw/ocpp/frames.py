@@ -62,12 +62,18 @@ class FrameError(OcppError):
     @ivar message_type: the frame's MessageTypeId (2, 3 or 4) when it could be
         read, else C{None}.  The session answers only frames that are not
         responses (C{None} or C{CALL}).
+    @ivar rpc: C{True} when the frame is not a valid RPC message at all (not
+        JSON, not an array of the right shape, no usable id), C{False} when
+        only its payload is malformed.  OCPP 1.6 answers both
+        C{FormationViolation}; OCPP 2.0.1 answers the first
+        C{RpcFrameworkError} and the second C{FormatViolation}.
     """
 
-    def __init__(self, message_id: str, description: str, message_type: int | None = None) -> None:
+    def __init__(self, message_id: str, description: str, message_type: int | None = None, rpc: bool = True) -> None:
         super().__init__(FORMATION_VIOLATION, description)
         self.message_id = message_id
         self.message_type = message_type
+        self.rpc = rpc
 
 
 class Call:
@@ -223,18 +229,20 @@ def parse(text: str) -> Call | CallResult | CallError | None:
         )
     # fewer brackets than MAX_DEPTH cannot nest deeper: most frames skip the walk
     if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(frame):
-        raise FrameError(message_id, f"frame nested deeper than {MAX_DEPTH} levels", message_type)
+        raise FrameError(message_id, f"frame nested deeper than {MAX_DEPTH} levels", message_type, rpc=False)
     # a \uD800-style escape may decode to a lone surrogate, which no UTF-8 frame can carry back
     if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(frame):
         if _has_lone_surrogate([message_id]):
             message_id = UNKNOWN_ID
-        raise FrameError(message_id, "frame holds a lone UTF-16 surrogate", message_type)
+        raise FrameError(message_id, "frame holds a lone UTF-16 surrogate", message_type, rpc=False)
     if message_type == CALL:
         if length != 4:
             raise FrameError(message_id, "CALL must be [2, id, action, {payload}]", CALL)
         action, payload = frame[2], frame[3]
-        if type(action) is not str or type(payload) is not dict:
+        if type(action) is not str:
             raise FrameError(message_id, "CALL must be [2, id, action, {payload}]", CALL)
+        if type(payload) is not dict:
+            raise FrameError(message_id, "CALL must be [2, id, action, {payload}]", CALL, rpc=False)
         return Call(message_id, action, payload)
     if message_type == CALLRESULT:
         if length != 3 or type(frame[2]) is not dict:
@@ -252,6 +260,21 @@ def parse(text: str) -> Call | CallResult | CallError | None:
             CALLERROR,
         )
     return CallError(message_id, frame[2], frame[3], frame[4])
+
+
+def unknown_type_id(text: str) -> str:
+    """
+    The message id of a frame L{parse} found to have an unknown
+    MessageTypeId (it returned C{None}), when it is usable, else C{"-1"}.
+    """
+    try:
+        frame = _decode(text)
+    except (ValueError, RecursionError):
+        return UNKNOWN_ID
+    message_id = frame[1] if type(frame) is list and len(frame) > 1 else None
+    if not usable_id(message_id) or _has_lone_surrogate([message_id]):
+        return UNKNOWN_ID
+    return message_id
 
 
 def encode_call(message_id: str, action: str, payload: dict) -> str:

@@ -22,7 +22,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ocpptw.interfaces import CallErrorReceived, ChargerOffline, CommandTimeout, InvalidPayload
-from ocpptw.ocpp.actions import SERVER_TO_CHARGER
 from ocpptw.ocpp.errors import FORMATION_VIOLATION, OcppError
 from ocpptw.ocpp.frames import CallError, CallResult, FrameError, encode_call
 from ocpptw.ocpp.validation import Validator
@@ -94,8 +93,9 @@ class OutboundCalls:
         session = self._session
         if self._closed:
             return fail(ChargerOffline(f"{session.charge_point_id} is not connected"))
-        if action not in SERVER_TO_CHARGER or not self._validator.knows(action):
-            return fail(InvalidPayload(f"{action!r} is not a server-to-charger action of OCPP 1.6"))
+        version = self._validator.version
+        if action not in version.server_to_charger or not self._validator.knows(action):
+            return fail(InvalidPayload(f"{action!r} is not a server-to-charger action of OCPP {version.name}"))
         if type(payload) is not dict:
             return fail(InvalidPayload("the payload must be a JSON object"))
         try:
@@ -160,7 +160,9 @@ class OutboundCalls:
                     description=error.description,
                 )
                 failure = CallErrorReceived(
-                    error.code, f"invalid CALLRESULT: {error.description}", {"result": result.payload}
+                    self._validator.version.wire_code(error.code),
+                    f"invalid CALLRESULT: {error.description}",
+                    {"result": result.payload},
                 )
                 self._settle(pending, Failure(failure))
                 return
@@ -193,7 +195,8 @@ class OutboundCalls:
         )
         pending = self._pending
         if pending is not None and pending.message_id == error.message_id:
-            failure = CallErrorReceived(FORMATION_VIOLATION, f"malformed answer: {error.description}", {})
+            code = self._validator.version.wire_code(FORMATION_VIOLATION)
+            failure = CallErrorReceived(code, f"malformed answer: {error.description}", {})
             self._settle(pending, Failure(failure))
 
     def connection_lost(self) -> None:

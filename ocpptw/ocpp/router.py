@@ -41,6 +41,9 @@ from ocpptw.ocpp.errors import INTERNAL_ERROR, NOT_IMPLEMENTED, SECURITY_ERROR, 
 #: Actions whose answer proves a write went through (Authorize may answer from its cache).
 _WRITERS = frozenset({"BootNotification", "MeterValues", "StartTransaction", "StatusNotification", "StopTransaction"})
 
+#: C{ocppVersion} in the backend bodies of these chargers.
+VERSION = "1.6"
+
 #: The CALLERROR description while DATA_DIR refuses writes.
 DISK_FULL = "the gateway cannot record this message now (its disk refuses writes); retry later"
 
@@ -61,6 +64,9 @@ class Router:
     """
 
     log = Logger()
+
+    #: Actions whose answer proves a write went through.
+    writers = _WRITERS
 
     def __init__(self, chargers: IChargerService, sessions: ISessionService, clock: IReactorTime) -> None:
         self._chargers = chargers
@@ -95,7 +101,7 @@ class Router:
             raise OcppError(SECURITY_ERROR, "not accepted: send BootNotification first")
         answer = handler(cp, payload, now)
         if isinstance(answer, Deferred):
-            if self.refusing and action in _WRITERS:
+            if self.refusing and action in self.writers:
                 answer.addCallback(self._written)
             answer.addErrback(self._disk_full)
         return answer
@@ -141,19 +147,20 @@ class Router:
     # -- through the services --------------------------------------------------
 
     def authorize(self, cp: str, payload: dict, now: Any) -> Deferred[dict]:
-        return self._sessions.authorize(cp, payload["idTag"], now).addCallback(lambda info: {"idTagInfo": info})
+        d = self._sessions.authorize(cp, payload["idTag"], now, extra={"ocppVersion": VERSION})
+        return d.addCallback(lambda info: {"idTagInfo": info})
 
     def boot_notification(self, cp: str, payload: dict, now: Any) -> Deferred[dict]:
-        return self._chargers.boot(cp, payload, now)
+        return self._chargers.boot(cp, payload, now, extra={"ocppVersion": VERSION})
 
     def status_notification(self, cp: str, payload: dict, now: Any) -> Deferred[dict]:
-        return self._chargers.status(cp, payload, now).addCallback(_empty)
+        return self._chargers.status(cp, payload, now, version=VERSION).addCallback(_empty)
 
     def meter_values(self, cp: str, payload: dict, now: Any) -> Deferred[dict]:
         return self._sessions.meter_values(cp, payload, now).addCallback(_empty)
 
     def start_transaction(self, cp: str, payload: dict, now: Any) -> Deferred[dict]:
-        return self._sessions.start(cp, payload, now)
+        return self._sessions.start(cp, dict(payload, ocppVersion=VERSION), now)
 
     def stop_transaction(self, cp: str, payload: dict, now: Any) -> Deferred[dict]:
-        return self._sessions.stop(cp, payload, now)
+        return self._sessions.stop(cp, dict(payload, ocppVersion=VERSION), now)

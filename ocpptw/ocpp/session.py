@@ -56,7 +56,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ocpptw.interfaces import IFrameSink
-from ocpptw.ocpp.actions import CHARGER_TO_SERVER
 from ocpptw.ocpp.errors import (
     FORMATION_VIOLATION,
     INTERNAL_ERROR,
@@ -75,10 +74,12 @@ from ocpptw.ocpp.frames import (
     encode_error,
     encode_result_parts,
     parse,
+    unknown_type_id,
 )
 from ocpptw.ocpp.outbound import CallQueueFull, OutboundCalls
 from ocpptw.ocpp.recent_ids import RecentIds
 from ocpptw.ocpp.validation import Validator
+from ocpptw.ocpp.versions import MESSAGE_TYPE_NOT_SUPPORTED, ProtocolVersion
 
 __all__ = ["CallQueueFull", "Handler", "OcppSession"]
 
@@ -102,6 +103,9 @@ class OcppSession:
         the message.
     @ivar context: a dict the handlers may use freely.
     @ivar call_timeout: the default timeout of L{call}, in seconds.
+    @ivar version: the charger's OCPP version (L{ocpptw.ocpp.versions}),
+        the one of its C{validator}: its action tables, schemas and
+        CALLERROR spellings.
     """
 
     log = Logger()
@@ -134,6 +138,8 @@ class OcppSession:
         self._handler = handler
         self._clock = clock
         self._validator = validator
+        self.version: ProtocolVersion = validator.version
+        self._charger_to_server = validator.version.charger_to_server
         self._observer = observer
         self._closed = False
         # inbound
@@ -161,10 +167,7 @@ class OcppSession:
             self._bad_frame(error)
             return
         if message is None:
-            self.log.info(
-                "ignored a frame with an unknown MessageTypeId from {chargePointId}",
-                chargePointId=self.charge_point_id,
-            )
+            self._unknown_type(text)
             return
         message_type = message.message_type
         if message_type == CALL:
@@ -179,7 +182,7 @@ class OcppSession:
         The charger sent a binary frame: OCPP-J is text only.
         """
         self.log.warn("binary frame from {chargePointId} refused", chargePointId=self.charge_point_id)
-        self._send_error(UNKNOWN_ID, None, FORMATION_VIOLATION, "binary frames are not OCPP-J", None)
+        self._send_error(UNKNOWN_ID, None, FORMATION_VIOLATION, "binary frames are not OCPP-J", None, rpc=True)
 
     def call(self, action: str, payload: dict, timeout: float | None = None) -> Deferred[dict]:
         """
@@ -224,9 +227,27 @@ class OcppSession:
                 chargePointId=self.charge_point_id,
                 description=error.description,
             )
-            self._send_error(error.message_id, None, FORMATION_VIOLATION, error.description, None)
+            self._send_error(error.message_id, None, FORMATION_VIOLATION, error.description, None, rpc=error.rpc)
             return
         self._calls.malformed_answer(error)
+
+    def _unknown_type(self, text: str) -> None:
+        """
+        A well-formed array with an unknown MessageTypeId: OCPP 1.6 ignores
+        it, OCPP 2.0.1 answers C{MessageTypeNotSupported} (with the frame's
+        id when it can be read, else C{"-1"}).
+        """
+        if not self.version.answers_unknown_type:
+            self.log.info(
+                "ignored a frame with an unknown MessageTypeId from {chargePointId}",
+                chargePointId=self.charge_point_id,
+            )
+            return
+        self.log.info(
+            "frame with an unknown MessageTypeId from {chargePointId} answered MessageTypeNotSupported",
+            chargePointId=self.charge_point_id,
+        )
+        self._send_error(unknown_type_id(text), None, MESSAGE_TYPE_NOT_SUPPORTED, "unknown MessageTypeId", None)
 
     def _call_received(self, call: Call, text: str) -> None:
         message_id, action = call.message_id, call.action
@@ -240,7 +261,7 @@ class OcppSession:
             self._refuse(call, PROTOCOL_ERROR, "message id already used on this connection")
             return
         self._remember(message_id)
-        if action not in CHARGER_TO_SERVER:
+        if action not in self._charger_to_server:
             if self._validator.knows(action):
                 self._refuse(call, NOT_SUPPORTED, f"{action} is not sent by a charge point")
             else:
@@ -384,10 +405,17 @@ class OcppSession:
         self._sink.send_text(text)
 
     def _send_error(
-        self, message_id: str, action: str | None, code: str, description: str, details: dict | None
+        self,
+        message_id: str,
+        action: str | None,
+        code: str,
+        description: str,
+        details: dict | None,
+        rpc: bool = False,
     ) -> None:
         if self._closed:
             return
+        code = self.version.wire_code(code, rpc)
         if details is None:
             details = {}
         try:

@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.ocpp.test_validation -*-
 """
-Validation of OCPP 1.6 payloads against the official JSON schemas shipped in
-C{schemas/}: each CALL payload against C{Action.json}, each CALLRESULT
-payload against C{ActionResponse.json}.
+Validation of OCPP payloads against the official JSON schemas shipped in
+C{schemas/} (OCPP 1.6) and C{schemas_v201/} (OCPP 2.0.1): each CALL payload
+against C{Action.json} (2.0.1: C{ActionRequest.json}), each CALLRESULT
+payload against C{ActionResponse.json}.  A L{Validator} checks one version
+(L{ocpptw.ocpp.versions}).
 
 The schemas are compiled once per process with fastjsonschema (about twenty
 times faster than jsonschema) and shared by every L{Validator}.  Two changes
@@ -21,7 +23,8 @@ most backends store, so a larger value is refused as out of range instead of
 failing deep inside a store.
 
 A failure becomes an L{OcppError} with the CALLERROR code that docs/contract.md
-section 1 names:
+section 1 names (in 1.6's spelling; the session spells it for the charger's
+version, L{ocpptw.ocpp.versions.ProtocolVersion.wire_code}):
 
     - a required field missing, or an array with too few or too many items
       -> C{OccurenceConstraintViolation}
@@ -43,6 +46,7 @@ from typing import Any, Callable
 import fastjsonschema
 from twisted.logger import Logger
 
+from ocpptw.ocpp.versions import V16, ProtocolVersion
 from ocpptw.ocpp.errors import (
     FORMATION_VIOLATION,
     NOT_IMPLEMENTED,
@@ -127,8 +131,12 @@ def _is_date_time(value: str) -> bool:
 _FORMATS: dict[str, Callable[[Any], bool]] = {"date-time": is_date_time}
 
 # action name -> compiled validator, for requests and responses; filled once
+# per version (these two are OCPP 1.6's; L{_tables} holds every version's)
 _requests: dict[str, Callable[[Any], Any]] = {}
 _responses: dict[str, Callable[[Any], Any]] = {}
+_tables: dict[str, tuple[dict[str, Callable[[Any], Any]], dict[str, Callable[[Any], Any]]]] = {
+    V16.name: (_requests, _responses),
+}
 
 
 def _objects(node: Any) -> Any:
@@ -208,26 +216,33 @@ def _compile(schema: dict) -> Callable[[Any], Any]:
     return update_wrapper(partial(function, custom_formats=_FORMATS), function)
 
 
-def _compile_all() -> None:
+def _compile_all(version: ProtocolVersion = V16) -> tuple[dict, dict]:
     """
-    Compile every schema in L{SCHEMA_DIR}, once per process.
+    Compile every schema of C{version}, once per process.
+
+    @return: C{(requests, responses)}: action -> compiled check.
     """
-    if _requests:
-        return
-    requests: dict[str, Callable[[Any], Any]] = {}
-    responses: dict[str, Callable[[Any], Any]] = {}
-    for path in sorted(SCHEMA_DIR.glob("*.json")):
+    requests, responses = _tables.setdefault(version.name, ({}, {}))
+    if requests:
+        return requests, responses
+    compiled_requests: dict[str, Callable[[Any], Any]] = {}
+    compiled_responses: dict[str, Callable[[Any], Any]] = {}
+    request_suffix = version.request_suffix
+    for path in sorted(version.schema_dir.glob("*.json")):
         schema = json.loads(path.read_text(encoding="utf-8"))
         _bound_integers(schema)
         _drop_dead_additional_properties(schema)
         compiled = _compile(schema)
         name = path.stem
         if name.endswith(_RESPONSE):
-            responses[name[: -len(_RESPONSE)]] = compiled
-        else:
-            requests[name] = compiled
-    _responses.update(responses)
-    _requests.update(requests)
+            compiled_responses[name[: -len(_RESPONSE)]] = compiled
+        elif request_suffix and name.endswith(request_suffix):
+            compiled_requests[name[: -len(request_suffix)]] = compiled
+        elif not request_suffix:
+            compiled_requests[name] = compiled
+    responses.update(compiled_responses)
+    requests.update(compiled_requests)
+    return requests, responses
 
 
 def _to_error(exc: fastjsonschema.JsonSchemaValueException) -> OcppError:
@@ -252,18 +267,20 @@ def _check(compiled: Callable[[Any], Any], payload: dict) -> None:
 
 class Validator:
     """
-    Checks OCPP 1.6 payloads.  Constructing the first one compiles all the
-    schemas (about 0.2 s); later ones share them.
+    Checks the payloads of one OCPP version (1.6 unless told).  Constructing
+    the first one of a version compiles all its schemas (about 0.2 s);
+    later ones share them.
+
+    @ivar version: the L{ProtocolVersion} whose schemas it checks against.
     """
 
-    def __init__(self) -> None:
-        _compile_all()
-        self._requests = _requests
-        self._responses = _responses
+    def __init__(self, version: ProtocolVersion = V16) -> None:
+        self.version = version
+        self._requests, self._responses = _compile_all(version)
 
     def knows(self, action: str) -> bool:
         """
-        Whether C{action} is an OCPP 1.6 action (has a schema).
+        Whether C{action} is an action of this version (has a schema).
         """
         return action in self._requests
 

@@ -176,11 +176,18 @@ class ChargerService:
 
     # -- boot ------------------------------------------------------------------
 
-    def boot(self, charge_point_id: str, payload: dict, now: datetime) -> Deferred[dict]:
-        return Deferred.fromCoroutine(self._boot(charge_point_id, payload, now))
+    def boot(self, charge_point_id: str, payload: dict, now: datetime, extra: dict | None = None) -> Deferred[dict]:
+        """
+        @param extra: fields a protocol version adds to the C{ensure} body
+            and the C{charger.metadataUpdate} data (C{ocppVersion}, 2.0.1's
+            boot C{reason}); C{None} values are left out.
+        """
+        return Deferred.fromCoroutine(self._boot(charge_point_id, payload, now, extra))
 
-    async def _boot(self, charge_point_id: str, payload: dict, now: datetime) -> dict:
+    async def _boot(self, charge_point_id: str, payload: dict, now: datetime, extra: dict | None = None) -> dict:
         body = ensure_body(charge_point_id, payload)
+        if extra:
+            body.update((k, v) for k, v in extra.items() if v is not None)
         answer = {"status": REJECTED, "currentTime": iso_z(now), "interval": self._interval}
         known = self._ledger.charger(charge_point_id)
         if not self._allow_unknown and known is None:
@@ -222,21 +229,33 @@ class ChargerService:
 
     # -- status and presence ---------------------------------------------------
 
-    def status(self, charge_point_id: str, payload: dict, now: datetime) -> Deferred[None]:
-        body: dict[str, Any] = {
+    def status(
+        self, charge_point_id: str, payload: dict, now: datetime, extra: dict | None = None, version: str | None = None
+    ) -> Deferred[None]:
+        """
+        @param extra: fields a protocol version adds to the status body and
+            the C{charger.statusUpdate} data, before C{connectorId} (2.0.1's
+            C{evseId}).
+        @param version: the charger's C{ocppVersion}, added to the body.
+        """
+        body: dict[str, Any] = dict(extra) if extra else {}
+        body.update({
             "connectorId": payload["connectorId"],
             "status": payload["status"],
             "errorCode": payload["errorCode"],
-        }
+        })
         for name in ("info", "vendorErrorCode"):
             if payload.get(name) is not None:
                 body[name] = payload[name]
         body["timestamp"] = timestamp_z(payload.get("timestamp"), now)
-        data: dict[str, Any] = {
+        if version is not None:
+            body["ocppVersion"] = version
+        data: dict[str, Any] = dict(extra) if extra else {}
+        data.update({
             "connectorId": body["connectorId"],
             "status": body["status"],
             "errorCode": body["errorCode"],
-        }
+        })
         if "info" in body:
             data["info"] = body["info"]
         data["online"] = True

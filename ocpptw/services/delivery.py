@@ -207,6 +207,8 @@ class _Deliveries:
             "stoppedAt": body["stoppedAt"],
             "reason": body["reason"],
         }
+        if body.get("ocppVersion") is not None:
+            stop["ocppVersion"] = body["ocppVersion"]
         if cost is not None:
             stop["cost"] = money_str(cost)
         if refund is not None:

@@ -227,3 +227,26 @@ def normalise(meter_values: list[dict] | None, charge_point_id: str = "") -> lis
             keyed.append((moment, len(keyed), normalise_sample(stamp, sampled, charge_point_id)))
     keyed.sort(key=lambda item: (item[0], item[1]))
     return [sample for _, _, sample in keyed]
+
+
+def energy_registers(meter_values: list) -> list[tuple[int, str | None]]:
+    """
+    The energy register readings in C{meter_values} (1.6's shape of
+    C{meterValue}): sampled values of measurand
+    C{Energy.Active.Import.Register} (or of none) without a phase, in Wh,
+    as C{(Wh, context)}, in the order sent.
+    """
+    found = []
+    for meter_value in meter_values:
+        for sampled in meter_value.get("sampledValue") or ():
+            if sampled.get("measurand", DEFAULT_MEASURAND) != DEFAULT_MEASURAND or sampled.get("phase") is not None:
+                continue
+            try:
+                sample = normalise_sample(meter_value.get("timestamp") or "", sampled)
+            except (ValueError, TypeError):
+                continue
+            value = sample.get("value")
+            if sample.get("unit") != "Wh" or type(value) not in (int, float):
+                continue
+            found.append((int(Decimal(str(value))), sampled.get("context")))
+    return found

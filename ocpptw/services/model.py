@@ -32,6 +32,11 @@ class Transaction:
     @ivar session_id: the backend's session, C{None} until reconciled.
     @ivar timestamp: StartTransaction's C{timestamp} exactly as sent (part
         of the dedupe key).
+    @ivar transaction_id: an C{int} (OCPP 1.6, the backend's or the
+        gateway's), or the charger's C{str} (OCPP 2.0.1).
+    @ivar evse_id: the 2.0.1 EVSE, while the transaction is in memory (not
+        stored: only the start body and the events carry it).
+    @ivar ocpp_version: C{ocppVersion} for the start body, when known.
     """
 
     cp: str
@@ -55,6 +60,8 @@ class Transaction:
     stopped_at: str | None = None
     reason: str | None = None
     stopped_on: float | None = None
+    evse_id: int | None = None
+    ocpp_version: str | None = None
 
     @property
     def dedupe_key(self) -> DedupeKey | None:
@@ -77,6 +84,12 @@ class Transaction:
         if self.reservation_id is not None:
             body["reservationId"] = self.reservation_id
         body["transactionId"] = self.transaction_id
+        if self.evse_id is not None:
+            body["evseId"] = self.evse_id
+        # a string id is the charger's own: OCPP 2.0.1
+        version = self.ocpp_version or ("2.0.1" if type(self.transaction_id) is str else None)
+        if version is not None:
+            body["ocppVersion"] = version
         return body
 
     def apply_session(self, answer: dict) -> None:

@@ -111,16 +111,18 @@ class FrameRecorder:
             payload, payload_text, truncated = cap_payload(payload, payload_text, self._max_payload)
             if truncated and metrics is not None:
                 metrics.frame_not_logged("truncated")
+        version = getattr(getattr(session, "version", None), "name", None)
         if self._log_frame is not None:
             description = None if error_code is None else error_description or ""
+            extra: dict[str, Any] = {}
             if truncated:
-                d = self._log_frame(charge_point_id, direction, message_type, message_id, action, payload, payload_text,
-                                    error_code, description, truncated=True)
-            else:
-                d = self._log_frame(
-                    charge_point_id, direction, message_type, message_id, action, payload, payload_text, error_code,
-                    description,
-                )
+                extra["truncated"] = True
+            if version is not None:
+                extra["ocpp_version"] = version
+            d = self._log_frame(
+                charge_point_id, direction, message_type, message_id, action, payload, payload_text, error_code,
+                description, **extra,
+            )
             if d is self._watched:  # one write for the frames of a reactor turn: one callback
                 return
             self._watched = d
@@ -130,6 +132,8 @@ class FrameRecorder:
                 data["errorDescription"] = error_description or ""
             if truncated:
                 data["truncated"] = True
+            if version is not None:
+                data["ocppVersion"] = version
             d = self._publisher.publish(make_event(OCPP_MESSAGE, charge_point_id, data, self._clock, self._instance))
         if self._refused:
             d.addCallback(self._recorded)

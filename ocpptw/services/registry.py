@@ -109,8 +109,11 @@ class ChargerRegistry:
         from datetime import datetime, timezone
 
         seen = datetime.fromtimestamp(self._last_seen[charge_point_id], tz=timezone.utc)
+        connection = self._connections[charge_point_id]
+        version = getattr(connection, "version", None) or getattr(getattr(connection, "session", None), "version", None)
         return {
             "chargePointId": charge_point_id,
+            "ocppVersion": getattr(version, "name", "1.6"),
             "connectedAt": self._connected_at[charge_point_id],
             "lastSeen": iso_z(seen),
             "instance": self.instance,

@@ -140,12 +140,21 @@ class SessionService:
 
     # -- Authorize -----------------------------------------------------------
 
-    def authorize(self, charge_point_id: str, id_tag: str, now: datetime) -> Deferred[dict]:
-        return Deferred.fromCoroutine(self._authorize(charge_point_id, id_tag, now))
+    def authorize(self, charge_point_id: str, id_tag: str, now: datetime, extra: dict | None = None) -> Deferred[dict]:
+        """
+        @param extra: fields a protocol version adds to the backend's
+            authorize body (2.0.1: C{idTokenType}, C{ocppVersion}).
+        """
+        return Deferred.fromCoroutine(self._authorize(charge_point_id, id_tag, now, extra))
 
-    async def _authorize(self, charge_point_id: str, id_tag: str, now: datetime) -> dict:
+    async def _authorize(self, charge_point_id: str, id_tag: str, now: datetime, extra: dict | None = None) -> dict:
         try:
-            answer = await self._ask(self._backend.authorize(charge_point_id, id_tag))
+            asked = (
+                self._backend.authorize(charge_point_id, id_tag, extra=extra)
+                if extra
+                else self._backend.authorize(charge_point_id, id_tag)
+            )
+            answer = await self._ask(asked)
         except _UNREACHABLE:
             info = self.cached_tag(id_tag, now)
             self.log.warn(
@@ -223,6 +232,7 @@ class SessionService:
             meter_start=payload["meterStart"],
             timestamp=payload["timestamp"],
             reservation_id=payload.get("reservationId"),
+            ocpp_version=payload.get("ocppVersion"),
         )
         body = {k: v for k, v in tx.start_body().items() if k != "transactionId"}
         try:
@@ -294,7 +304,101 @@ class SessionService:
             "idTag": tx.id_tag,
             "meterStart": tx.meter_start,
         }
+        if tx.evse_id is not None:
+            data["evseId"] = tx.evse_id
         return self._event(CHARGING_STARTED, tx.cp, data)
+
+    # -- transactions whose id the charger owns (OCPP 2.0.1) ------------------
+
+    def energy_registers(self, meter_values: list) -> list[tuple[int, str | None]]:
+        """
+        The energy register readings (Wh, context) of C{meter_values}
+        (L{ocpptw.services.meter.energy_registers}).
+        """
+        return meter.energy_registers(meter_values)
+
+    def stop_cost(self, tx: Transaction, meter_stop: int) -> Any:
+        """
+        What stopping C{tx} at C{meter_stop} costs (a L{Decimal}), or
+        C{None} without a tariff (L{ocpptw.services.delivery.stop_figures}).
+        """
+        return stop_figures(tx, meter_stop)[1]
+
+    def transaction(self, charge_point_id: str, transaction_id: Any) -> Deferred[Transaction | None]:
+        """
+        The transaction as the ledger knows it (from memory or disk), or
+        C{None}.
+        """
+        return self._ledger.lookup(charge_point_id, transaction_id)
+
+    def begin(self, charge_point_id: str, fields: dict, now: datetime) -> Deferred[Transaction]:
+        """
+        Start the backend session of a transaction whose id the charger
+        chose (a string): C{fields} holds C{transactionId}, C{connectorId},
+        C{idTag}, C{meterStart}, C{timestamp} and optionally C{evseId} and
+        C{ocppVersion}, which go into the start body.  A transaction the
+        ledger knows already is not started again.  Waits for the backend
+        at most C{start_deadline}; past it, or while it is unreachable, the
+        start goes to the outbox (the session is reconciled later) and the
+        idTag counts as C{Accepted}; a backend that refuses it (4xx) makes
+        it C{Invalid}, with nothing to stop later.  Fires with the
+        transaction once what it causes is durable.
+        """
+        return Deferred.fromCoroutine(self._begin(charge_point_id, fields))
+
+    async def _begin(self, charge_point_id: str, fields: dict) -> Transaction:
+        transaction_id = fields["transactionId"]
+        known = await self._ledger.lookup(charge_point_id, transaction_id)
+        if known is not None:
+            return known
+        tx = Transaction(
+            cp=charge_point_id,
+            transaction_id=transaction_id,
+            connector_id=fields["connectorId"],
+            id_tag=fields["idTag"],
+            meter_start=fields["meterStart"],
+            timestamp=fields["timestamp"],
+            evse_id=fields.get("evseId"),
+            ocpp_version=fields.get("ocppVersion"),
+        )
+        body = tx.start_body()
+        try:
+            answer = await self._ask(self._backend.start_session(body))
+        except _UNREACHABLE:
+            tx.assigned = True
+            tx.id_tag_info = {"status": ACCEPTED}
+            self.log.warn(
+                "transaction {transactionId} of {chargePointId} started without the backend; reconciled later",
+                transactionId=transaction_id,
+                chargePointId=charge_point_id,
+            )
+            await self._durable_start(
+                tx,
+                self._ledger.record_start(tx),
+                self._outbox.append(charge_point_id, START_SESSION, body),
+                self._started_event(tx),
+            )
+            return tx
+        except _REFUSED as error:
+            tx.rejected = True
+            tx.id_tag_info = {"status": "Invalid"}
+            self.log.warn(
+                "backend refused transaction {transactionId} of {chargePointId} ({error})",
+                transactionId=transaction_id,
+                chargePointId=charge_point_id,
+                error=str(error),
+            )
+            await self._durable_start(tx, self._ledger.record_start(tx))
+            return tx
+        tx.id_tag_info = id_tag_info((answer or {}).get("idTagInfo"))
+        tx.apply_session(answer or {})
+        if tx.id_tag_info["status"] != ACCEPTED and tx.session_id is None:
+            tx.rejected = True
+        writes = [self._ledger.record_start(tx)]
+        if tx.id_tag_info["status"] == ACCEPTED:
+            writes.append(self._started_event(tx))
+        await self._durable_start(tx, *writes)
+        return tx
 
     # -- MeterValues -----------------------------------------------------------
 
@@ -303,13 +407,36 @@ class SessionService:
             charge_point_id, payload["connectorId"], payload.get("transactionId"), payload["meterValue"]
         )
 
+    def meter_samples(
+        self,
+        charge_point_id: str,
+        connector_id: Any,
+        transaction_id: Any,
+        meter_values: list,
+        extra: dict | None = None,
+    ) -> Deferred[None]:
+        """
+        Publish C{charging.meterValues} for C{meter_values} (the 1.6 shape
+        of C{meterValue}); C{connector_id} may be C{None} (left out), and
+        C{extra} (2.0.1's C{evseId}) is added to the data.
+        """
+        return self._meter_event(charge_point_id, connector_id, transaction_id, meter_values, extra)
+
     def _meter_event(
-        self, charge_point_id: str, connector_id: Any, transaction_id: Any, meter_values: list
+        self,
+        charge_point_id: str,
+        connector_id: Any,
+        transaction_id: Any,
+        meter_values: list,
+        extra: dict | None = None,
     ) -> Deferred[None]:
         data: dict[str, Any] = {}
         if transaction_id is not None:
             data["transactionId"] = transaction_id
-        data["connectorId"] = connector_id
+        if extra:
+            data.update(extra)
+        if connector_id is not None:
+            data["connectorId"] = connector_id
         data["samples"] = meter.normalise(meter_values, charge_point_id)
         return self._event(CHARGING_METER_VALUES, charge_point_id, data)
 
@@ -399,6 +526,8 @@ class SessionService:
                 "stoppedAt": stopped_at,
                 "reason": reason,
             }
+            if payload.get("ocppVersion") is not None:
+                body["ocppVersion"] = payload["ocppVersion"]
             writes.append(self._outbox.append(charge_point_id, STOP_SESSION, body))
         if started:
             event: dict[str, Any] = {
@@ -407,6 +536,8 @@ class SessionService:
                 "meterStop": meter_stop,
                 "energyWh": energy,
             }
+            if payload.get("evseId") is not None:
+                event["evseId"] = payload["evseId"]
             if cost is not None:
                 event["cost"] = money_str(cost)
             if refund is not None:

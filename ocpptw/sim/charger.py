@@ -17,6 +17,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.websocket.types import ConnectingRequest
 
 from ocpptw.sim import payloads as p
+from ocpptw.sim import payloads_v201 as p201
 from ocpptw.transport.compat import skip_eager_debug_formatting
 
 perf = time.perf_counter
@@ -59,11 +60,12 @@ class SimProtocol(WebSocketClientProtocol):
 
     def onConnecting(self, transport_details):
         f = self.factory
+        protocols = ["ocpp2.0.1"] if self.charger.v201 else ["ocpp1.6"]
         return ConnectingRequest(
             host=f.host,
             port=f.port,
             resource=self.charger.resource,
-            protocols=["ocpp1.6"],
+            protocols=protocols,
             headers=self.charger.headers(),
         )
 
@@ -83,7 +85,9 @@ def make_factory(url: str, handshake_timeout: float) -> WebSocketClientFactory:
     """
     # the load generator's CPU should go to the wire (about a fifth of its cost per call)
     skip_eager_debug_formatting(force=True)
-    factory = WebSocketClientFactory(url, protocols=["ocpp1.6"])
+    # Each charger offers its own subprotocol (SimProtocol.onConnecting);
+    # Autobahn accepts the server's choice when the factory lists it.
+    factory = WebSocketClientFactory(url, protocols=["ocpp1.6", "ocpp2.0.1"])
     factory.protocol = SimProtocol
     factory.setProtocolOptions(
         autoPingInterval=0,
@@ -125,9 +129,12 @@ class Charger:
         "session_meters",
         "pending_first",
         "attempts",
+        "v201",
+        "tx_seq",
+        "tx_count",
     )
 
-    def __init__(self, charger_id, base_path, worker, rng: random.Random, mix, session_meters=3):
+    def __init__(self, charger_id, base_path, worker, rng: random.Random, mix, session_meters=3, v201=False):
         self.charger_id = charger_id
         self.resource = base_path + quote(charger_id, safe="")
         self.worker = worker
@@ -151,6 +158,10 @@ class Charger:
         self.session_meters = session_meters
         self.pending_first = False
         self.attempts = 0
+        #: speaks OCPP 2.0.1 (sessions as TransactionEvents) instead of 1.6
+        self.v201 = v201
+        self.tx_seq = 0
+        self.tx_count = 0
 
     # -- connection ---------------------------------------------------------
 
@@ -210,6 +221,12 @@ class Charger:
 
     def send_first(self) -> bool:
         now = perf()
+        if self.v201:
+            if self.first_action == "BootNotification":
+                return self.send("BootNotification", p201.boot_notification(self.charger_id), now, True)
+            if self.first_action == "StatusNotification":
+                return self.send("StatusNotification", p201.status_notification(1, False), now, True)
+            return self.send("Heartbeat", p.HEARTBEAT, now, True)
         if self.first_action == "BootNotification":
             return self.send("BootNotification", p.boot_notification(self.charger_id), now, True)
         if self.first_action == "StatusNotification":
@@ -238,6 +255,8 @@ class Charger:
                     )
                 ]
         action = self.steps.pop()
+        if self.v201:
+            return self._send_v201(action, intended)
         if action == "MeterValues":
             self.energy += 37
             payload = p.meter_values(1, self.transaction_id, self.energy, self.seq)
@@ -255,6 +274,37 @@ class Charger:
             self.transaction_id = None
         return self.send(action, payload, intended)
 
+    def _send_v201(self, action: str, intended: float) -> bool:
+        """
+        The next step of the mix in OCPP 2.0.1: a session is TransactionEvent
+        Started, Updated (the meter values), Ended; the station owns the id.
+        """
+        if action == "Heartbeat":
+            return self.send("Heartbeat", p.HEARTBEAT, intended)
+        if action == "StatusNotification":
+            return self.send("StatusNotification", p201.status_notification(1, self.transaction_id is not None), intended)
+        if action == "Authorize":
+            return self.send("Authorize", p201.authorize(self.id_tag), intended)
+        if action == "StartTransaction":
+            self.tx_count += 1
+            self.tx_seq = 0
+            self.transaction_id = f"{self.charger_id[-20:]}-{self.tx_count}"
+            payload = p201.transaction_event("Started", self.transaction_id, 0, self.id_tag, self.energy)
+            return self.send("TransactionEvent", payload, intended)
+        if action == "MeterValues":
+            self.energy += 37
+            if self.transaction_id is None:
+                return self.send("MeterValues", p201.meter_values(self.energy), intended)
+            self.tx_seq += 1
+            payload = p201.transaction_event("Updated", self.transaction_id, self.tx_seq, None, self.energy)
+            return self.send("TransactionEvent", payload, intended)
+        if self.transaction_id is None:  # the start was refused: nothing to end
+            return self.send("Heartbeat", p.HEARTBEAT, intended)
+        self.tx_seq += 1
+        payload = p201.transaction_event("Ended", self.transaction_id, self.tx_seq, None, self.energy)
+        self.transaction_id = None
+        return self.send("TransactionEvent", payload, intended)
+
     def frame_received(self, payload: bytes) -> None:
         try:
             msg = json.loads(payload)
@@ -268,7 +318,8 @@ class Charger:
             action = msg[2] if len(msg) > 2 and isinstance(msg[2], str) else "?"
             self.stats.server_actions[action] += 1
             if self.proto is not None:
-                self.proto.sendMessage(p.answer_server_call(str(mid), action).encode())
+                answer = p201.answer_server_call if self.v201 else p.answer_server_call
+                self.proto.sendMessage(answer(str(mid), action).encode())
             return
         if mid != self.pending_id or kind not in (3, 4):
             self.stats.errors["unmatched answer"] += 1
@@ -294,8 +345,12 @@ class Charger:
                 if status != "Accepted":
                     self.steps = []
             elif action == "Authorize":
-                if (body.get("idTagInfo") or {}).get("status") != "Accepted":
+                info = body.get("idTokenInfo" if self.v201 else "idTagInfo") or {}
+                if info.get("status") != "Accepted":
                     self.steps = []
+            elif action == "TransactionEvent" and "idTokenInfo" in body:
+                if body["idTokenInfo"].get("status") != "Accepted":
+                    self.steps = ["StopTransaction"] if self.transaction_id is not None else []
             elif action == "BootNotification":
                 self.booted = body.get("status") == "Accepted"
         else:

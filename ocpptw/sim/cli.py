@@ -1,9 +1,11 @@
 # -*- test-case-name: tests.test_sim -*-
 """
-C{ocpptw-sim}: a charger simulator and load generator for any OCPP 1.6J
-central system.
+C{ocpptw-sim}: a charger simulator and load generator for any OCPP 1.6J or
+OCPP 2.0.1 central system.
 
-N chargers (Autobahn WebSocket clients offering C{ocpp1.6}) connect at a
+N chargers (Autobahn WebSocket clients offering C{ocpp1.6}, or C{ocpp2.0.1}
+with C{--ocpp 2.0.1}; C{--ocpp mixed} makes every other one a 2.0.1
+station whose sessions are TransactionEvents) connect at a
 bounded rate, each sends its BootNotification, then one load phase runs:
 
   - closed loop (default): every charger sends its next CALL as soon as the
@@ -77,6 +79,7 @@ class SimOptions:
     cafile: str | None = None
     #: PEM file with a client certificate and its key (security profile 3).
     client_cert: str | None = None
+    ocpp: str = "1.6"
 
 
 def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
@@ -155,6 +158,12 @@ def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
     ap.add_argument(
         "--client-cert", help="security profile 3: PEM file with the charger's certificate and key"
     )
+    ap.add_argument(
+        "--ocpp",
+        default="1.6",
+        choices=["1.6", "2.0.1", "mixed"],
+        help="OCPP version of the chargers; mixed: every other one speaks 2.0.1 (%(default)s)",
+    )
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     a = ap.parse_args(argv)
     if not a.url.startswith(("ws://", "wss://")):
@@ -197,6 +206,7 @@ def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
         password=a.password,
         cafile=a.cafile,
         client_cert=a.client_cert,
+        ocpp=a.ocpp,
     )
     return options, a.json
 

@@ -49,6 +49,15 @@ def refusal_status(reason: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def speaks_v201(options, n: int) -> bool:
+    """
+    Whether charger number C{n} speaks OCPP 2.0.1: all with C{--ocpp 2.0.1},
+    every other one (the even numbers) with C{--ocpp mixed}.
+    """
+    version = getattr(options, "ocpp", "1.6")
+    return version == "2.0.1" or (version == "mixed" and n % 2 == 0)
+
+
 def ramp_deadline(count: int, rate: float, options) -> float:
     """
     Seconds a ramp of C{count} connections at C{rate} a second (0:
@@ -88,6 +97,7 @@ class SimWorker:
                 random.Random(options.seed * 1_000_003 + n),
                 mix,
                 options.session_meters,
+                v201=speaks_v201(options, n),
             )
             for n in range(options.start + index, options.start + options.chargers, count)
         ]

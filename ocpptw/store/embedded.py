@@ -248,7 +248,7 @@ class EmbeddedBackend:
             return ("Accepted" if self._auth_mode == "open" else "Invalid"), None, None
         return row[0], row[1], row[2]
 
-    def authorize(self, device_id: str, id_tag: str) -> Deferred[dict]:
+    def authorize(self, device_id: str, id_tag: str, extra: dict | None = None) -> Deferred[dict]:
         return self._call(lambda conn: {"idTagInfo": {"status": self._tag(conn, id_tag)[0]}}, write=False)
 
     def start_session(self, body: dict) -> Deferred[dict]:
@@ -259,13 +259,24 @@ class EmbeddedBackend:
             meter_start = _require(body, "meterStart", int)
             timestamp = _require(body, "timestamp", str)
             given = body.get("transactionId")
-            if given is not None and (not isinstance(given, int) or isinstance(given, bool) or given <= 0):
+            station = given if isinstance(given, str) and body.get("ocppVersion") == "2.0.1" else None
+            if station is not None:
+                # OCPP 2.0.1: the charger chose the id (a string); the session gets one of ours, mapped to it.
+                if not 0 < len(station) <= 36:
+                    raise BackendRejected(400, "transactionId must be 1 to 36 characters")
+                given = None
+            elif given is not None and (not isinstance(given, int) or isinstance(given, bool) or given <= 0):
                 raise BackendRejected(400, "transactionId must be a positive integer")
         except BackendRejected as e:
             return fail(e)
         reservation = body.get("reservationId")
 
         def start(conn: sqlite3.Connection) -> dict:
+            if station is not None:
+                return self._station_start(conn, device_id, station, start_known)
+            return start_known(conn)
+
+        def start_known(conn: sqlite3.Connection, own: int | None = None) -> dict:
             row = None
             if given is not None:
                 row = conn.execute(_SESSION + " WHERE transaction_id = ?", (given,)).fetchone()
@@ -282,7 +293,7 @@ class EmbeddedBackend:
             if row is not None:
                 return self._session_answer(row, "Accepted")
             status, user_id, prepaid = self._tag(conn, id_tag)
-            transaction_id = given if given is not None else self._next_transaction_id(conn)
+            transaction_id = given if given is not None else own if own is not None else self._next_transaction_id(conn)
             if status != "Accepted" and given is None:
                 return {"sessionId": None, "transactionId": transaction_id, "idTagInfo": {"status": status}}
             # Accepted, or already started during an outage (the gateway answered Accepted): record it.
@@ -300,6 +311,31 @@ class EmbeddedBackend:
             return self._session_answer(row, status)
 
         return self._call(start)
+
+    def _station_start(self, conn: sqlite3.Connection, device_id: str, station: str, start_known: Any) -> dict:
+        """
+        A start whose transactionId the charger chose (OCPP 2.0.1): the
+        session is kept under one of our ids, mapped to the charger's, and
+        every answer names the charger's.  A repeat finds the same session.
+        """
+        mapped = conn.execute(
+            "SELECT transaction_id FROM station_transactions WHERE device_id = ? AND station_transaction_id = ?",
+            (device_id, station),
+        ).fetchone()
+        if mapped is not None:
+            row = conn.execute(_SESSION + " WHERE transaction_id = ?", (mapped[0],)).fetchone()
+            if row is not None:
+                answer = self._session_answer(row, "Accepted")
+                answer["transactionId"] = station
+                return answer
+        own = self._next_transaction_id(conn)
+        answer = start_known(conn, own)
+        if answer.get("sessionId") is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO station_transactions VALUES (?, ?, ?)", (device_id, station, answer["transactionId"])
+            )
+        answer["transactionId"] = station
+        return answer
 
     @staticmethod
     def _session_answer(row: tuple[Any, ...], status: str) -> dict:
@@ -323,7 +359,11 @@ class EmbeddedBackend:
     def active_sessions(self, device_id: str) -> Deferred[list[dict]]:
         def active(conn: sqlite3.Connection) -> list[dict]:
             rows = conn.execute(
-                _SESSION + " WHERE device_id = ? AND stopped = 0 ORDER BY transaction_id", (device_id,)
+                "SELECT s.session_id, coalesce(t.station_transaction_id, s.transaction_id), s.connector_id, s.id_tag,"
+                " s.user_id, s.meter_start, s.prepaid_amount, s.price_per_kwh, s.currency FROM sessions s"
+                " LEFT JOIN station_transactions t ON t.transaction_id = s.transaction_id"
+                " WHERE s.device_id = ? AND s.stopped = 0 ORDER BY s.transaction_id",
+                (device_id,),
             ).fetchall()
             return [
                 _compact(

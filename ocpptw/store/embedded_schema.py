@@ -10,7 +10,9 @@ how each earlier layout becomes the current one (L{ocpptw.store.migrations}).
      which may come twice;
   3. the same for the events;
   4. the message log indexed by charger and id (the history API's pages,
-     L{ocpptw.store.message_pages}).
+     L{ocpptw.store.message_pages});
+  5. OCPP 2.0.1 sessions: the charging station's string transactionId
+     mapped onto the store's own (C{station_transactions}).
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_start ON sessions (device_id, connector_id, id_tag, started_at, meter_start);
 CREATE INDEX sessions_active ON sessions (device_id) WHERE stopped = 0;
+CREATE TABLE station_transactions (
+    device_id TEXT NOT NULL,
+    station_transaction_id TEXT NOT NULL,
+    transaction_id INTEGER NOT NULL UNIQUE,
+    PRIMARY KEY (device_id, station_transaction_id)
+);
 CREATE TABLE wallet_ledger (
     idempotency_key TEXT PRIMARY KEY,
     session_id TEXT, user_id TEXT, amount TEXT NOT NULL, currency TEXT,
@@ -196,6 +204,17 @@ _TO_4 = """
 CREATE INDEX IF NOT EXISTS messages_by_device ON messages (device_id, id);
 """
 
+#: 4 -> 5: OCPP 2.0.1 sessions, whose transactionId the charging station chose (a
+#: string), mapped onto the store's own integer ids.
+_TO_5 = """
+CREATE TABLE IF NOT EXISTS station_transactions (
+    device_id TEXT NOT NULL,
+    station_transaction_id TEXT NOT NULL,
+    transaction_id INTEGER NOT NULL UNIQUE,
+    PRIMARY KEY (device_id, station_transaction_id)
+);
+"""
+
 _TABLES = frozenset({"chargers", "connector_status", "id_tags", "counters", "sessions", "wallet_ledger", "messages", "events"})
 
 
@@ -221,4 +240,4 @@ def _legacy(conn: sqlite3.Connection) -> int:
 
 
 #: For C{Database(path, reactor, schema=...)}.
-SCHEMA = Schema.of(Component("embedded", CURRENT, (_TO_2, _TO_3, _TO_4), _legacy))
+SCHEMA = Schema.of(Component("embedded", CURRENT, (_TO_2, _TO_3, _TO_4, _TO_5), _legacy))

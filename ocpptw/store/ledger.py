@@ -71,6 +71,7 @@ from ocpptw.store.ledger_rows import (
     SELECT,
     UPSERT_SESSION,
     UPSERT_STOP,
+    db_id,
     fetch_one,
     prune_rows,
     statement,
@@ -302,7 +303,7 @@ class Ledger(Service):
         tx = self._transactions.get((cp, transaction_id))
         if tx is not None:
             return succeed(tx)
-        return self._db.read(fetch_one(BY_ID, (cp, transaction_id))).addCallback(self._found)
+        return self._db.read(fetch_one(BY_ID, (cp, db_id(transaction_id)))).addCallback(self._found)
 
     def lookup_start(self, key: DedupeKey) -> Deferred[Transaction | None]:
         """
@@ -368,7 +369,7 @@ class Ledger(Service):
             self._evict(key)
 
         def delete(conn: sqlite3.Connection) -> list[int]:
-            conn.execute("DELETE FROM ledger_transactions WHERE cp = ? AND transaction_id = ?", key)
+            conn.execute("DELETE FROM ledger_transactions WHERE cp = ? AND transaction_id = ?", (key[0], db_id(key[1])))
             return unheld(conn, [key[1]])
 
         return self._write_freeing(delete).addErrback(self._failed, "forgetting a transaction")
@@ -384,7 +385,7 @@ class Ledger(Service):
         return self._db.write(
             statement(
                 "UPDATE ledger_transactions SET stopped = 0 WHERE cp = ? AND transaction_id = ?",
-                (tx.cp, tx.transaction_id),
+                (tx.cp, db_id(tx.transaction_id)),
             )
         ).addErrback(self._failed, "reopening a transaction")
 

@@ -128,6 +128,29 @@ BY_START = (
 )
 
 
+#: Prefix of a charger-chosen (OCPP 2.0.1, string) transactionId in the
+#: C{transaction_id} column: the column has INTEGER affinity, so a string id
+#: such as C{"123"} would otherwise come back as the integer 123.  With the
+#: prefix it is stored as TEXT and never meets an integer id of 1.6.
+STRING_ID_PREFIX = "s:"
+
+
+def db_id(transaction_id: Any) -> Any:
+    """
+    C{transaction_id} as stored in the C{transaction_id} column.
+    """
+    return STRING_ID_PREFIX + transaction_id if type(transaction_id) is str else transaction_id
+
+
+def from_db_id(value: Any) -> Any:
+    """
+    The transactionId a C{transaction_id} column value stands for.
+    """
+    if type(value) is str and value.startswith(STRING_ID_PREFIX):
+        return value[len(STRING_ID_PREFIX):]
+    return value
+
+
 def _decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
@@ -141,7 +164,7 @@ def transaction_row(tx: Transaction) -> tuple:
     C{tx} as a row of C{ledger_transactions}, its columns in order.
     """
     return (
-        tx.cp, tx.transaction_id, tx.connector_id, tx.id_tag, tx.meter_start, tx.timestamp,
+        tx.cp, db_id(tx.transaction_id), tx.connector_id, tx.id_tag, tx.meter_start, tx.timestamp,
         tx.reservation_id, int(tx.assigned), int(tx.rejected), tx.session_id, tx.user_id,
         _text(tx.prepaid), _text(tx.price), tx.currency, json.dumps(tx.id_tag_info), tx.created,
         int(tx.stopped), tx.meter_stop, tx.stopped_at, tx.reason, tx.stopped_on,
@@ -154,7 +177,7 @@ def transaction_from_row(row: sqlite3.Row | tuple) -> Transaction:
     """
     v = dict(zip(_COLUMNS, row))
     return Transaction(
-        cp=v["cp"], transaction_id=v["transaction_id"], connector_id=v["connector_id"], id_tag=v["id_tag"],
+        cp=v["cp"], transaction_id=from_db_id(v["transaction_id"]), connector_id=v["connector_id"], id_tag=v["id_tag"],
         meter_start=v["meter_start"], timestamp=v["started_at"], reservation_id=v["reservation_id"],
         assigned=bool(v["assigned"]), rejected=bool(v["rejected"]), session_id=v["session_id"],
         user_id=v["user_id"], prepaid=_decimal(v["prepaid"]), price=_decimal(v["price"]),

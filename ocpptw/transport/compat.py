@@ -49,6 +49,7 @@ HANDSHAKE_STATE = frozenset(
         "websocket_protocols",
         "_wskey",
         "_ocpp_record",
+        "_ocpp_version",
     }
 )
 

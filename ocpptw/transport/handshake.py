@@ -21,12 +21,13 @@ from zope.interface import implementer
 
 from ocpptw.clock import utcnow
 from ocpptw.interfaces import BackendUnavailable, IChargerService, IFrameSink
+from ocpptw.ocpp.versions import BY_SUBPROTOCOL, V16, ProtocolVersion, choose
 
-#: The only subprotocol spoken.
+#: The subprotocol of OCPP 1.6, the one a L{Gate} enables unless told.
 SUBPROTOCOL = "ocpp1.6"
 
 #: Close code and reason when the client offered no subprotocol we speak.
-NO_SUBPROTOCOL = (1000, "subprotocol ocpp1.6 required")
+NO_SUBPROTOCOL = (1000, "no supported OCPP subprotocol offered")
 
 #: How long the handshake waits for the charger record.
 ADMIT_TIMEOUT = 10.0
@@ -44,15 +45,17 @@ class ChargerConnection:
     """
     One charger's socket as the rest of the gateway sees it: the registry's
     handle (C{session}, C{close}) and the session's sink (C{send_text},
-    C{close}).
+    C{close}).  C{version} is the OCPP version the handshake chose (the
+    session factory builds the session for it).
     """
 
-    __slots__ = ("charge_point_id", "session", "_protocol", "_open")
+    __slots__ = ("charge_point_id", "session", "version", "_protocol", "_open")
 
-    def __init__(self, charge_point_id: str, protocol: Any) -> None:
+    def __init__(self, charge_point_id: str, protocol: Any, version: ProtocolVersion = V16) -> None:
         self.charge_point_id = charge_point_id
         self._protocol = protocol
         self._open = True
+        self.version = version
         self.session: Any = None
 
     @property
@@ -95,7 +98,9 @@ class Gate:
     The handshake policy and the open/close bookkeeping for chargers.
 
     @param session_factory: C{(charge_point_id, connection, strict) ->
-        OcppSession}.
+        OcppSession}, for the version in C{connection.version}.
+    @param versions: the enabled subprotocols (C{OCPP_VERSIONS}); OCPP 1.6
+        alone unless told.
     @param authenticate: C{(identity, headers, peer, certificate, record) ->
         outcome} with C{outcome.ok}, C{.status}, C{.reason}; C{None} for
         security profile 0.
@@ -116,12 +121,14 @@ class Gate:
         strict: bool = True,
         allow_unknown: bool = True,
         allow_missing_subprotocol: bool = False,
+        versions: tuple[str, ...] = (SUBPROTOCOL,),
         authenticate: Callable[..., Any] | None = None,
         admission: Any = None,
         metrics: Any = None,
     ) -> None:
         self.prefix = prefix
         self.allow_missing_subprotocol = allow_missing_subprotocol
+        self.versions = tuple(v for v in versions if v in BY_SUBPROTOCOL)
         self._chargers = chargers
         self._registry = registry
         self._session_factory = session_factory
@@ -141,6 +148,13 @@ class Gate:
     def outcome(self, name: str) -> None:
         if self._metrics is not None:
             self._metrics.handshake(name)
+
+    def choose(self, offered: list[str]) -> ProtocolVersion | None:
+        """
+        The version of the first subprotocol the charger offered (in its
+        order of preference) that is enabled, or C{None}.
+        """
+        return choose(offered, self.versions)
 
     def enter(self, peer: str) -> bool:
         """
@@ -194,11 +208,17 @@ class Gate:
 
     # -- open and close ------------------------------------------------------
 
-    def opened(self, identity: str, protocol: Any, record: dict | None) -> ChargerConnection:
+    def opened(
+        self, identity: str, protocol: Any, record: dict | None, version: ProtocolVersion | None = None
+    ) -> ChargerConnection:
         """
         The socket is open: build the session, register it (newest wins).
+        A charger admitted without a subprotocol speaks 1.6 when it is
+        enabled, else the first enabled version.
         """
-        connection = ChargerConnection(identity, protocol)
+        if version is None:
+            version = V16 if V16.subprotocol in self.versions or not self.versions else BY_SUBPROTOCOL[self.versions[0]]
+        connection = ChargerConnection(identity, protocol, version)
         strict = self._strict
         policy = (record or {}).get("ocppValidation") or (record or {}).get("validation")
         if policy in ("strict", "lenient"):

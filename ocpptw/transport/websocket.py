@@ -23,12 +23,8 @@ from ocpptw.transport.compat import (
     share_protocol_options,
     skip_eager_debug_formatting,
 )
-from ocpptw.transport.handshake import (
-    NO_SUBPROTOCOL,
-    SUBPROTOCOL,
-    ChargerConnection,
-    Gate,
-)
+from ocpptw.ocpp.versions import BY_SUBPROTOCOL
+from ocpptw.transport.handshake import NO_SUBPROTOCOL, ChargerConnection, Gate
 from ocpptw.transport.identity import BadIdentity, identity_from_path
 
 
@@ -41,6 +37,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
     _ocpp_log = Logger()
     _ocpp_identity: str | None = None
     _ocpp_record: dict | None = None
+    _ocpp_version: Any = None
     _ocpp_connection: ChargerConnection | None = None
     _ocpp_close_after_open = False
     _ocpp_entered = False
@@ -78,8 +75,10 @@ class OcppServerProtocol(WebSocketServerProtocol):
         def decided(record: dict | None) -> str | None:
             self._ocpp_leave()
             self._ocpp_record = record
-            if SUBPROTOCOL in offered:
-                return SUBPROTOCOL
+            version = gate.choose(offered)
+            if version is not None:
+                self._ocpp_version = version
+                return version.subprotocol
             # OCPP-J 1.6 section 3.2: no common subprotocol -> complete the
             # handshake without the header, then close at once.
             self._ocpp_close_after_open = not (gate.allow_missing_subprotocol and not offered)
@@ -101,7 +100,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
             self.factory.gate.leave()
 
     def onOpen(self) -> None:
-        record = self._ocpp_record
+        record, version = self._ocpp_record, self._ocpp_version
         self._ocpp_compact()
         # Autobahn calls this in a Deferred chain without an errback: guard it.
         try:
@@ -110,7 +109,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
                 return
             self._ocpp_stagger_ping()
             assert self._ocpp_identity is not None
-            self._ocpp_connection = self.factory.gate.opened(self._ocpp_identity, self, record)
+            self._ocpp_connection = self.factory.gate.opened(self._ocpp_identity, self, record, version)
         except Exception:
             self._ocpp_log.failure("opening {chargePointId} crashed", chargePointId=self._ocpp_identity)
             self.sendClose(4500, "internal error")
@@ -187,7 +186,7 @@ class OcppServerFactory(WebSocketServerFactory):
     ) -> None:
         # This factory's own protocol class, which holds the options (below).
         self.protocol = type(self.protocol.__name__, (self.protocol,), {"__module__": __name__})
-        super().__init__(url, protocols=[SUBPROTOCOL], reactor=reactor)
+        super().__init__(url, protocols=list(BY_SUBPROTOCOL), reactor=reactor)
         skip_eager_debug_formatting()
         self.gate = gate
         self.setProtocolOptions(**websocket_options(max_frame_bytes, ping_interval))

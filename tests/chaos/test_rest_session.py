@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.chaos.test_rest_session -*-
 """
 Scenario 1: a full session through the gateway against a REST backend on
-loopback, asserting exactly the calls and bodies of docs/contract.md section 3,
+loopback, asserting exactly the calls and bodies of docs/contract.md section 3 (with
+section 7's ocppVersion in every charger-scoped body),
 with cost and refund right to the cent where float or half-even rounding
 would be wrong (0.50/kWh x 250 Wh = 0.125 -> "0.13"; 10.00 prepaid ->
 refund "9.87").
@@ -52,18 +53,20 @@ async def test_full_session_makes_exactly_the_contract_calls(tmp_path, backend):
                         ("POST", f"/api/charger/{CP}/authorize"), ("POST", "/api/charging-session/start")]
     assert [call for call in calls if call[:2] in answered_at_once] == [
         ("GET", f"/api/charger/by-device/{CP}", None),
-        ("POST", "/api/charger/ensure", {"deviceId": CP, "vendor": "Chaos", "model": "C1"}),
-        ("POST", f"/api/charger/{CP}/authorize", {"idTag": "TAG1"}),
+        ("POST", "/api/charger/ensure", {"deviceId": CP, "vendor": "Chaos", "model": "C1", "ocppVersion": "1.6"}),
+        ("POST", f"/api/charger/{CP}/authorize", {"idTag": "TAG1", "ocppVersion": "1.6"}),
         ("POST", "/api/charging-session/start",
-         {"deviceId": CP, "connectorId": 1, "idTag": "TAG1", "meterStart": 1000, "timestamp": "2026-11-24T10:01:00Z"}),
+         {"deviceId": CP, "connectorId": 1, "idTag": "TAG1", "meterStart": 1000, "timestamp": "2026-11-24T10:01:00Z",
+          "ocppVersion": "1.6"}),
     ]
     # Delivered from the outbox, in the order they were caused:
     assert [call for call in calls if call[:2] not in answered_at_once and not call[1].endswith("/last-seen")] == [
         ("PATCH", f"/api/charger/{CP}/status",
-         {"connectorId": 1, "status": "Preparing", "errorCode": "NoError", "timestamp": "2026-11-24T10:00:00.000Z"}),
+         {"connectorId": 1, "status": "Preparing", "errorCode": "NoError", "timestamp": "2026-11-24T10:00:00.000Z",
+          "ocppVersion": "1.6"}),
         ("PATCH", "/api/charging-session/session-1/stop",
          {"transactionId": tx, "meterStop": 1250, "energyWh": 250, "stoppedAt": "2026-11-24T09:03:00.000Z",
-          "reason": "EVDisconnected", "cost": "0.13", "refund": "9.87"}),
+          "reason": "EVDisconnected", "ocppVersion": "1.6", "cost": "0.13", "refund": "9.87"}),
         ("POST", "/api/wallet/refund",
          {"sessionId": "session-1", "userId": "user-1", "amount": "9.87", "currency": "EUR", "idempotencyKey": "session-1"}),
     ]
@@ -71,9 +74,9 @@ async def test_full_session_makes_exactly_the_contract_calls(tmp_path, backend):
     expected = []
     for s in book.sent:
         expected.append({"direction": "in", "messageType": "CALL", "messageId": s.message_id, "action": s.action,
-                         "payload": s.payload})
+                         "payload": s.payload, "ocppVersion": "1.6"})
         expected.append({"direction": "out", "messageType": "CALLRESULT", "messageId": s.message_id,
-                         "action": s.action, "payload": s.answer[2]})
+                         "action": s.action, "payload": s.answer[2], "ocppVersion": "1.6"})
     assert [{k: v for k, v in f.items() if k != "timestamp"} for f in frames] == expected
     assert all(ISO_Z.match(f["timestamp"]) for f in frames)
     tally = check_backend(book, backend)

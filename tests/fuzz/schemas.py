@@ -57,9 +57,17 @@ def fuzz_settings(examples: int) -> settings:
     )
 
 
-def load_schema(name: str) -> dict:
-    """The schema C{name}.json (e.g. C{"StartTransaction"} or C{"ResetResponse"})."""
-    return json.loads((SCHEMA_DIR / f"{name}.json").read_text(encoding="utf-8"))
+def load_schema(name: str, version: Any = None) -> dict:
+    """
+    The schema C{name}.json (e.g. C{"StartTransaction"} or
+    C{"ResetResponse"}) of OCPP 1.6, or of C{version} (a
+    L{ocpptw.ocpp.versions.ProtocolVersion}; 2.0.1 request schemas are
+    C{ActionRequest.json}).
+    """
+    if version is None:
+        return json.loads((SCHEMA_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    response = name.endswith("Response")
+    return json.loads(version.schema_file(name.removesuffix("Response"), response).read_text(encoding="utf-8"))
 
 
 def resolve(node: dict, root: dict) -> dict:
@@ -146,8 +154,16 @@ def valid(node: dict, root: dict) -> st.SearchStrategy:
     if kind == "string":
         return _string(node)
     if kind == "integer":
+        if "minimum" in node or "maximum" in node:  # 2.0.1 bounds some integers; 1.6 none
+            # within the 64 bits the gateway admits (validation.INT_MIN/INT_MAX) on the open side
+            return st.integers(min_value=node.get("minimum", -(2**63)), max_value=node.get("maximum", 2**63 - 1))
         return integers
     if kind == "number":
+        if "minimum" in node or "maximum" in node:
+            low, high = node.get("minimum"), node.get("maximum")
+            return st.floats(min_value=low, max_value=high, allow_nan=False, allow_infinity=False) | st.integers(
+                min_value=None if low is None else int(low) + (low != int(low)), max_value=None if high is None else int(high)
+            )
         if "multipleOf" in node:
             return st.integers(min_value=-10_000, max_value=10_000).map(lambda k: k / 10)
         return st.floats(allow_nan=False, allow_infinity=False, width=64) | integers
@@ -156,15 +172,15 @@ def valid(node: dict, root: dict) -> st.SearchStrategy:
     return st.none()
 
 
-def valid_payload(action: str) -> st.SearchStrategy:
-    """Valid CALL payloads of C{action}."""
-    schema = load_schema(action)
+def valid_payload(action: str, version: Any = None) -> st.SearchStrategy:
+    """Valid CALL payloads of C{action} (of OCPP 1.6, or of C{version})."""
+    schema = load_schema(action, version)
     return valid(schema, schema)
 
 
-def valid_response(action: str) -> st.SearchStrategy:
-    """Valid CALLRESULT payloads for a CALL of C{action}."""
-    schema = load_schema(action + "Response")
+def valid_response(action: str, version: Any = None) -> st.SearchStrategy:
+    """Valid CALLRESULT payloads for a CALL of C{action} (of OCPP 1.6, or of C{version})."""
+    schema = load_schema(action + "Response", version)
     return valid(schema, schema)
 
 
@@ -217,12 +233,13 @@ _BAD_DATES = st.sampled_from(
 
 
 @st.composite
-def mutated(draw, action: str, response: bool = False) -> tuple[dict, str, str]:
+def mutated(draw, action: str, response: bool = False, version: Any = None) -> tuple[dict, str, str]:
     """
-    A payload of C{action} (a response when C{response}) with exactly one
-    fault: C{(payload, expected CALLERROR code, what was done)}.
+    A payload of C{action} (a response when C{response}; of OCPP 1.6, or of
+    C{version}) with exactly one fault: C{(payload, expected CALLERROR code
+    in 1.6's spelling, what was done)}.
     """
-    schema = load_schema(action + ("Response" if response else ""))
+    schema = load_schema(action + ("Response" if response else ""), version)
     payload = draw(valid(schema, schema))
     sites = _sites(payload, schema, schema)
     kinds = ["unknown-property", "wrong-type"]
@@ -243,7 +260,8 @@ def mutated(draw, action: str, response: bool = False) -> tuple[dict, str, str]:
         kinds.append("beyond-64-bits")
     kind = draw(st.sampled_from(kinds))
     if kind == "unknown-property":
-        objects = [(p, n, v) for p, n, v in sites if n.get("type") == "object"]
+        # objects that refuse unknown properties (all of 1.6's; 2.0.1's customData accepts any)
+        objects = [(p, n, v) for p, n, v in sites if n.get("type") == "object" and n.get("additionalProperties") is False]
         path, node, value = draw(st.sampled_from(objects))
         key = draw(st.text(min_size=1, max_size=20).filter(lambda k: k not in node.get("properties", {})))
         extra = draw(st.one_of(st.integers(), st.text(max_size=20), st.none(), st.just([[[[[[[[["deep"]]]]]]]]])))

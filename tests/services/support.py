@@ -54,8 +54,8 @@ class SwitchableBackend:
             setattr(self, name, self._wrap(name))
 
     def _wrap(self, name: str) -> Any:
-        def call(*args: Any) -> Deferred:
-            self.calls.append((name, args))
+        def call(*args: Any, **kwargs: Any) -> Deferred:
+            self.calls.append((name, args + ((kwargs,) if kwargs else ())))
             mode = self.modes.get(name, self.mode)
             if mode == "down":
                 return fail(BackendUnavailable(f"{name}: backend down (test)"))
@@ -65,7 +65,7 @@ class SwitchableBackend:
                 d: Deferred = Deferred()
                 self.hanging.append(d)
                 return d
-            return getattr(self.inner, name)(*args)
+            return getattr(self.inner, name)(*args, **kwargs)
 
         call.__name__ = name
         return call

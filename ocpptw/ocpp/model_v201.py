@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.ocpp.test_transaction_events -*-
+"""
+OCPP 2.0.1 payloads in the shapes of the gateway's version-neutral model
+(which speaks 1.6's field names), and the model's answers in 2.0.1's shapes.
+Pure functions.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+VERSION = "2.0.1"
+
+#: The idToken type that stands for "no idToken" (docs/contract.md section 7).
+NO_AUTHORIZATION = "NoAuthorization"
+
+
+def boot_fields(payload: dict) -> tuple[dict, dict]:
+    """
+    A 2.0.1 BootNotification as the services' model: the 1.6-named fields
+    L{ocpptw.services.chargers.ensure_body} reads, and what 2.0.1 adds to
+    the C{ensure} body (C{reason}, C{ocppVersion}).
+    """
+    station = payload.get("chargingStation") or {}
+    modem = station.get("modem") or {}
+    fields = {
+        "chargePointVendor": station.get("vendorName"),
+        "chargePointModel": station.get("model"),
+        "chargePointSerialNumber": station.get("serialNumber"),
+        "firmwareVersion": station.get("firmwareVersion"),
+        "iccid": modem.get("iccid"),
+        "imsi": modem.get("imsi"),
+    }
+    extra = {"reason": payload.get("reason"), "ocppVersion": VERSION}
+    return {k: v for k, v in fields.items() if v is not None}, extra
+
+
+def status_fields(payload: dict) -> tuple[dict, dict]:
+    """
+    A 2.0.1 StatusNotification as the model's status: C{status} is
+    C{connectorStatus} as sent, C{errorCode} C{NoError} (C{OtherError}
+    when C{Faulted}); C{evseId} and C{ocppVersion} ride along.
+    """
+    status = payload["connectorStatus"]
+    fields = {
+        "connectorId": payload["connectorId"],
+        "status": status,
+        "errorCode": "OtherError" if status == "Faulted" else "NoError",
+        "timestamp": payload.get("timestamp"),
+    }
+    return fields, {"evseId": payload["evseId"]}
+
+
+def id_token_info(info: dict) -> dict:
+    """
+    The model's idTagInfo (1.6 shape) as 2.0.1's C{idTokenInfo}: C{status}
+    as is, C{expiryDate} -> C{cacheExpiryDateTime}, C{parentIdTag} ->
+    C{groupIdToken {idToken, type: "Central"}}.
+    """
+    out: dict[str, Any] = {"status": info.get("status", "Invalid")}
+    if info.get("expiryDate"):
+        out["cacheExpiryDateTime"] = info["expiryDate"]
+    if info.get("parentIdTag"):
+        out["groupIdToken"] = {"idToken": info["parentIdTag"], "type": "Central"}
+    return out
+
+
+def sampled_values(meter_values: list) -> list[dict]:
+    """
+    2.0.1 C{meterValue}s in the model's (1.6) shape: each C{sampledValue}'s
+    numeric C{value} with C{unitOfMeasure.multiplier} applied (exactly, in
+    L{Decimal}) becomes a decimal string, C{unitOfMeasure.unit} its unit;
+    measurand, phase, context and location are copied.
+    """
+    out = []
+    for meter_value in meter_values or ():
+        samples = []
+        for sampled in meter_value.get("sampledValue") or ():
+            unit_of_measure = sampled.get("unitOfMeasure") or {}
+            value = sampled.get("value")
+            try:
+                number = Decimal(repr(value) if isinstance(value, float) else str(value))
+                multiplier = unit_of_measure.get("multiplier") or 0
+                if multiplier:
+                    number = number.scaleb(int(multiplier))
+                text = format(number.normalize(), "f") if number == number.to_integral_value() else format(number, "f")
+            except (InvalidOperation, ValueError, TypeError, OverflowError):
+                text = str(value)
+            sample: dict[str, Any] = {"value": text}
+            for name in ("measurand", "phase", "context", "location"):
+                if sampled.get(name) is not None:
+                    sample[name] = sampled[name]
+            if unit_of_measure.get("unit") is not None:
+                sample["unit"] = unit_of_measure["unit"]
+            samples.append(sample)
+        out.append({"timestamp": meter_value.get("timestamp"), "sampledValue": samples})
+    return out

@@ -1,0 +1,183 @@
+# -*- test-case-name: tests.ocpp.test_transaction_events -*-
+"""
+OCPP 2.0.1 TransactionEvent onto the version-neutral session model
+(docs/contract.md section 7).
+
+  - The charging station owns the transactionId (a string); the ledger keys
+    the transaction by it.
+  - The backend session starts at the first event of the transaction that
+    carries an C{idToken} (one of type C{NoAuthorization} counts as none),
+    through L{SessionService.begin}.  Its C{meterStart} is the first
+    energy register value received for that transaction: a sampled value of
+    measurand C{Energy.Active.Import.Register} (or of no measurand) without
+    a phase, the one of context C{Transaction.Begin} when an event carries
+    several; in Wh; 0 when none came.  A transaction that never carries an
+    idToken starts no backend session.
+  - C{eventType: Ended} stops it through L{SessionService.stop}:
+    C{meterStop} is the Ended event's register (the one of context
+    C{Transaction.End} when it has several) or the last one seen; the
+    reason is C{transactionInfo.stoppedReason} as sent, or C{"Local"}.  An
+    Ended event that carries the first idToken starts and then stops it.
+  - Meter values of every event go out as C{charging.meterValues} with the
+    station's transactionId and C{evseId}.
+  - The answer carries C{idTokenInfo} when the event carries an idToken, and
+    the Ended answer of a billed session C{totalCost} (a JSON number with two
+    decimals; C{0.0} when free), left out when the price is not known.
+  - A repeated event (same transactionId and C{seqNo}) gets the first
+    answer and causes nothing again.  The answers are remembered in memory
+    (the last L{MAX_ANSWERS}); after a restart the ledger still keeps a
+    start or a stop from happening twice.
+
+Per transaction, the first and last register and the EVSE are kept in memory
+until the transaction ends (at most L{MAX_OPEN} transactions, least recently
+used out first).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from decimal import Decimal
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from ocpptw.ocpp.model_v201 import NO_AUTHORIZATION, VERSION, id_token_info, sampled_values
+
+
+#: Answers remembered for repeated (transactionId, seqNo) events.
+MAX_ANSWERS = 20000
+
+#: Transactions whose registers are remembered.
+MAX_OPEN = 20000
+
+
+class _Open:
+    __slots__ = ("connector_id", "evse_id", "first", "last", "info")
+
+    def __init__(self) -> None:
+        self.evse_id: int | None = None
+        self.connector_id: int | None = None
+        self.first: int | None = None
+        self.last: int | None = None
+        self.info: dict | None = None
+
+
+def _pick(found: list[tuple[int, str | None]], context: str, last: bool) -> int | None:
+    if not found:
+        return None
+    for value, sample_context in found:
+        if sample_context == context:
+            return value
+    return found[-1][0] if last else found[0][0]
+
+
+def total_cost(cost: Decimal) -> float:
+    """
+    A session's cost as 2.0.1's C{totalCost}: a JSON number, two decimals.
+    """
+    return float(cost.quantize(Decimal("0.01")))
+
+
+class TransactionEvents:
+    """
+    @param sessions: the L{ocpptw.services.sessions.SessionService}.
+    @param clock: unused but for symmetry with the routers (answers carry
+        no time).
+    """
+
+    def __init__(self, sessions: Any, clock: IReactorTime) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._open: OrderedDict[tuple[str, str], _Open] = OrderedDict()
+        self._answers: OrderedDict[tuple[str, str, int], dict] = OrderedDict()
+
+    def event(self, cp: str, payload: dict, now: Any) -> Deferred[dict]:
+        info = payload["transactionInfo"]
+        key = (cp, info["transactionId"], payload["seqNo"])
+        known = self._answers.get(key)
+        if known is not None:
+            return Deferred.fromCoroutine(_again(known))
+        return Deferred.fromCoroutine(self._event(cp, payload, now, key))
+
+    def _state(self, cp: str, transaction_id: str) -> _Open:
+        state = self._open.get((cp, transaction_id))
+        if state is None:
+            state = self._open[(cp, transaction_id)] = _Open()
+            while len(self._open) > MAX_OPEN:
+                self._open.popitem(last=False)
+        else:
+            self._open.move_to_end((cp, transaction_id))
+        return state
+
+    async def _event(self, cp: str, payload: dict, now: Any, key: tuple[str, str, int]) -> dict:
+        info = payload["transactionInfo"]
+        transaction_id = info["transactionId"]
+        state = self._state(cp, transaction_id)
+        evse = payload.get("evse") or {}
+        if evse.get("id") is not None:
+            state.evse_id = evse["id"]
+        if evse.get("connectorId") is not None:
+            state.connector_id = evse["connectorId"]
+        samples = sampled_values(payload.get("meterValue") or [])
+        found = self._sessions.energy_registers(samples)
+        if found:
+            if state.first is None:
+                state.first = _pick(found, "Transaction.Begin", last=False)
+            state.last = _pick(found, "Transaction.End", last=True)
+        extra = {"evseId": state.evse_id} if state.evse_id is not None else None
+        if samples:
+            await self._sessions.meter_samples(cp, state.connector_id, transaction_id, samples, extra=extra)
+        answer: dict[str, Any] = {}
+        token = payload.get("idToken")
+        if token is not None and token.get("type") != NO_AUTHORIZATION:
+            if state.info is None:
+                tx = await self._sessions.begin(
+                    cp,
+                    {
+                        "transactionId": transaction_id,
+                        "evseId": state.evse_id,
+                        "connectorId": state.connector_id if state.connector_id is not None else 1,
+                        "idTag": token["idToken"],
+                        "meterStart": state.first or 0,
+                        "timestamp": payload["timestamp"],
+                        "ocppVersion": VERSION,
+                    },
+                    now,
+                )
+                state.info = dict(tx.id_tag_info)
+            answer["idTokenInfo"] = id_token_info(state.info)
+        if payload["eventType"] == "Ended":
+            cost = await self._end(cp, payload, state, now)
+            if cost is not None:
+                answer["totalCost"] = total_cost(cost)
+            self._open.pop((cp, transaction_id), None)
+        self._answers[key] = answer
+        while len(self._answers) > MAX_ANSWERS:
+            self._answers.popitem(last=False)
+        return dict(answer)
+
+    async def _end(self, cp: str, payload: dict, state: _Open, now: Any) -> Decimal | None:
+        info = payload["transactionInfo"]
+        transaction_id = info["transactionId"]
+        tx = await self._sessions.transaction(cp, transaction_id)
+        if tx is None:
+            return None  # never carried an idToken: no backend session
+        meter_stop = state.last if state.last is not None else (tx.meter_start or 0)
+        stop = {
+            "transactionId": transaction_id,
+            "meterStop": meter_stop,
+            "timestamp": payload["timestamp"],
+            "reason": info.get("stoppedReason") or "Local",
+            "ocppVersion": VERSION,
+        }
+        if state.evse_id is not None:
+            stop["evseId"] = state.evse_id
+        await self._sessions.stop(cp, stop, now)
+        if tx.rejected or tx.price is None:
+            return None
+        return self._sessions.stop_cost(tx, tx.meter_stop if tx.meter_stop is not None else meter_stop)
+
+
+async def _again(answer: dict) -> dict:
+    return dict(answer)

@@ -1,0 +1,86 @@
+# -*- test-case-name: tests.test_sim -*-
+"""
+The OCPP 2.0.1 payloads a simulated charging station sends, and its answers
+to the CSMS's calls.  A charging session is built from TransactionEvents:
+C{Started} (with the idToken and the register at the start), C{Updated}
+with meter values, C{Ended} with the final register; the station chooses
+the transactionId.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ocpptw.ocpp.actions_v201 import SERVER_TO_CHARGER
+from ocpptw.sim.payloads import timestamp
+from ocpptw.ocpp.examples import minimal_response
+
+
+def boot_notification(charger_id: str) -> str:
+    return json.dumps(
+        {
+            "chargingStation": {
+                "vendorName": "ocpptw-sim",
+                "model": "SimStation-22kW",
+                "serialNumber": charger_id[-25:],
+                "firmwareVersion": "2.0.1-sim",
+            },
+            "reason": "PowerUp",
+        },
+        separators=(",", ":"),
+    )
+
+
+def status_notification(evse_id: int, charging: bool) -> str:
+    status = "Occupied" if charging else "Available"
+    return '{"timestamp":"%s","connectorStatus":"%s","evseId":%d,"connectorId":1}' % (timestamp(), status, max(evse_id, 1))
+
+
+def authorize(id_tag: str) -> str:
+    return '{"idToken":{"idToken":"%s","type":"ISO14443"}}' % id_tag
+
+
+def _register(energy_wh: int, context: str) -> str:
+    return (
+        '[{"timestamp":"%s","sampledValue":[{"value":%d,"context":"%s","measurand":"Energy.Active.Import.Register",'
+        '"unitOfMeasure":{"unit":"Wh"}},{"value":7200,"context":"%s","measurand":"Power.Active.Import",'
+        '"unitOfMeasure":{"unit":"kW","multiplier":-3}}]}]' % (timestamp(), energy_wh, context, context)
+    )
+
+
+def transaction_event(kind: str, transaction_id: str, seq_no: int, id_tag: str | None, energy_wh: int) -> str:
+    """
+    A TransactionEvent: C{kind} is C{Started}, C{Updated} or C{Ended}.
+    """
+    trigger, context = {
+        "Started": ("Authorized", "Transaction.Begin"),
+        "Updated": ("MeterValuePeriodic", "Sample.Periodic"),
+        "Ended": ("StopAuthorized", "Transaction.End"),
+    }[kind]
+    info = '{"transactionId":"%s"%s}' % (
+        transaction_id,
+        ',"stoppedReason":"Local"' if kind == "Ended" else ',"chargingState":"Charging"',
+    )
+    token = ',"idToken":{"idToken":"%s","type":"ISO14443"}' % id_tag if id_tag else ""
+    evse = ',"evse":{"id":1,"connectorId":1}' if kind == "Started" else ""
+    return '{"eventType":"%s","timestamp":"%s","triggerReason":"%s","seqNo":%d,"transactionInfo":%s%s%s,"meterValue":%s}' % (
+        kind, timestamp(), trigger, seq_no, info, token, evse, _register(energy_wh, context),
+    )
+
+
+def meter_values(energy_wh: int) -> str:
+    return '{"evseId":1,"meterValue":%s}' % _register(energy_wh, "Sample.Periodic")
+
+
+_ANSWERS = {action: json.dumps(minimal_response("2.0.1", action), separators=(",", ":")) for action in SERVER_TO_CHARGER}
+
+
+def answer_server_call(message_id: str, action: str) -> str:
+    """
+    The smallest valid CALLRESULT for a call from the CSMS, or
+    C{NotImplemented} for an action 2.0.1 does not send to stations.
+    """
+    answer = _ANSWERS.get(action)
+    if answer is None:
+        return json.dumps([4, message_id, "NotImplemented", "not simulated: " + action[:60], {}])
+    return '[3,"' + message_id + '",' + answer + "]"
