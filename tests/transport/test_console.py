@@ -93,6 +93,21 @@ def test_schemas_hold_every_server_to_charger_action_of_1_6():
     assert status == 404 and "9.9" in json.loads(raw)["error"]["description"]
 
 
+def test_schemas_hold_every_server_to_charger_action_of_2_0_1():
+    """The 2.0.1 forms come from the official 2.0.1 request schemas, one per CSMS-to-charger action."""
+    from ocpptw.ocpp.versions import version
+
+    root, *_ = site()
+    answer = body(get(root, b"/api/v1/schemas/2.0.1"))
+    assert set(answer["actions"]) == set(version("2.0.1").server_to_charger)
+    reset = answer["actions"]["Reset"]
+    kind = reset["properties"]["type"]
+    if "$ref" in kind:  # the forms follow local references, as the official 2.0.1 schemas use them
+        kind = reset["definitions"][kind["$ref"].rsplit("/", 1)[-1]]
+    assert kind["enum"] == ["Immediate", "OnIdle"] and reset["required"] == ["type"]
+    assert "RequestStartTransaction" in answer["actions"] and "RemoteStartTransaction" not in answer["actions"]
+
+
 def test_a_new_version_plugs_in_with_its_table(tmp_path):
     (tmp_path / "ResetRequest.json").write_text(json.dumps({"type": "object", "properties": {"type": {"enum": ["Immediate"]}}}))
     schemas = RequestSchemas({"2.0.1": lambda: (tmp_path, frozenset({"Reset"}), "Request")})
