@@ -96,6 +96,12 @@ class Router201(Router):
             actions[action] = self._fixed(answer)
         self._actions = actions
 
+    def actions(self) -> frozenset[str]:
+        """
+        The actions this router answers.
+        """
+        return frozenset(self._actions)
+
     @staticmethod
     def _fixed(answer: dict) -> Any:
         def handler(cp: str, payload: dict, now: Any) -> dict:
