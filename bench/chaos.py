@@ -66,7 +66,11 @@ def _tally(figures: dict) -> dict:
 
 
 async def run(reactor, args: argparse.Namespace) -> int:
-    from tests.chaos.backend_scenarios import backend_outage, backend_unreachable, sigkill
+    from tests.chaos.backend_scenarios import (
+        backend_outage,
+        backend_unreachable,
+        sigkill,
+    )
     from tests.chaos.broker_scenarios import broker_outage
     from tests.chaos.storm_scenario import reconnect_storm
 

@@ -147,7 +147,13 @@ def main() -> int:
         per_frame()
         return 0
 
-    from tests.browser.support import browser, browser_missing, gateway, simulator, wait_for
+    from tests.browser.support import (
+        browser,
+        browser_missing,
+        gateway,
+        simulator,
+        wait_for,
+    )
 
     if not args.sse and browser_missing():
         print(browser_missing(), file=sys.stderr)

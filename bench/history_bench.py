@@ -91,7 +91,7 @@ def main() -> int:
             "newest page of a busy charger": lambda: read_page(conn, "CP00007", None, args.limit),
             "page deep in its history (cursor)": lambda: read_page(conn, "CP00007", deep, args.limit),
             "newest page of a rare charger": lambda: read_page(conn, "RARE", None, args.limit),
-            f"limit 500, busy charger": lambda: read_page(conn, "CP00007", None, 500),
+            "limit 500, busy charger": lambda: read_page(conn, "CP00007", None, 500),
             "unknown charger (404)": lambda: read_page(conn, "NOPE", None, args.limit),
         }
         for name, fn in cases.items():

@@ -31,9 +31,9 @@ import time
 
 from twisted.internet import reactor
 
-from ocpptw.sim import payloads as p
-from ocpptw.config import load_config
 from ocpptw.app.gateway import make_gateway
+from ocpptw.config import load_config
+from ocpptw.sim import payloads as p
 
 _OPERATIONS = ["heartbeat"] + ["status"] + ["meter"] * 6 + ["session"] * 2
 _SESSION = ["authorize", "start", "meter_tx", "meter_tx", "meter_tx", "stop"]

@@ -42,7 +42,15 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from run import _max_files, ensure_peer_venv, free_port, start_server, stop, wait_port, wait_quiet  # noqa: E402
+from run import (  # noqa: E402
+    _max_files,
+    ensure_peer_venv,
+    free_port,
+    start_server,
+    stop,
+    wait_port,
+    wait_quiet,
+)
 
 from ocpptw.sim.cli import SimOptions  # noqa: E402
 from ocpptw.sim.stats import Histogram, read_process  # noqa: E402

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
     from twisted.internet.defer import Deferred
 
+    #: L{ocpptw.services.model.Transaction}, named here without importing
+    #: its outer room (C{docs/architecture.md})
+    Transaction = Any
+
 # ---------------------------------------------------------------------------
 # Domain errors
 

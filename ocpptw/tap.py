@@ -31,9 +31,8 @@ def version_line() -> str:
     import platform
     from importlib.metadata import version
 
-    from twisted import copyright
-
     from ocpptw import __version__
+    from twisted import copyright
 
     return f"ocpptw {__version__} (Twisted {copyright.version}, Autobahn {version('autobahn')}, Python {platform.python_version()})"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ocpptw.config import SETTINGS, load_config
 from ocpptw.app.gateway import DRAIN_EXTRA
+from ocpptw.config import SETTINGS, load_config
 from ocpptw.observability.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent

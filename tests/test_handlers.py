@@ -12,10 +12,10 @@ import pytest
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from ocpptw.ocpp.router import Router
 from ocpptw.interfaces import IFrameSink
 from ocpptw.ocpp.actions import CHARGER_TO_SERVER
 from ocpptw.ocpp.errors import OcppError
+from ocpptw.ocpp.router import Router
 from ocpptw.ocpp.session import OcppSession
 from ocpptw.ocpp.validation import Validator
 from tests.helpers import success_result_of

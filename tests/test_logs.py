@@ -10,7 +10,7 @@ import json
 import logging
 
 import pytest
-from twisted.logger import LogLevel, Logger, LogPublisher
+from twisted.logger import Logger, LogLevel, LogPublisher
 
 from ocpptw.config import load_config
 from ocpptw.observability.logs import (
@@ -71,7 +71,7 @@ def test_json_failure_has_traceback():
     """A logged failure carries its traceback in its own field."""
     log, stream = capture()
     try:
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         log.failure("handler crashed for {chargePointId}", chargePointId="CP9")
     [line] = lines(stream)

@@ -15,8 +15,8 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 
 from ocpptw.sim import payloads as sim_payloads
-from ocpptw.sim.cli import SimOptions, parse_args, run_simulation
 from ocpptw.sim.charger import parse_mix
+from ocpptw.sim.cli import SimOptions, parse_args, run_simulation
 from ocpptw.sim.stats import Histogram, Stats
 from tests.helpers import bounded, until
 

@@ -11,7 +11,6 @@ import json
 from decimal import Decimal
 from typing import Any
 
-
 #: Keys whose values are money: numbers in answers become exact decimal strings.
 MONEY_KEYS = frozenset({"prepaidAmount", "pricePerKwh", "cost", "refund", "amount"})
 

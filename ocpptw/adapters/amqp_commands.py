@@ -28,7 +28,13 @@ import json
 import uuid
 from typing import Any
 
-from twisted.internet.defer import Deferred, TimeoutError, fail, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import (
+    Deferred,
+    TimeoutError,
+    fail,
+    inlineCallbacks,
+    maybeDeferred,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -36,7 +42,13 @@ from zope.interface import implementer
 from ocpptw.adapters.amqp import describe_failure
 from ocpptw.adapters.amqp_directory import CENSUS, DESCRIBE, answer, query_of
 from ocpptw.adapters.amqp_handover import FORWARDED_FOR, Handover, forwarded_properties
-from ocpptw.interfaces import CallErrorReceived, ChargerOffline, CommandTimeout, ICommandBus, InvalidPayload
+from ocpptw.interfaces import (
+    CallErrorReceived,
+    ChargerOffline,
+    CommandTimeout,
+    ICommandBus,
+    InvalidPayload,
+)
 from ocpptw.ocpp.jsontext import compact_bytes
 from ocpptw.services.commands import MAX_COMMAND_TIMEOUT
 

@@ -70,7 +70,13 @@ from ocpptw.adapters._http_answers import (
     started_by_charger,
 )
 from ocpptw.adapters.circuit import Circuit, CircuitOpen
-from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, IBatchedMessageLog, NotFound
+from ocpptw.interfaces import (
+    BackendRejected,
+    BackendUnavailable,
+    IBackend,
+    IBatchedMessageLog,
+    NotFound,
+)
 from ocpptw.ocpp.jsontext import compact_bytes
 
 __all__ = ["CircuitOpen", "HttpBackend"]

@@ -33,11 +33,11 @@ from ocpptw.store.outbox import Outbox
 from ocpptw.store.outbox_alarm import OutboxAlarm
 from ocpptw.store.retention import LogBound, LogRetention
 from ocpptw.store.sqlite import Database
+from ocpptw.transport.console_wiring import Console, build_console, live_feed
 from ocpptw.transport.governor import AcceptGovernor
 from ocpptw.transport.handshake import Gate
 from ocpptw.transport.listener import ListenerService
 from ocpptw.transport.pacing import AcceptPacer
-from ocpptw.transport.console_wiring import Console, build_console, live_feed
 from ocpptw.transport.tls import CertificateReloadService
 
 ReadyCheck = Callable[[], tuple[bool, str]]

@@ -21,7 +21,12 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ocpptw.interfaces import CallErrorReceived, ChargerOffline, CommandTimeout, InvalidPayload
+from ocpptw.interfaces import (
+    CallErrorReceived,
+    ChargerOffline,
+    CommandTimeout,
+    InvalidPayload,
+)
 from ocpptw.ocpp.errors import FORMATION_VIOLATION, OcppError
 from ocpptw.ocpp.frames import CallError, CallResult, FrameError, encode_call
 from ocpptw.ocpp.validation import Validator

@@ -36,7 +36,12 @@ from twisted.logger import Logger
 
 from ocpptw.clock import iso_z, utcnow
 from ocpptw.interfaces import IChargerService, ISessionService, StorageFull
-from ocpptw.ocpp.errors import INTERNAL_ERROR, NOT_IMPLEMENTED, SECURITY_ERROR, OcppError
+from ocpptw.ocpp.errors import (
+    INTERNAL_ERROR,
+    NOT_IMPLEMENTED,
+    SECURITY_ERROR,
+    OcppError,
+)
 
 #: Actions whose answer proves a write went through (Authorize may answer from its cache).
 _WRITERS = frozenset({"BootNotification", "MeterValues", "StartTransaction", "StatusNotification", "StopTransaction"})

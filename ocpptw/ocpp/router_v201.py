@@ -35,8 +35,15 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from ocpptw.interfaces import IChargerService, ISessionService
+from ocpptw.ocpp.model_v201 import (
+    NO_AUTHORIZATION,
+    VERSION,
+    boot_fields,
+    id_token_info,
+    sampled_values,
+    status_fields,
+)
 from ocpptw.ocpp.router import Router, _empty
-from ocpptw.ocpp.model_v201 import NO_AUTHORIZATION, VERSION, boot_fields, id_token_info, sampled_values, status_fields
 from ocpptw.ocpp.transaction_events import TransactionEvents
 
 #: Actions whose answer proves a write went through.

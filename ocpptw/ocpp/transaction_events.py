@@ -42,8 +42,12 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from ocpptw.ocpp.model_v201 import NO_AUTHORIZATION, VERSION, id_token_info, sampled_values
-
+from ocpptw.ocpp.model_v201 import (
+    NO_AUTHORIZATION,
+    VERSION,
+    id_token_info,
+    sampled_values,
+)
 
 #: Answers remembered for repeated (transactionId, seqNo) events.
 MAX_ANSWERS = 20000

@@ -46,7 +46,6 @@ from typing import Any, Callable
 import fastjsonschema
 from twisted.logger import Logger
 
-from ocpptw.ocpp.versions import V16, ProtocolVersion
 from ocpptw.ocpp.errors import (
     FORMATION_VIOLATION,
     NOT_IMPLEMENTED,
@@ -55,6 +54,7 @@ from ocpptw.ocpp.errors import (
     TYPE_CONSTRAINT_VIOLATION,
     OcppError,
 )
+from ocpptw.ocpp.versions import V16, ProtocolVersion
 
 #: Where the official schemas live (package data).
 SCHEMA_DIR = Path(__file__).with_name("schemas")

@@ -27,8 +27,8 @@ from typing import Any
 
 from ocpptw.ocpp import actions as actions_v16
 from ocpptw.ocpp import actions_v201
-from ocpptw.ocpp.errors import FORMATION_VIOLATION, OCCURENCE_CONSTRAINT_VIOLATION
 from ocpptw.ocpp.errors import CODES as CODES_V16
+from ocpptw.ocpp.errors import FORMATION_VIOLATION, OCCURENCE_CONSTRAINT_VIOLATION
 
 _HERE = Path(__file__).parent
 

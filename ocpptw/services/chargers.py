@@ -28,7 +28,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ocpptw.clock import iso_z
-from ocpptw.services.events import CHARGER_LAST_SEEN, CHARGER_METADATA_UPDATE, CHARGER_STATUS_UPDATE, make_event
 from ocpptw.interfaces import (
     BackendRejected,
     BackendUnavailable,
@@ -41,6 +40,12 @@ from ocpptw.interfaces import (
     StorageFull,
 )
 from ocpptw.services.delivery import ENSURE_CHARGER, UPDATE_LAST_SEEN, UPDATE_STATUS
+from ocpptw.services.events import (
+    CHARGER_LAST_SEEN,
+    CHARGER_METADATA_UPDATE,
+    CHARGER_STATUS_UPDATE,
+    make_event,
+)
 from ocpptw.services.meter import utc_timestamp
 
 ACCEPTED, REJECTED = "Accepted", "Rejected"

@@ -27,9 +27,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ocpptw.services.events import OCPP_MESSAGE, frame_data, make_event
 from ocpptw.interfaces import IEventPublisher, IFrameLog, ISessionObserver, StorageFull
-
+from ocpptw.services.events import OCPP_MESSAGE, frame_data, make_event
 
 #: The longest action, CALLERROR code or message id kept in the message log
 #: (OCPP's longest action names have some 35 characters, ids at most 36).

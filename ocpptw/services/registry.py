@@ -105,8 +105,9 @@ class ChargerRegistry:
     def describe(self, charge_point_id: str) -> dict | None:
         if charge_point_id not in self._connections:
             return None
-        from ocpptw.clock import iso_z
         from datetime import datetime, timezone
+
+        from ocpptw.clock import iso_z
 
         seen = datetime.fromtimestamp(self._last_seen[charge_point_id], tz=timezone.utc)
         connection = self._connections[charge_point_id]

@@ -51,7 +51,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ocpptw.clock import iso_z, parse_iso
-from ocpptw.services.events import CHARGING_METER_VALUES, CHARGING_STARTED, CHARGING_STOPPED, make_event
 from ocpptw.interfaces import (
     BackendRejected,
     BackendUnavailable,
@@ -67,6 +66,12 @@ from ocpptw.services import meter
 from ocpptw.services.billing import money_str
 from ocpptw.services.chargers import durable, timestamp_z
 from ocpptw.services.delivery import START_SESSION, STOP_SESSION, stop_figures
+from ocpptw.services.events import (
+    CHARGING_METER_VALUES,
+    CHARGING_STARTED,
+    CHARGING_STOPPED,
+    make_event,
+)
 from ocpptw.services.model import Transaction
 
 ACCEPTED = "Accepted"

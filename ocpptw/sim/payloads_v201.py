@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 
 from ocpptw.ocpp.actions_v201 import SERVER_TO_CHARGER
-from ocpptw.sim.payloads import timestamp
 from ocpptw.ocpp.examples import minimal_response
+from ocpptw.sim.payloads import timestamp
 
 
 def boot_notification(charger_id: str) -> str:

@@ -8,14 +8,17 @@ them.  Several workers in separate processes aggregate their L{Stats}.
 
 from __future__ import annotations
 
-import re
-
 import random
+import re
 import time
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
 
 from ocpptw.sim.charger import Charger, SimProtocol, make_factory
 from ocpptw.sim.ramp import Ramp
@@ -167,7 +170,11 @@ class SimWorker:
         with C{--client-cert}, that certificate (security profile 3).
         """
         if getattr(self, "_tls", None) is None:
-            from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+            from twisted.internet.ssl import (
+                Certificate,
+                PrivateCertificate,
+                optionsForClientTLS,
+            )
 
             kwargs = {}
             if self.o.cafile:

@@ -39,7 +39,9 @@ from ocpptw.interfaces import (
 )
 from ocpptw.ocpp.jsontext import compact
 from ocpptw.services.billing import money_str
-from ocpptw.store.embedded_schema import SCHEMA as SCHEMA  # the file's tables, for Database(...)
+from ocpptw.store.embedded_schema import (
+    SCHEMA as SCHEMA,  # the file's tables, for Database(...)
+)
 from ocpptw.store.message_pages import read_page
 from ocpptw.store.sqlite import UnstorableValue
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import errno
 import sqlite3
 import threading
-from time import perf_counter
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from time import perf_counter
 from typing import Any, TypeVar
 
 from twisted.application.service import Service

@@ -15,7 +15,7 @@ both modes (L{ocpptw.transport.request_guard.api_refusal}).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from twisted.logger import Logger
@@ -33,6 +33,9 @@ from ocpptw.interfaces import (
 from ocpptw.ocpp.jsontext import compact_bytes
 from ocpptw.services.commands import MAX_COMMAND_TIMEOUT
 from ocpptw.transport.request_guard import api_refusal, is_loopback
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 __all__ = ["CommandApi", "MAX_BODY", "is_loopback", "write_json"]
 

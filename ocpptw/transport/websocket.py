@@ -16,6 +16,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ocpptw.ocpp.versions import BY_SUBPROTOCOL
 from ocpptw.transport.compat import (
     HANDSHAKE_STATE,
     QUIET_STATE,
@@ -23,7 +24,6 @@ from ocpptw.transport.compat import (
     share_protocol_options,
     skip_eager_debug_formatting,
 )
-from ocpptw.ocpp.versions import BY_SUBPROTOCOL
 from ocpptw.transport.handshake import NO_SUBPROTOCOL, ChargerConnection, Gate
 from ocpptw.transport.identity import BadIdentity, identity_from_path
 

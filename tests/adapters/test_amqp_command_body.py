@@ -8,7 +8,11 @@ import json
 
 import pytest
 
-from ocpptw.adapters.amqp_commands import MAX_COMMAND_BYTES, MalformedCommand, parse_command
+from ocpptw.adapters.amqp_commands import (
+    MAX_COMMAND_BYTES,
+    MalformedCommand,
+    parse_command,
+)
 
 
 def _command(size: int) -> bytes:

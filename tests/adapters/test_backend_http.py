@@ -13,16 +13,27 @@ from decimal import Decimal
 
 import pytest
 import pytest_twisted
-from treq.testing import HasHeaders, RequestSequence, RequestTraversalAgent, StringStubbingResource
+from treq.testing import (
+    HasHeaders,
+    RequestSequence,
+    RequestTraversalAgent,
+    StringStubbingResource,
+)
 from twisted.internet.defer import CancelledError, Deferred
 from zope.interface.verify import verifyObject
 
-from ocpptw.adapters import backend_http
 from ocpptw import __version__
+from ocpptw.adapters import backend_http
 from ocpptw.adapters.backend_http import CircuitOpen, HttpBackend
 from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, NotFound
 from ocpptw.testing.backend import FakeBackend
-from tests.helpers import bounded, failure_result_of, no_result, success_result_of, until
+from tests.helpers import (
+    bounded,
+    failure_result_of,
+    no_result,
+    success_result_of,
+    until,
+)
 
 START = {"deviceId": "CP1", "connectorId": 1, "idTag": "TAG1", "meterStart": 100, "timestamp": "2026-11-24T10:00:00.000Z"}
 STOP = {"transactionId": 1, "meterStop": 2100, "energyWh": 2000, "stoppedAt": "2026-11-24T11:00:00.000Z", "reason": "Local"}

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.support import browser, gateway, lib_charger, page_errors, simulator, wait_for
+from tests.browser.support import (
+    browser,
+    gateway,
+    lib_charger,
+    page_errors,
+    simulator,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 

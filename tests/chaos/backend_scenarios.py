@@ -14,9 +14,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.charger import LedgerCharger, meter_payload, start_payload, stop_payload
+from tests.chaos.charger import (
+    LedgerCharger,
+    meter_payload,
+    start_payload,
+    stop_payload,
+)
 from tests.chaos.ledger import GATEWAY_ASSIGNED, Book, Tally, check_backend
-from tests.chaos.support import Daemon, sleep, start_backend, start_gateway, stop_gateway, wait_until
+from tests.chaos.support import (
+    Daemon,
+    sleep,
+    start_backend,
+    start_gateway,
+    stop_gateway,
+    wait_until,
+)
 
 PREPAID, PRICE = "10.00", "0.50"
 STAMP = "2026-11-24T10:{:02d}:{:02d}Z"

@@ -19,9 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.backend_scenarios import as_deferred, stamp
-from tests.chaos.charger import LedgerCharger, meter_payload, start_payload, stop_payload
+from tests.chaos.charger import (
+    LedgerCharger,
+    meter_payload,
+    start_payload,
+    stop_payload,
+)
 from tests.chaos.ledger import Book, Tally, check_events
-from tests.chaos.support import rabbitmqctl, sleep, start_gateway, stop_gateway, wait_for_broker, wait_until
+from tests.chaos.support import (
+    rabbitmqctl,
+    sleep,
+    start_gateway,
+    stop_gateway,
+    wait_for_broker,
+    wait_until,
+)
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 

@@ -14,7 +14,12 @@ import re
 
 import pytest_twisted
 
-from tests.chaos.charger import LedgerCharger, meter_payload, start_payload, stop_payload
+from tests.chaos.charger import (
+    LedgerCharger,
+    meter_payload,
+    start_payload,
+    stop_payload,
+)
 from tests.chaos.ledger import Book, check_backend
 from tests.chaos.support import start_gateway, stop_gateway, wait_until
 

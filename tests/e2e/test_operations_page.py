@@ -27,12 +27,10 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "operations.md"
@@ -202,7 +200,7 @@ def test_running_it(tmp_path):
         if " -n" in command:
             process = subprocess.Popen(argv, cwd=work, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             try:
-                _wait(lambda: _health(port))
+                _wait(lambda port=port: _health(port))
                 process.send_signal(signal.SIGTERM)
                 assert process.wait(60) == 0, command
             finally:
@@ -213,10 +211,10 @@ def test_running_it(tmp_path):
         done = subprocess.run(argv, cwd=work, env=run_env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (command, done.stdout, done.stderr)
         pid_file = work / re.search(r"--pidfile=(\S+)", command).group(1)
-        _wait(lambda: pid_file.exists() and _health(port))
+        _wait(lambda pid_file=pid_file, port=port: pid_file.exists() and _health(port))
         pid = int(pid_file.read_text())
         os.kill(pid, signal.SIGTERM)
-        _wait(lambda: not pid_file.exists() and not _health(port))
+        _wait(lambda pid_file=pid_file, port=port: not pid_file.exists() and not _health(port))
     log = (tmp_path / "stub.log").read_text()
     assert "docker compose up --build" in log and "applied StatefulSet ocpptw" in log
 

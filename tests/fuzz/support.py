@@ -11,8 +11,8 @@ import itertools
 import json
 from typing import Any
 
-from ocpptw.config import load_config
 from ocpptw.app.gateway import make_gateway
+from ocpptw.config import load_config
 from tests.helpers import bounded
 from tests.wsclient import connect_charger
 

@@ -23,7 +23,12 @@ from ocpptw.ocpp.actions import SERVER_TO_CHARGER
 from tests.fuzz.schemas import fuzz_settings, mutated
 from tests.fuzz.support import WireCharger, start_gateway, stop_gateway
 from tests.helpers import bounded, until
-from tests.integration.amqp_support import BROKER_URL, Names, delete_topology, open_client
+from tests.integration.amqp_support import (
+    BROKER_URL,
+    Names,
+    delete_topology,
+    open_client,
+)
 
 CHARGER = "FUZZAMQP1"
 _ACTIONS = sorted(SERVER_TO_CHARGER)

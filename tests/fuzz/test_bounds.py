@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sqlite3
+import subprocess
 
-import pytest
 import pytest_twisted
 import treq
-from twisted.internet.task import Clock
 
 from ocpptw.ocpp.errors import INTERNAL_ERROR, PROTOCOL_ERROR
 from ocpptw.ocpp.recent_ids import RecentIds

@@ -22,7 +22,15 @@ from hypothesis import strategies as st
 from ocpptw.ocpp.actions import SERVER_TO_CHARGER
 from ocpptw.ocpp.errors import CODES, OcppError
 from ocpptw.ocpp.validation import Validator
-from tests.fuzz.schemas import _set, _sites, fuzz_settings, load_schema, mutated, valid_payload, valid_response
+from tests.fuzz.schemas import (
+    _set,
+    _sites,
+    fuzz_settings,
+    load_schema,
+    mutated,
+    valid_payload,
+    valid_response,
+)
 from tests.fuzz.support import WireCharger, start_gateway, stop_gateway
 from tests.helpers import bounded
 from tests.integration.test_gateway import check_documented

@@ -82,12 +82,11 @@ async def test_energy_beyond_64_bits_is_an_anomaly_and_the_outbox_drains(wire):
 
 def test_a_batch_write_that_raises_fails_its_waiters(clock):
     """When the embedded store's batch write raises, every publish of that turn fails instead of hanging."""
-    from ocpptw.adapters.local_events import LocalEventPublisher
-    from tests.helpers import failure_result_of
-
     from zope.interface import implementer
 
+    from ocpptw.adapters.local_events import LocalEventPublisher
     from ocpptw.interfaces import IMessageLog
+    from tests.helpers import failure_result_of
 
     @implementer(IMessageLog)
     class Exploding:

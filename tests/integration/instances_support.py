@@ -20,7 +20,12 @@ import treq
 
 from ocpptw.config import Config, load_config
 from tests.helpers import WAIT, bounded, until
-from tests.integration.amqp_support import BROKER_URL, Names, delete_topology, open_client
+from tests.integration.amqp_support import (
+    BROKER_URL,
+    Names,
+    delete_topology,
+    open_client,
+)
 
 TWISTD = Path(sys.executable).with_name("twistd")
 

@@ -11,7 +11,12 @@ import json
 import pytest
 import pytest_twisted
 
-from ocpptw.interfaces import CallErrorReceived, ChargerOffline, CommandTimeout, InvalidPayload
+from ocpptw.interfaces import (
+    CallErrorReceived,
+    ChargerOffline,
+    CommandTimeout,
+    InvalidPayload,
+)
 from tests.helpers import bounded, until
 from tests.integration.amqp_support import (
     FakeConnection,

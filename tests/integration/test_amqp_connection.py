@@ -11,7 +11,14 @@ import pytest_twisted
 from ocpptw.adapters.amqp import parse_amqp_url
 from ocpptw.config import ConfigError
 from tests.helpers import bounded, until
-from tests.integration.amqp_support import Names, close_from_broker, delete_topology, make_connection, open_client, wait_ready
+from tests.integration.amqp_support import (
+    Names,
+    close_from_broker,
+    delete_topology,
+    make_connection,
+    open_client,
+    wait_ready,
+)
 
 
 def test_url_defaults():

@@ -26,6 +26,7 @@ from tests.integration.amqp_support import (
     wait_ready,
 )
 
+
 @pytest.fixture
 def outbox_factory(tmp_path):
     """The real durable outbox in a temporary DATA_DIR, retried quickly; stopped and closed after the test."""

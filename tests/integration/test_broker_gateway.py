@@ -11,12 +11,17 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-import fastjsonschema
 import pytest_twisted
 import yaml
 
 from tests.helpers import bounded, until
-from tests.integration.amqp_support import EVENT_TYPES, Names, close_from_broker, collect, open_client
+from tests.integration.amqp_support import (
+    EVENT_TYPES,
+    Names,
+    close_from_broker,
+    collect,
+    open_client,
+)
 from tests.integration.instances_support import (
     CONNECTION_NAME,
     CommandClient,

@@ -15,8 +15,16 @@ import pytest_twisted
 
 from tests.helpers import until
 from tests.integration.amqp_support import collect, open_client
-from tests.integration.instances_support import CommandClient, answer_next_call, close_client
-from tests.integration.test_broker_gateway import _properties, _validators, broker_gateway  # noqa: F401 (fixture)
+from tests.integration.instances_support import (
+    CommandClient,
+    answer_next_call,
+    close_client,
+)
+from tests.integration.test_broker_gateway import (  # noqa: F401 (fixture)
+    _properties,
+    _validators,
+    broker_gateway,
+)
 from tests.wsclient import connect_charger
 
 T0 = "2026-12-04T10:00:00Z"

@@ -27,7 +27,12 @@ import pytest_twisted
 from autobahn.exception import Disconnected
 
 from tests.chaos.backend_scenarios import as_deferred, stamp, tag_of
-from tests.chaos.charger import LedgerCharger, meter_payload, start_payload, stop_payload
+from tests.chaos.charger import (
+    LedgerCharger,
+    meter_payload,
+    start_payload,
+    stop_payload,
+)
 from tests.chaos.ledger import Book, RecordingBackend, check_backend, check_events
 from tests.chaos.support import Daemon, sleep, wait_until
 

@@ -22,11 +22,10 @@ from tests.wsclient import connect_charger
 
 @pytest_twisted.ensureDeferred
 async def test_the_documented_fake_backend_serves_a_gateway(tmp_path):
-    from twisted.internet import reactor
     from twisted.internet.threads import deferToThread
 
     text = yaml.safe_load(DOC.read_text())["info"]["description"]
-    [line] = [l.strip() for l in text.splitlines() if "-m ocpptw.testing.backend" in l]
+    [line] = [row.strip() for row in text.splitlines() if "-m ocpptw.testing.backend" in row]
     argv = line.rstrip("&").split()[1:]  # after the interpreter
     argv[argv.index("--port") + 1] = "0"
     process = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True)

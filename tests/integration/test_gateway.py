@@ -10,14 +10,13 @@ import json
 from pathlib import Path
 
 import jsonschema
-import pytest
 import pytest_twisted
 import treq
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from ocpptw.config import load_config
 from ocpptw.app.gateway import make_gateway
+from ocpptw.config import load_config
 from tests.helpers import bounded, until
 from tests.wsclient import connect_charger
 

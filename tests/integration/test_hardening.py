@@ -14,8 +14,8 @@ import treq
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
-from ocpptw.config import load_config
 from ocpptw.app.gateway import make_gateway
+from ocpptw.config import load_config
 from tests.helpers import bounded, until
 from tests.wsclient import connect_charger
 

@@ -15,6 +15,7 @@ import json
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.defer import ensureDeferred
 
 from ocpptw.testing.backend import FakeBackend
@@ -237,7 +238,7 @@ async def test_commands_during_a_handover_reach_the_new_connection_once(pair):
             sent = [await commands.publish(cp, "ClearCache", {}, mandatory=True) for _ in range(3)]
             calls = {"older": 0, "newer": 0}
 
-            async def serve(charger, name):
+            async def serve(charger, name, calls=calls):
                 while True:
                     try:
                         frame = await charger.next(0.5)
@@ -291,7 +292,7 @@ async def test_a_command_routed_to_the_old_instance_is_forwarded_and_runs_once(p
         frame = await answer_next_call(newer, {"status": "Accepted"})
         assert frame[2] == "TriggerMessage"
         assert await commands.replies_within(0.5) == [(correlation, {"ok": True, "result": {"status": "Accepted"}})]
-        with pytest.raises(Exception):
+        with pytest.raises(DeferredTimeout):
             await newer.next(0.3)  # no second CALL
         assert (a.command_server.forwarded, a.command_server.handled, b.command_server.handled) == (1, 0, 1)
     finally:

@@ -22,7 +22,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def _readme_line(program: str, mark: str = "") -> list[str]:
-    [line] = [l.strip() for l in README.splitlines() if l.strip().startswith(f".venv/bin/{program} ") and mark in l]
+    [line] = [row.strip() for row in README.splitlines() if row.strip().startswith(f".venv/bin/{program} ") and mark in row]
     return shlex.split(line)[1:]
 
 
@@ -39,7 +39,7 @@ async def test_the_gentle_example_stays_connected_for_a_command(tmp_path):
         assert options.rate <= 1.0
         run = ensureDeferred(run_simulation(reactor, options))
         await until(lambda: service.registry.get("SIM1") is not None and service.registry.get("SIM3") is not None)
-        [curl] = [l for l in README.splitlines() if "commands/Reset" in l]
+        [curl] = [row for row in README.splitlines() if "commands/Reset" in row]
         path = re.search(r"localhost:9000(\S+)", curl).group(1)
         body = re.search(r"-d '([^']*)'", curl).group(1).encode()
         status, answer = await http(service.test_port, "POST", path, body)

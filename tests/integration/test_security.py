@@ -15,8 +15,8 @@ import pytest_twisted
 from twisted.internet import ssl
 
 from ocpptw.admin import main as admin
-from ocpptw.config import load_config
 from ocpptw.app.gateway import make_gateway
+from ocpptw.config import load_config
 from tests.helpers import bounded
 from tests.transport.certs import issue, make_ca
 from tests.wsclient import connect_charger

@@ -10,7 +10,14 @@ from __future__ import annotations
 import pytest_twisted
 
 from tests.helpers import bounded
-from tests.integration.test_security import KEY, basic, client_tls, free_port, pki, start  # noqa: F401 (fixture)
+from tests.integration.test_security import (  # noqa: F401 (fixture)
+    KEY,
+    basic,
+    client_tls,
+    free_port,
+    pki,
+    start,
+)
 from tests.transport.certs import issue
 from tests.wsclient import connect_charger
 

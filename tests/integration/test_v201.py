@@ -28,8 +28,8 @@ from twisted.internet.defer import Deferred
 from ocpptw.app.gateway import make_gateway
 from ocpptw.config import load_config
 from ocpptw.ocpp.actions_v201 import SERVER_TO_CHARGER
-from ocpptw.ocpp.versions import CODES_V201
 from ocpptw.ocpp.examples import minimal_request
+from ocpptw.ocpp.versions import CODES_V201
 from tests.helpers import bounded, until
 from tests.wsclient import connect_charger
 

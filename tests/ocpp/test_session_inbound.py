@@ -14,7 +14,15 @@ from zope.interface.verify import verifyObject
 
 from ocpptw.interfaces import IFrameSink
 from ocpptw.ocpp.errors import CODES, OcppError
-from tests.ocpp.support import ANSWERS, BOOT, NOW, RecordingSink, answer, call_frame, make_session
+from tests.ocpp.support import (
+    ANSWERS,
+    BOOT,
+    NOW,
+    RecordingSink,
+    answer,
+    call_frame,
+    make_session,
+)
 
 
 def _error_code(frame: list) -> str:

@@ -11,7 +11,12 @@ from decimal import Decimal
 import pytest
 from twisted.internet.defer import CancelledError
 
-from ocpptw.interfaces import CallErrorReceived, ChargerOffline, CommandTimeout, InvalidPayload
+from ocpptw.interfaces import (
+    CallErrorReceived,
+    ChargerOffline,
+    CommandTimeout,
+    InvalidPayload,
+)
 from ocpptw.ocpp.frames import usable_id
 from ocpptw.ocpp.session import CallQueueFull
 from tests.helpers import failure_result_of, no_result, success_result_of

@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 
 from ocpptw.ocpp import actions_v201
 from ocpptw.ocpp.errors import CODES as CODES_V16
+from ocpptw.ocpp.examples import minimal_request, minimal_response
 from ocpptw.ocpp.session import OcppSession
 from ocpptw.ocpp.validation import Validator
 from ocpptw.ocpp.versions import (
@@ -28,7 +29,6 @@ from ocpptw.ocpp.versions import (
     response_schema,
     version,
 )
-from ocpptw.ocpp.examples import minimal_request, minimal_response
 from tests.ocpp.support import RecordingSink
 
 SCHEMAS_V201 = Path(__file__).resolve().parents[2] / "ocpptw" / "ocpp" / "schemas_v201"

@@ -13,15 +13,20 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from ocpptw.interfaces import BackendRejected, BackendUnavailable, IBackend, IEventPublisher
-from ocpptw.store import ledger as ledger_module
+from ocpptw.interfaces import (
+    BackendRejected,
+    BackendUnavailable,
+    IBackend,
+    IEventPublisher,
+)
 from ocpptw.services.chargers import ChargerService
 from ocpptw.services.delivery import register_deliveries
-from ocpptw.store.ledger import Ledger
 from ocpptw.services.sessions import SessionService
 from ocpptw.services.wallet import WalletService
 from ocpptw.store import embedded
+from ocpptw.store import ledger as ledger_module
 from ocpptw.store import outbox as outbox_module
+from ocpptw.store.ledger import Ledger
 from ocpptw.store.sqlite import InlineDatabase
 from tests.helpers import success_result_of
 

@@ -12,14 +12,14 @@ from decimal import Decimal
 
 import pytest_twisted
 
-from ocpptw.store import ledger as ledger_module
 from ocpptw.services.chargers import ChargerService
 from ocpptw.services.delivery import register_deliveries
-from ocpptw.store.ledger import GATEWAY_ID_BASE, Ledger
 from ocpptw.services.sessions import SessionService
 from ocpptw.services.wallet import WalletService
 from ocpptw.store import embedded
+from ocpptw.store import ledger as ledger_module
 from ocpptw.store import outbox as outbox_module
+from ocpptw.store.ledger import GATEWAY_ID_BASE, Ledger
 from ocpptw.store.sqlite import Database
 from tests.helpers import bounded, until
 from tests.services.support import EPOCH, RecordingPublisher, SwitchableBackend

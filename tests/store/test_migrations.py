@@ -11,7 +11,15 @@ import sqlite3
 import pytest
 
 from ocpptw.store import embedded, ledger, outbox
-from ocpptw.store.migrations import Component, Schema, SchemaTooNew, Upgraded, layout, statements, upgrade
+from ocpptw.store.migrations import (
+    Component,
+    Schema,
+    SchemaTooNew,
+    Upgraded,
+    layout,
+    statements,
+    upgrade,
+)
 from ocpptw.store.sqlite import InlineDatabase, open_connection
 from tests.store import old_layouts
 

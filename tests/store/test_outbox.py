@@ -18,7 +18,13 @@ from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
-from ocpptw.interfaces import BackendRejected, BackendUnavailable, IOutbox, NotFound, StorageFull
+from ocpptw.interfaces import (
+    BackendRejected,
+    BackendUnavailable,
+    IOutbox,
+    NotFound,
+    StorageFull,
+)
 from ocpptw.store.outbox import SCHEMA, Outbox
 from ocpptw.store.sqlite import Database, InlineDatabase
 from tests.helpers import bounded, failure_result_of, no_result, success_result_of

@@ -18,7 +18,15 @@ from ocpptw.interfaces import BackendRejected, BackendUnavailable, NotFound
 from ocpptw.store.outbox import SCHEMA, Outbox
 from ocpptw.store.sqlite import InlineDatabase
 from tests.helpers import success_result_of
-from tests.store.test_outbox import Observer, Recorder, assert_each_once_in_order, db, make, play, rows  # noqa: F401 (fixtures)
+from tests.store.test_outbox import (  # noqa: F401 (fixtures)
+    Observer,
+    Recorder,
+    assert_each_once_in_order,
+    db,
+    make,
+    play,
+    rows,
+)
 
 
 class Batches(Recorder):

@@ -12,7 +12,12 @@ import pytest_twisted
 from twisted.internet.defer import gatherResults
 
 from ocpptw.interfaces import StorageFull
-from ocpptw.store.sqlite import Database, DatabaseClosed, InlineDatabase, open_connection
+from ocpptw.store.sqlite import (
+    Database,
+    DatabaseClosed,
+    InlineDatabase,
+    open_connection,
+)
 from tests.helpers import bounded, failure_result_of, no_result, success_result_of
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER);"

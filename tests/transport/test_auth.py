@@ -16,9 +16,9 @@ from OpenSSL import crypto
 from ocpptw.transport.auth import (
     ALLOWED,
     Authenticator,
-    authenticator,
     CertificateVerifier,
     ProxyTrust,
+    authenticator,
     basic_outcome,
     certificate_outcome,
     certificate_pem,

@@ -13,7 +13,13 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 
-from ocpptw.transport.pacing import AcceptPacer, PacedPort, PacedServerEndpoint, _listening_hooks, listen_queue
+from ocpptw.transport.pacing import (
+    AcceptPacer,
+    PacedPort,
+    PacedServerEndpoint,
+    _listening_hooks,
+    listen_queue,
+)
 
 
 def test_per_turn_only(clock):

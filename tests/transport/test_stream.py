@@ -7,8 +7,8 @@ dropped and counted; heartbeats on the clock; the stream limit.
 from __future__ import annotations
 
 from twisted.internet.error import ConnectionDone
-from twisted.python.failure import Failure
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from ocpptw.observability.metrics import Metrics

@@ -481,8 +481,8 @@ async def test_protocol_options_are_shared_not_copied(server):
     connection; a second factory's options do not change the first's, and a
     function option stays a plain function (compression offers are declined).
     """
-    from autobahn.websocket.compress import PerMessageDeflateOffer
     from autobahn.twisted.websocket import WebSocketClientFactory
+    from autobahn.websocket.compress import PerMessageDeflateOffer
 
     from ocpptw.transport.websocket import OcppServerProtocol
     from tests.wsclient import TestCharger
@@ -527,7 +527,8 @@ async def test_open_socket_forgets_the_handshake(server):
     reads find the class defaults, and the charger is served and closed as
     before.
     """
-    from ocpptw.transport.compat import HANDSHAKE_STATE as _HANDSHAKE_STATE, QUIET_STATE as _QUIET_STATE
+    from ocpptw.transport.compat import HANDSHAKE_STATE as _HANDSHAKE_STATE
+    from ocpptw.transport.compat import QUIET_STATE as _QUIET_STATE
 
     server.chargers.records["FORGET"] = {"ocppValidation": "lenient"}
     charger = await connect_charger(server.port, "/ocpp/FORGET")
