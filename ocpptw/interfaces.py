@@ -171,10 +171,13 @@ class IBackend(Interface):
         C{POST /api/charger/{deviceId}/ocpp-message}.
         """
 
-    def authorize(device_id: str, id_tag: str) -> "Deferred[dict]":
+    def authorize(device_id: str, id_tag: str, extra: "dict | None" = None) -> "Deferred[dict]":
         """
         C{POST /api/charger/{deviceId}/authorize}; fires with
         C{{idTagInfo: {status, expiryDate?, parentIdTag?}}}.
+
+        @param extra: fields a protocol version adds to the body
+            (C{ocppVersion}, 2.0.1's C{idTokenType}).
         """
 
     def ready() -> "tuple[bool, str]":
@@ -519,11 +522,15 @@ class IChargerService(Interface):
         is known locally either.
         """
 
-    def boot(charge_point_id: str, payload: dict, now: "datetime") -> "Deferred[dict]":
+    def boot(charge_point_id: str, payload: dict, now: "datetime", extra: "dict | None" = None) -> "Deferred[dict]":
         """
         BootNotification: register the charger (C{POST /api/charger/ensure}),
         publish C{charger.metadataUpdate}; fires with the
-        BootNotification.conf payload.
+        BootNotification.conf payload (1.6 shape; the version's handler
+        translates).
+
+        @param extra: fields a protocol version adds to the C{ensure} body
+            and the event data (C{ocppVersion}, 2.0.1's boot C{reason}).
         """
 
     def is_accepted(charge_point_id: str) -> bool:
@@ -532,10 +539,16 @@ class IChargerService(Interface):
         charger record, so a reconnect without a boot is accepted at once).
         """
 
-    def status(charge_point_id: str, payload: dict, now: "datetime") -> "Deferred[None]":
+    def status(
+        charge_point_id: str, payload: dict, now: "datetime", extra: "dict | None" = None, version: "str | None" = None
+    ) -> "Deferred[None]":
         """
-        StatusNotification: outbox the status PATCH, publish
+        StatusNotification (1.6 shape): outbox the status PATCH, publish
         C{charger.statusUpdate}.
+
+        @param extra: fields a protocol version adds before C{connectorId}
+            (2.0.1's C{evseId}).
+        @param version: the charger's C{ocppVersion}, added to the body.
         """
 
     def connected(charge_point_id: str, now: "datetime") -> "Deferred[None]":
@@ -560,10 +573,11 @@ class ISessionService(Interface):
     section 5's guarantees).
     """
 
-    def authorize(charge_point_id: str, id_tag: str, now: "datetime") -> "Deferred[dict]":
+    def authorize(charge_point_id: str, id_tag: str, now: "datetime", extra: "dict | None" = None) -> "Deferred[dict]":
         """
         Fires with an C{idTagInfo}; answers from the cache while the backend
-        is unreachable, else C{Invalid}.
+        is unreachable, else C{Invalid}.  C{extra} is passed to the
+        backend's authorize body.
         """
 
     def start(charge_point_id: str, payload: dict, now: "datetime") -> "Deferred[dict]":
@@ -576,6 +590,19 @@ class ISessionService(Interface):
     def meter_values(charge_point_id: str, payload: dict, now: "datetime") -> "Deferred[None]":
         """
         MeterValues: normalise and publish C{charging.meterValues}.
+        """
+
+    def meter_samples(
+        charge_point_id: str,
+        connector_id: "int | None",
+        transaction_id: "int | str | None",
+        meter_values: list,
+        extra: "dict | None" = None,
+    ) -> "Deferred[None]":
+        """
+        Publish C{charging.meterValues} for C{meter_values} in the 1.6 shape
+        of C{meterValue}, whatever version sent them; C{connector_id} may be
+        C{None} (left out) and C{extra} (2.0.1's C{evseId}) joins the data.
         """
 
     def stop(charge_point_id: str, payload: dict, now: "datetime") -> "Deferred[dict]":

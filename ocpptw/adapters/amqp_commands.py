@@ -426,7 +426,7 @@ class AmqpCommandBus:
             return fail(ChargerOffline(f"{charge_point_id} is not connected here and the broker is unavailable"))
         timeout = timeout or self._default_timeout
         correlation_id = uuid.uuid4().hex
-        d: Deferred[dict] = Deferred(lambda _: self._pending.pop(correlation_id, None))
+        d: Deferred[dict] = Deferred(lambda _: self._forget(correlation_id))
         self._pending[correlation_id] = d
         body = _json({"action": action, "payload": payload, "timeoutSeconds": timeout})
         properties = _properties(
@@ -446,6 +446,12 @@ class AmqpCommandBus:
             raise CommandTimeout(f"no answer from {charge_point_id} within {timeout:g} s")
 
         return d.addErrback(timed_out)
+
+    def _forget(self, correlation_id: str) -> None:
+        """
+        A caller cancelled its request: its late reply is dropped.
+        """
+        self._pending.pop(correlation_id, None)
 
     def _returned(self, message: Any) -> None:
         d = self._pending.pop(message.properties.correlation_id or "", None)

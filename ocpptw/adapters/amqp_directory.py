@@ -26,7 +26,7 @@ import json
 import uuid
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from ocpptw.adapters.amqp import describe_failure
@@ -120,14 +120,12 @@ class AmqpDirectory:
         """
         local = self._registry.describe(charge_point_id)
         if local is not None:
-            d: Deferred[dict | None] = Deferred()
-            d.callback(local)
-            return d
+            return succeed(local)
         channel = self._channel
         if channel is None:
             return fail(BrokerUnavailable("RabbitMQ is not connected"))
         correlation_id = uuid.uuid4().hex
-        d = Deferred(lambda _: self._pending.pop(correlation_id, None))
+        d: Deferred[dict | None] = Deferred(lambda _: self._forget(correlation_id))
         self._pending[correlation_id] = d
         properties = _properties(
             reply_to=REPLY_TO,
@@ -179,6 +177,13 @@ class AmqpDirectory:
 
         self._clock.callLater(self._window, collect)
         return d
+
+
+    def _forget(self, correlation_id: str) -> None:
+        """
+        A caller cancelled its request: its late reply is dropped.
+        """
+        self._pending.pop(correlation_id, None)
 
     def _returned(self, message: Any) -> None:
         d = self._pending.pop(message.properties.correlation_id or "", None)

@@ -42,7 +42,7 @@ open a connection per request.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from typing import Any, Callable, cast
 from urllib.parse import quote
 
 from hyperlink import EncodedURL
@@ -78,6 +78,7 @@ from ocpptw.interfaces import (
     NotFound,
 )
 from ocpptw.ocpp.jsontext import compact_bytes
+from ocpptw.transport.compat import quiet_connection_pool
 
 __all__ = ["CircuitOpen", "HttpBackend"]
 
@@ -151,10 +152,11 @@ class _URI(EncodedURL):
     """
 
     __slots__ = ("_text",)
+    _text: str
 
     @classmethod
     def of(cls, text: str) -> _URI:
-        url = cls.from_text(text)
+        url = cast(_URI, cls.from_text(text))
         url._text = text
         return url
 
@@ -273,7 +275,7 @@ class HttpBackend(Service):
 
             if pool is None:
                 pool = HTTPConnectionPool(clock, persistent=True)
-                pool._factory = _QuietClientFactory  # no "Starting factory" line per backend connection
+                quiet_connection_pool(pool)  # no "Starting factory" line per backend connection
                 pool.maxPersistentPerHost = MAX_CONNECTIONS
                 pool.cachedConnectionTimeout = 30
             self._pool = pool
@@ -637,14 +639,3 @@ def _describe(error: BaseException) -> str:
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
-
-def _quiet_client_factory() -> type:
-    from twisted.web.client import HTTPConnectionPool
-
-    class QuietClientFactory(HTTPConnectionPool._factory):  # type: ignore[name-defined,misc]
-        noisy = False
-
-    return QuietClientFactory
-
-
-_QuietClientFactory = _quiet_client_factory()

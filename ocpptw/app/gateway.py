@@ -174,7 +174,7 @@ class GatewayService(OrderedMultiService):
         except Exception as e:
             raise self._failed(Failure(e)) from None
 
-    def startService(self) -> Deferred[None]:  # type: ignore[override]
+    def startService(self) -> Deferred[None]:
         from ocpptw import __version__
 
         settings = self.config.redacted()
@@ -318,7 +318,7 @@ def _reason(failure: Failure) -> str:
     error = failure.value
     if isinstance(error, CannotListenError):
         return f"cannot listen on {error.interface or '*'}:{error.port}: {error.socketError}"
-    return failure.getErrorMessage() or failure.type.__name__  # type: ignore[union-attr]
+    return failure.getErrorMessage() or failure.type.__name__
 
 
 def make_gateway(config: Config, reactor: Any | None = None, daemon: bool = False) -> GatewayService:

@@ -30,7 +30,7 @@ class OrderedMultiService(MultiService):
     twistd reports it before it detaches (L{StartFailed}).
     """
 
-    def startService(self) -> Deferred[None]:  # type: ignore[override]
+    def startService(self) -> Deferred[None]:
         self.running = 1
         d = self._start_children()
         failures: list[Failure] = []
@@ -66,7 +66,7 @@ class OrderedMultiService(MultiService):
             child.privilegedStartService()
 
     @inlineCallbacks
-    def stopService(self) -> Generator[Any, Any, None]:  # type: ignore[override]
+    def stopService(self) -> Generator[Any, Any, None]:
         self.running = 0
         failure = None
         for child in reversed(list(self)):

@@ -231,17 +231,19 @@ def build_listeners(
     """
     from ocpptw.transport.pacing import PacedServerEndpoint
 
-    outer = None
+    outer: Callable[[Any], Any] | None = None
     if config.max_connections_per_ip:
         from ocpptw.transport.request_guard import PeerConnectionCap
 
         counts: dict[str, int] = {}  # one count per address for every listener of the process
 
-        def outer(factory: Any) -> Any:
+        def cap(factory: Any) -> Any:
             # At the TCP level, outside TLS: a refused connection costs no handshake.
             return PeerConnectionCap(
                 factory, config.max_connections_per_ip, lambda: metrics.handshake("too_many_from_address"), counts
             )
+
+        outer = cap
 
     governor = None
     if config.accept_rate is None:
@@ -258,7 +260,7 @@ def build_listeners(
 
         kind = TCP6ServerEndpoint if ":" in config.host else TCP4ServerEndpoint
         probes = site(None)
-        others.append(ListenerService(kind(reactor, config.http_port, interface=config.host), outer(probes) if outer else probes, "plain HTTP"))
+        others.append(ListenerService(kind(reactor, config.http_port, interface=config.host), outer(probes) if outer is not None else probes, "plain HTTP"))
     certificates = None
     if not config.tls:
         chargers = ListenerService(paced(config.port), site(charger_factory), "chargers (ws)")

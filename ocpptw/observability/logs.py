@@ -356,7 +356,7 @@ class LevelDemotion:
             text = " ".join(str(p) for p in legacy) if isinstance(legacy, (tuple, list)) else ""
         elif "{" in text:
             try:
-                text = formatEvent(event)
+                text = formatEvent(dict(event))
             except Exception:  # noqa: BLE001
                 return PredicateResult.maybe
         return PredicateResult.no if _CHATTER.match(text) else PredicateResult.maybe
@@ -373,7 +373,7 @@ def twistd_observer(log_format: str, logfile: str = "", nodaemon: bool = False) 
         return observer_for(log_format)
     from twisted.python.logfile import LogFile
 
-    return observer_for(log_format, stream=LogFile.fromFullPath(logfile or "twistd.log"))  # type: ignore[arg-type]
+    return observer_for(log_format, stream=LogFile.fromFullPath(logfile or "twistd.log"))
 
 
 def configure_twistd(log_format: str, logfile: str = "", nodaemon: bool = False) -> None:

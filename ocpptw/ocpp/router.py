@@ -28,6 +28,8 @@ Choices:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -78,7 +80,7 @@ class Router:
         self._sessions = sessions
         self._clock = clock
         self.refusing = False
-        self._actions = {
+        self._actions: dict[str, Callable[[str, dict, datetime], dict | Deferred[dict]]] = {
             "Authorize": self.authorize,
             "BootNotification": self.boot_notification,
             "DataTransfer": self.data_transfer,

@@ -68,6 +68,7 @@ from ocpptw.ocpp.frames import (
     CALL,
     UNKNOWN_ID,
     Call,
+    CallError,
     CallResult,
     FrameError,
     call_payload_text,
@@ -169,12 +170,11 @@ class OcppSession:
         if message is None:
             self._unknown_type(text)
             return
-        message_type = message.message_type
-        if message_type == CALL:
+        if type(message) is Call:
             self._call_received(message, text)
         elif type(message) is CallResult:
             self._calls.result_received(message)
-        else:
+        elif type(message) is CallError:
             self._calls.error_received(message)
 
     def binary_received(self) -> None:

@@ -184,7 +184,7 @@ def _generator(base: type) -> type:
     generator = _generators.get(base)
     if generator is None:
 
-        class SetEnums(base):  # type: ignore[misc, valid-type]
+        class SetEnums(base):
             def generate_enum(self) -> None:
                 enum = self._definition["enum"]
                 if not (isinstance(enum, (list, tuple)) and enum and all(type(value) is str for value in enum)):

@@ -91,13 +91,12 @@ def timestamp_z(text: Any, fallback: datetime) -> str:
     return iso_z(fallback)
 
 
-def durable(*ds: Deferred) -> Deferred[None]:
+def durable(*ds: Deferred[Any]) -> Deferred[None]:
     """
     Fires once every Deferred in C{ds} has; fails with the first failure.
     """
     d = gatherResults(list(ds), consumeErrors=True)
-    d.addCallbacks(lambda _: None, lambda f: f.value.subFailure)
-    return d
+    return d.addCallbacks(lambda _: None, lambda f: f.value.subFailure)
 
 
 @implementer(IChargerService)
@@ -198,7 +197,7 @@ class ChargerService:
         if not self._allow_unknown and known is None:
             self.log.warn("BootNotification from unknown charger {chargePointId} rejected", chargePointId=charge_point_id)
             return answer
-        writes = [self._event(CHARGER_METADATA_UPDATE, charge_point_id, body)]
+        writes: list[Deferred[Any]] = [self._event(CHARGER_METADATA_UPDATE, charge_point_id, body)]
         record: dict | None = None
         try:
             d = self._backend.ensure_charger(body)

@@ -258,7 +258,7 @@ class LiveFeed:
         connectors = record["connectors"]
         if key not in connectors and len(connectors) >= MAX_CONNECTORS:
             return
-        entry = {"status": status}
+        entry: dict[str, Any] = {"status": status}
         error_code = payload.get("errorCode")
         if isinstance(error_code, str):
             entry["errorCode"] = error_code

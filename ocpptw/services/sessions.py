@@ -456,7 +456,11 @@ class SessionService:
             # The same stop is being looked up or made durable: go on once
             # it is (then it is a repeat, unless it failed).
             waiter: Deferred[None] = Deferred()
-            earlier.addBoth(lambda result, waiter=waiter: (waiter.callback(None), result)[1])
+            def release(result: object, waiter: Deferred[None] = waiter) -> object:
+                waiter.callback(None)
+                return result
+
+            earlier.addBoth(release)
             await waiter
         done: Deferred[None] = Deferred()
         self._stopping[key] = done
@@ -485,7 +489,7 @@ class SessionService:
 
     async def _record_stop(self, charge_point_id: str, payload: dict, tx: Transaction | None, now: datetime) -> None:
         transaction_id, meter_stop = payload["transactionId"], payload["meterStop"]
-        writes = []
+        writes: list[Deferred[Any]] = []
         data = payload.get("transactionData")
         connector_id = tx.connector_id if tx is not None and tx.connector_id is not None else 0
         if data:
@@ -520,7 +524,7 @@ class SessionService:
         # Only what the backend has (or may have) a session for is stopped
         # there; charging.stopped follows charging.started.
         sessionless = tx is not None and (tx.rejected or (not tx.assigned and tx.session_id is None))
-        started = known and not sessionless and tx.id_tag_info.get("status") == ACCEPTED
+        started = tx is not None and not sessionless and tx.id_tag_info.get("status") == ACCEPTED
         tx, written = self._ledger.record_stop(charge_point_id, transaction_id, meter_stop, stopped_at, reason, tx)
         writes.append(written)
         if not sessionless:

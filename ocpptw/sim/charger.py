@@ -11,6 +11,7 @@ import json
 import random
 import time
 from collections import deque
+from typing import Any
 from urllib.parse import quote
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -139,18 +140,19 @@ class Charger:
         self.resource = base_path + quote(charger_id, safe="")
         self.worker = worker
         self.stats = worker.stats
-        self.proto = None
+        self.proto: Any = None
         self.rng = rng
         self.mix_ops = list(mix)
         self.mix_weights = [mix[k] for k in self.mix_ops]
         self.seq = 0
-        self.pending_id = None
-        self.pending_action = None
+        self.pending_id: str | None = None
+        self.pending_action: str | None = None
         self.intended = 0.0
         self.sent_at = 0.0
         self.backlog: deque[float] = deque()
         self.steps: list[str] = []
-        self.transaction_id = None
+        #: an int from a 1.6 central system, the station's own string in 2.0.1
+        self.transaction_id: Any = None
         self.energy = rng.randrange(1000, 5_000_000)
         self.id_tag = "TAG" + charger_id[-16:]
         self.booted = False
@@ -325,7 +327,7 @@ class Charger:
             self.stats.errors["unmatched answer"] += 1
             return
         now = perf()
-        action = self.pending_action
+        action = self.pending_action or ""
         self.pending_id = None
         stats = self.stats
         stats.answered += 1

@@ -412,7 +412,7 @@ class _Parent:
             total.merge(stats)
             connected += open_count
         total.chargers = self.options.chargers
-        if self.latest:
+        if self.latest and self.line is not None:
             self.line.show(total, connected, now)
         self.next_line = now + PROGRESS_INTERVAL
 

@@ -139,6 +139,31 @@ class Stats:
     #: CPU seconds, summed on merge
     CPU = ("cpu_seconds_total", "cpu_seconds_load")
 
+    # the attributes set from the tuples above, declared for the type checker
+    chargers: int
+    connected: int
+    connect_failed: int
+    booted: int
+    boot_rejected: int
+    sent: int
+    answered: int
+    results: int
+    timeouts: int
+    lost: int
+    disconnects: int
+    server_calls: int
+    reconnected: int
+    reconnect_failed: int
+    connect_retries: int
+    unsent: int
+    connect_seconds: float
+    boot_storm_seconds: float
+    load_seconds: float
+    phase_seconds: float
+    storm_seconds: float
+    cpu_seconds_total: float
+    cpu_seconds_load: float
+
     def __init__(self) -> None:
         for name in self.COUNTERS:
             setattr(self, name, 0)

@@ -19,6 +19,7 @@ from twisted.internet.endpoints import (
     connectProtocol,
     wrapClientTLS,
 )
+from twisted.internet.interfaces import IStreamClientEndpoint
 
 from ocpptw.sim.charger import Charger, SimProtocol, make_factory
 from ocpptw.sim.ramp import Ramp
@@ -156,7 +157,7 @@ class SimWorker:
         proto.factory = self.factory
         proto.charger = charger
         self.awaiting.add(charger)
-        endpoint = TCP4ClientEndpoint(
+        endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(
             self.reactor, self.host, self.port, timeout=self.o.connect_timeout
         )
         if self.secure:
@@ -329,7 +330,7 @@ class SimWorker:
         """
         o = self.o
         self.phase = "load"
-        self.load_done = done = Deferred()
+        self.load_done = done = Deferred[None]()
         self.load_t0 = self.last_answer = perf()
         self.load_cpu0 = own_cpu_seconds()
         if o.mode == "idle":
@@ -462,7 +463,7 @@ class SimWorker:
         if self._sweeper is not None and self._sweeper.active():
             self._sweeper.cancel()
         self.expect_close = True
-        self.closed_d = d = Deferred()
+        self.closed_d = d = Deferred[None]()
         if self.open_count <= 0:
             self.closed_d = None
             d.callback(None)

@@ -196,7 +196,7 @@ class Ledger(Service):
 
     # -- loading ---------------------------------------------------------------
 
-    def startService(self) -> Deferred[None]:  # type: ignore[override]
+    def startService(self) -> Deferred[None]:
         super().startService()
         return self.start()
 

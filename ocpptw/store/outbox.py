@@ -210,11 +210,11 @@ class Outbox(Service):
 
     # -- lifecycle -------------------------------------------------------------
 
-    def startService(self) -> Deferred[None]:  # type: ignore[override]
+    def startService(self) -> Deferred[None]:
         super().startService()
         return self.start()
 
-    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         return self.stop()
 

@@ -37,6 +37,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, NamedTuple
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -112,7 +113,7 @@ class _Site(Site):
         self.protocols.append(protocol)
         return protocol
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
     def drop_connections(self) -> None:
@@ -274,6 +275,10 @@ class FakeBackend(Resource):
             if not request.finished:
                 answer()
 
+    def _release(self, held: tuple[Request, Callable[[], None]]) -> None:
+        if held in self._held:
+            self._held.remove(held)
+
     # -- network -------------------------------------------------------------
 
     def listen(self, reactor: Any, port: int = 0, interface: str = "127.0.0.1") -> tuple[int, str]:
@@ -293,6 +298,8 @@ class FakeBackend(Resource):
         """
         Connections to the listening backend that are still open.
         """
+        if self._site is None:
+            return 0
         return sum(1 for protocol in self._site.protocols if _connected(protocol))
 
     def refuse(self) -> Deferred[None]:
@@ -344,7 +351,7 @@ class FakeBackend(Resource):
 
         if self.token is not None and request.getHeader("authorization") != f"Bearer {self.token}":
             return _write(request, 401, {"error": "missing or wrong bearer token"})
-        segments = [segment.decode("utf-8", "replace") for segment in request.postpath]
+        segments = [segment.decode("utf-8", "replace") for segment in request.postpath or ()]
         prefixed = segments[: len(self._prefix)] == self._prefix
         route = _route(method, segments[len(self._prefix) :]) if prefixed else None
         if route is None:
@@ -370,7 +377,7 @@ class FakeBackend(Resource):
             held = (request, answer)
             self._held.append(held)
             # a client that gave up is not answered later (twisted.web would refuse the late write)
-            request.notifyFinish().addErrback(lambda _: held in self._held and self._held.remove(held))
+            request.notifyFinish().addErrback(lambda _: self._release(held))
             return NOT_DONE_YET
         if fault.kind == "stall":
             request.setResponseCode(200)
@@ -378,7 +385,8 @@ class FakeBackend(Resource):
             request.write(b'{"stalled": ')
             return NOT_DONE_YET
         if fault.kind == "drop":
-            request.channel.transport.abortConnection()
+            transport: Any = request.channel.transport  # a TCP transport: abortConnection is ITCPTransport's
+            transport.abortConnection()
             return NOT_DONE_YET
         call = fault.clock.callLater(fault.seconds, answer)
         request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())

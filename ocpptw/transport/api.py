@@ -32,7 +32,7 @@ from ocpptw.interfaces import (
 )
 from ocpptw.ocpp.jsontext import compact_bytes
 from ocpptw.services.commands import MAX_COMMAND_TIMEOUT
-from ocpptw.transport.request_guard import api_refusal, is_loopback
+from ocpptw.transport.request_guard import api_refusal, is_loopback, query_args
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -106,7 +106,7 @@ class CommandApi(Resource):
         return _error(request, status, code, description)
 
     def _segments(self, request: Request) -> list[str]:
-        return [unquote(s.decode("utf-8", "replace")) for s in request.postpath if s]
+        return [unquote(s.decode("utf-8", "replace")) for s in request.postpath or () if s]
 
     def render(self, request: Request) -> Any:
         """
@@ -131,7 +131,7 @@ class CommandApi(Resource):
             return refusal
         parts = self._segments(request)
         if parts == ["chargers"]:
-            if request.args.get(b"scope") == [b"fleet"]:
+            if query_args(request).get(b"scope") == [b"fleet"]:
                 return self._fleet(request)
             return write_json(request, 200, {"chargers": self._registry.describe_all()})
         if len(parts) == 2 and parts[0] == "chargers":
@@ -195,7 +195,7 @@ class CommandApi(Resource):
         if not isinstance(payload, dict):
             return _error(request, 400, "InvalidPayload", "the body must be a JSON object")
         timeout = self._call_timeout
-        arg = request.args.get(b"timeout")
+        arg = query_args(request).get(b"timeout")
         if arg:
             try:
                 timeout = float(arg[0])

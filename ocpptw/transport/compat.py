@@ -20,7 +20,9 @@ canaries pass on: raise them only after the canaries pass on the new one.
     (L{share_protocol_options}), the keepalive's C{autoPingPendingCall},
     C{_sendAutoPing} and the factory's C{_batched_timer}
     (L{reschedule_first_ping}), and the module names C{hltype}, C{hlval}
-    and C{pformat} (L{skip_eager_debug_formatting}).
+    and C{pformat} (L{skip_eager_debug_formatting});
+  - twisted.web.client: C{HTTPConnectionPool._factory}, the protocol
+    factory of the backend's connections (L{quiet_connection_pool}).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.web.client import HTTPConnectionPool
 
 #: What an open socket no longer needs: what Autobahn keeps of the opening
 #: handshake for its own use during it, and the charger record we got then.
@@ -237,3 +240,18 @@ class PacedPort(tcp.Port):
             self._resume.cancel()
         self._resume = None
         super().connectionLost(reason)
+
+
+class _QuietClientFactory(HTTPConnectionPool._factory):  # type: ignore[misc, valid-type]
+    noisy = False
+
+
+def quiet_connection_pool(pool: Any) -> None:
+    """
+    No "Starting factory" log line for each connection of C{pool} (an
+    L{twisted.web.client.HTTPConnectionPool}): its private C{_factory} is the
+    class it makes each connection's factory from.
+    """
+    pool._factory = _QuietClientFactory
+
+

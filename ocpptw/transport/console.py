@@ -36,6 +36,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from ocpptw.transport.api import write_json
 from ocpptw.transport.history import BadQuery, parse_query
+from ocpptw.transport.request_guard import query_args
 
 
 def _schemas_16() -> tuple[Path, frozenset[str], str]:
@@ -52,7 +53,7 @@ def known_versions() -> dict[str, Any]:
     C{ocpptw.ocpp.versions} where that table exists, else 1.6 alone.
     """
     try:
-        from ocpptw.ocpp import versions  # type: ignore[attr-defined]
+        from ocpptw.ocpp import versions
     except ImportError:
         return {"1.6": _schemas_16}
     return {
@@ -127,7 +128,7 @@ class ConsoleApi(Resource):
         self._backend = backend
 
     def render(self, request: Request) -> Any:
-        parts = [unquote(s.decode("utf-8", "replace")) for s in request.postpath if s]
+        parts = [unquote(s.decode("utf-8", "replace")) for s in request.postpath or () if s]
         route = self._route(parts)
         if route is None:
             return self._api.render(request)
@@ -153,7 +154,7 @@ class ConsoleApi(Resource):
         return None
 
     def _stream(self, request: Request, parts: list[str]) -> Any:
-        raw = request.args.get(b"chargePointId")
+        raw = query_args(request).get(b"chargePointId")
         charge_point_id = raw[0].decode("utf-8", "replace") if raw and raw[0] else None
         return self._hub.open(request, charge_point_id)
 
@@ -188,7 +189,7 @@ class ConsoleApi(Resource):
     def _messages(self, request: Request, parts: list[str]) -> Any:
         charge_point_id = parts[1]
         try:
-            limit, before = parse_query(request.args)
+            limit, before = parse_query(query_args(request))
         except BadQuery as e:
             return _error(request, 400, "InvalidQuery", str(e))
         d = self._history.page(charge_point_id, limit, before)
@@ -262,7 +263,7 @@ class ConsoleFiles(Resource):
             refusal = self._api._authorized(request)
             if refusal is not None:
                 return refusal
-        parts = [s.decode("utf-8", "replace") for s in request.postpath]
+        parts = [s.decode("utf-8", "replace") for s in request.postpath or ()]
         if not parts:  # /console without the slash: relative URLs need it
             request.redirect(b"/console/")
             return b""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -144,10 +145,10 @@ class QuietSite(Site):
     """
 
     noisy = False
-    protocol = GuardedChannel
+    protocol = GuardedChannel  # type: ignore[assignment]  # built with no arguments, as the stub says
     requestFactory = GuardedRequest
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 

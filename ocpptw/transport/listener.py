@@ -48,7 +48,7 @@ class ListenerService(Service):
         result = outcome[0]
         if isinstance(result, Failure):
             result.raiseException()
-        return result  # type: ignore[no-any-return]
+        return result
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -70,4 +70,4 @@ class ListenerService(Service):
         port, self.port = self.port, None
         if port is None:
             return None
-        return port.stopListening()  # type: ignore[no-any-return]
+        return port.stopListening()

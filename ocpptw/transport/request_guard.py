@@ -27,8 +27,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
@@ -267,7 +269,8 @@ class GuardedChannel(HTTPChannel):
             return
         self.log.info("closed a connection whose request headers took over {seconds:g} s", seconds=self.header_timeout)
         self._refused = True
-        self.transport.abortConnection()
+        transport: Any = self.transport  # TCP or TLS: both abort
+        transport.abortConnection()
 
     def allHeadersReceived(self) -> None:
         self._disarm()
@@ -294,7 +297,7 @@ class GuardedChannel(HTTPChannel):
             self.transport.loseConnection()
         self.setRawMode()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
         super().connectionLost(reason)
 
@@ -303,7 +306,7 @@ class GuardedChannel(HTTPChannel):
 
 
 class _Counted(ProtocolWrapper):
-    def __init__(self, factory: PeerConnectionCap, wrapped: Any, host: str) -> None:
+    def __init__(self, factory: Any, wrapped: Any, host: str) -> None:
         super().__init__(factory, wrapped)
         self.host = host
 
@@ -357,3 +360,11 @@ class PeerConnectionCap(WrappingFactory):
             self.open[host] = count
         else:
             del self.open[host]
+
+
+def query_args(request: Request) -> dict[bytes, list[bytes]]:
+    """
+    The request's query arguments (twisted.web leaves them C{None} before
+    the request line is parsed).
+    """
+    return request.args or {}

@@ -8,7 +8,7 @@ conversation to L{ocpptw.ocpp.session.OcppSession}.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
@@ -40,11 +40,13 @@ class OcppServerProtocol(WebSocketServerProtocol):
     _ocpp_version: Any = None
     _ocpp_connection: ChargerConnection | None = None
     _ocpp_close_after_open = False
+    #: set by Autobahn from the factory's options (setProtocolOptions)
+    autoPingInterval: float
     _ocpp_entered = False
 
     def _ocpp_peer(self) -> str:
         try:
-            return str(self.transport.getPeer().host)
+            return str(self.transport.getPeer().host)  # type: ignore[union-attr]  # a TCP or TLS transport
         except Exception:  # noqa: BLE001 - a transport without an address
             return "unknown"
 
@@ -185,7 +187,7 @@ class OcppServerFactory(WebSocketServerFactory):
         reactor: Any = None,
     ) -> None:
         # This factory's own protocol class, which holds the options (below).
-        self.protocol = type(self.protocol.__name__, (self.protocol,), {"__module__": __name__})
+        self.protocol = cast("type[OcppServerProtocol]", type(self.protocol.__name__, (self.protocol,), {"__module__": __name__}))
         super().__init__(url, protocols=list(BY_SUBPROTOCOL), reactor=reactor)
         skip_eager_debug_formatting()
         self.gate = gate
@@ -200,7 +202,7 @@ class OcppServerFactory(WebSocketServerFactory):
         super().resetProtocolOptions()
         self._share_options()
 
-    def setProtocolOptions(self, **options: Any) -> None:
+    def setProtocolOptions(self, **options: Any) -> None:  # type: ignore[override]  # Autobahn's keywords, passed on
         super().setProtocolOptions(**options)
         self._share_options()
 

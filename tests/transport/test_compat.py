@@ -192,3 +192,29 @@ def test_web_channel_request_line_and_handling_flag():
     channel.dataReceived(b"POST /api/v1/x?y=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
     assert order == [("headers", b"POST", b"/api/v1/x?y=1", True), ("gotLength", 2), ("received", b"POST", b"/api/v1/x?y=1")]
     assert not compat.reading_request_head(channel)  # handling it now
+
+
+def test_http_pool_builds_connection_factories_from_its_private_factory_class():
+    """
+    L{compat.quiet_connection_pool}: C{HTTPConnectionPool._factory} is still
+    the class each new connection's factory is made from, and ours is quiet.
+    """
+    from twisted.internet.task import Clock
+    from twisted.web.client import HTTPConnectionPool
+
+    assert isinstance(HTTPConnectionPool._factory, type)
+    pool = HTTPConnectionPool(Clock(), persistent=True)
+    compat.quiet_connection_pool(pool)
+    made = []
+
+    class Endpoint:
+        def connect(self, factory):
+            made.append(factory)
+            from twisted.internet.defer import Deferred
+
+            return Deferred()
+
+    pool.getConnection(("http", b"backend", 80), Endpoint())
+    [factory] = made
+    assert isinstance(factory, HTTPConnectionPool._factory)
+    assert factory.noisy is False
