@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -31,8 +31,36 @@ from ocpptw.ocpp.errors import FORMATION_VIOLATION, OcppError
 from ocpptw.ocpp.frames import CallError, CallResult, FrameError, encode_call
 from ocpptw.ocpp.validation import Validator
 
-if TYPE_CHECKING:
-    from ocpptw.ocpp.session import OcppSession
+
+class CallSink(Protocol):
+    """
+    What L{OutboundCalls} needs of its session (an
+    L{ocpptw.ocpp.session.OcppSession}): whom it calls, the limits and the
+    policy, a way to send a frame, and where to record frames and tolerated
+    violations.
+    """
+
+    charge_point_id: str
+    strict: bool
+    max_outbound_queue: int
+    max_outbound_bytes: int
+
+    def send_frame(self, text: str) -> None: ...
+
+    def record_frame(
+        self,
+        direction: str,
+        message_type: str,
+        message_id: str,
+        action: str | None,
+        payload: Any,
+        code: str | None,
+        description: str | None,
+        payload_text: str | None = None,
+    ) -> None: ...
+
+    def tolerated(self, action: str, error: OcppError) -> None: ...
+
 
 _IN, _OUT = "in", "out"
 _CALL, _RESULT, _ERROR = "CALL", "CALLRESULT", "CALLERROR"
@@ -75,7 +103,7 @@ class OutboundCalls:
 
     log = Logger()
 
-    def __init__(self, session: OcppSession, clock: IReactorTime, validator: Validator) -> None:
+    def __init__(self, session: CallSink, clock: IReactorTime, validator: Validator) -> None:
         self._session = session
         self._clock = clock
         self._validator = validator
@@ -152,7 +180,7 @@ class OutboundCalls:
             self._unmatched(result.message_id, _RESULT, result.payload, None, None)
             return
         action = pending.action
-        session._observe(_IN, _RESULT, result.message_id, action, result.payload, None, None)
+        session.record_frame(_IN, _RESULT, result.message_id, action, result.payload, None, None)
         try:
             self._validator.check_response(action, result.payload)
         except OcppError as error:
@@ -171,7 +199,7 @@ class OutboundCalls:
                 )
                 self._settle(pending, Failure(failure))
                 return
-            session._tolerate(action, error)
+            session.tolerated(action, error)
         self._settle(pending, result.payload)
 
     def error_received(self, error: CallError) -> None:
@@ -182,7 +210,7 @@ class OutboundCalls:
         if pending is None or pending.message_id != error.message_id:
             self._unmatched(error.message_id, _ERROR, error.details, error.code, error.description)
             return
-        self._session._observe(
+        self._session.record_frame(
             _IN, _ERROR, error.message_id, pending.action, error.details, error.code, error.description
         )
         self._settle(pending, Failure(CallErrorReceived(error.code, error.description, error.details)))
@@ -230,8 +258,8 @@ class OutboundCalls:
             return
         outbound = self._queue.popleft()
         self._pending = outbound
-        self._session._send(outbound.text)
-        self._session._observe(_OUT, _CALL, outbound.message_id, outbound.action, outbound.payload, None, None)
+        self._session.send_frame(outbound.text)
+        self._session.record_frame(_OUT, _CALL, outbound.message_id, outbound.action, outbound.payload, None, None)
 
     def _unmatched(self, message_id: str, message_type: str, payload: Any, code: Any, description: Any) -> None:
         self.log.info(
@@ -240,7 +268,7 @@ class OutboundCalls:
             messageId=message_id,
             chargePointId=self._session.charge_point_id,
         )
-        self._session._observe(_IN, message_type, message_id, None, payload, code, description)
+        self._session.record_frame(_IN, message_type, message_id, None, payload, code, description)
 
     def _settle(self, outbound: _Outbound, result: Any) -> None:
         """

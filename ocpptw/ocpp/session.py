@@ -445,3 +445,8 @@ class OcppSession:
             observer.frame(self, direction, message_type, message_id, action, payload, code, description, payload_text)
         except Exception:
             self.log.failure("observer failed on a frame of {chargePointId}", chargePointId=self.charge_point_id)
+
+    # The sink of this session's outbound calls (L{ocpptw.ocpp.outbound.CallSink}).
+    send_frame = _send
+    record_frame = _observe
+    tolerated = _tolerate

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from twisted.internet.defer import CancelledError
@@ -291,3 +292,49 @@ def test_finding_12_bytes_of_waiting_outbound_calls_are_bounded(clock):
     session.connection_lost()
     for d in [small] + [d for d in calls if d not in full]:
         failure_result_of(d, ChargerOffline)
+
+
+class _Sink:
+    """
+    A L{CallSink} that is not a session: all that L{OutboundCalls} may use.
+    """
+
+    charge_point_id = "CP9"
+    strict = True
+    max_outbound_queue = 2
+    max_outbound_bytes = 4096
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.recorded: list[tuple] = []
+        self.violations: list[tuple] = []
+
+    def send_frame(self, text: str) -> None:
+        self.sent.append(text)
+
+    def record_frame(self, *frame: Any) -> None:
+        self.recorded.append(frame)
+
+    def tolerated(self, action: str, error: Any) -> None:
+        self.violations.append((action, error.code))
+
+
+def test_outbound_calls_need_only_their_sink(clock):
+    """OutboundCalls sends, records and answers through the narrow CallSink alone."""
+    from ocpptw.ocpp.frames import parse
+    from ocpptw.ocpp.outbound import OutboundCalls
+    from ocpptw.ocpp.validation import Validator
+
+    sink = _Sink()
+    calls = OutboundCalls(sink, clock, Validator())
+    d = calls.call("ClearCache", {}, 30)
+    [text] = sink.sent
+    sent = json.loads(text)
+    assert sent[0] == 2 and sent[2] == "ClearCache"
+    calls.result_received(parse(_result(sent[1], {"status": "Accepted"})))
+    assert success_result_of(d) == {"status": "Accepted"}
+    assert [frame[:4] for frame in sink.recorded] == [
+        ("out", "CALL", sent[1], "ClearCache"),
+        ("in", "CALLRESULT", sent[1], "ClearCache"),
+    ]
+    assert sink.violations == []
