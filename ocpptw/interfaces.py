@@ -504,6 +504,18 @@ class ILedger(Interface):
         The backend no longer knows C{cp}: drop its record and acceptance.
         """
 
+    def progress(cp: str, transaction_id: str) -> "Deferred[dict | None]":
+        """
+        What the gateway remembers of an OCPP 2.0.1 transaction's
+        TransactionEvents (a JSON object), from disk, or C{None}.
+        """
+
+    def record_progress(cp: str, transaction_id: str, progress: dict, ended: bool, new: bool) -> "Deferred[None]":
+        """
+        Keep C{progress} of that transaction (bounded per charger: a C{new}
+        transaction may push the charger's oldest out).
+        """
+
 
 # ---------------------------------------------------------------------------
 # The business services, called by the OCPP handlers

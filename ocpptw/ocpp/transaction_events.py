@@ -24,13 +24,16 @@ OCPP 2.0.1 TransactionEvent onto the version-neutral session model
     the Ended answer of a billed session C{totalCost} (a JSON number with two
     decimals; C{0.0} when free), left out when the price is not known.
   - A repeated event (same transactionId and C{seqNo}) gets the first
-    answer and causes nothing again.  The answers are remembered in memory
-    (the last L{MAX_ANSWERS}); after a restart the ledger still keeps a
-    start or a stop from happening twice.
+    answer and causes nothing again, across a restart too.
 
-Per transaction, the first and last register and the EVSE are kept in memory
-until the transaction ends (at most L{MAX_OPEN} transactions, least recently
-used out first).
+Per transaction, the progress (the first and last register, the EVSE and
+connector, the idTokenInfo, and the answers of its last L{MAX_SEQ}
+seqNos) is made durable in the ledger (C{ledger_tx_progress}, bounded per
+charger and pruned with the transaction's end) before the event is
+answered, so that after a restart a repeat is still recognised and
+C{meterStart} still comes from the earliest register.  Memory holds the
+open transactions' progress as a cache (at most L{MAX_OPEN}, least
+recently used out first); a transaction not in memory is read from disk.
 """
 
 from __future__ import annotations
@@ -49,15 +52,21 @@ from ocpptw.ocpp.model_v201 import (
     sampled_values,
 )
 
-#: Answers remembered for repeated (transactionId, seqNo) events.
-MAX_ANSWERS = 20000
+#: Answers remembered per transaction, by seqNo (the newest ones).  A
+#: charger repeats the event it got no answer for, so the last few suffice.
+MAX_SEQ = 64
 
-#: Transactions whose registers are remembered.
+#: Transactions whose progress is cached in memory.
 MAX_OPEN = 20000
 
 
 class _Open:
-    __slots__ = ("connector_id", "evse_id", "first", "last", "info")
+    """
+    The progress of one transaction: what it takes to answer its next
+    event or a repeat, as L{to_json} keeps it on disk.
+    """
+
+    __slots__ = ("answers", "connector_id", "evse_id", "first", "info", "last", "new")
 
     def __init__(self) -> None:
         self.evse_id: int | None = None
@@ -65,6 +74,37 @@ class _Open:
         self.first: int | None = None
         self.last: int | None = None
         self.info: dict | None = None
+        self.answers: OrderedDict[int, dict] = OrderedDict()
+        #: not on disk yet
+        self.new = True
+
+    def to_json(self) -> dict:
+        return {
+            "evseId": self.evse_id,
+            "connectorId": self.connector_id,
+            "first": self.first,
+            "last": self.last,
+            "info": self.info,
+            "answers": [[seq, answer] for seq, answer in self.answers.items()],
+        }
+
+    @classmethod
+    def from_json(cls, saved: dict) -> _Open:
+        state = cls()
+        state.evse_id = saved.get("evseId")
+        state.connector_id = saved.get("connectorId")
+        state.first = saved.get("first")
+        state.last = saved.get("last")
+        state.info = saved.get("info")
+        state.answers = OrderedDict((int(seq), dict(answer)) for seq, answer in saved.get("answers") or [])
+        state.new = False
+        return state
+
+    def answered(self, seq: int, answer: dict) -> None:
+        self.answers[seq] = answer
+        self.answers.move_to_end(seq)
+        while len(self.answers) > MAX_SEQ:
+            self.answers.popitem(last=False)
 
 
 def _pick(found: list[tuple[int, str | None]], context: str, last: bool) -> int | None:
@@ -94,30 +134,38 @@ class TransactionEvents:
         self._sessions = sessions
         self._clock = clock
         self._open: OrderedDict[tuple[str, str], _Open] = OrderedDict()
-        self._answers: OrderedDict[tuple[str, str, int], dict] = OrderedDict()
 
     def event(self, cp: str, payload: dict, now: Any) -> Deferred[dict]:
         info = payload["transactionInfo"]
-        key = (cp, info["transactionId"], payload["seqNo"])
-        known = self._answers.get(key)
-        if known is not None:
-            return Deferred.fromCoroutine(_again(known))
-        return Deferred.fromCoroutine(self._event(cp, payload, now, key))
+        state = self._open.get((cp, info["transactionId"]))
+        if state is not None and payload["seqNo"] in state.answers:
+            return Deferred.fromCoroutine(_again(state.answers[payload["seqNo"]]))
+        return Deferred.fromCoroutine(self._event(cp, payload, now, state))
 
-    def _state(self, cp: str, transaction_id: str) -> _Open:
+    async def _state(self, cp: str, transaction_id: str) -> _Open:
         state = self._open.get((cp, transaction_id))
         if state is None:
-            state = self._open[(cp, transaction_id)] = _Open()
-            while len(self._open) > MAX_OPEN:
-                self._open.popitem(last=False)
-        else:
-            self._open.move_to_end((cp, transaction_id))
+            saved = await self._sessions.progress(cp, transaction_id)
+            # while the read ran, the transaction may have come into memory
+            state = self._open.get((cp, transaction_id))
+            if state is None:
+                state = _Open() if saved is None else _Open.from_json(saved)
+                self._open[(cp, transaction_id)] = state
+        self._open.move_to_end((cp, transaction_id))
+        while len(self._open) > MAX_OPEN:
+            self._open.popitem(last=False)
         return state
 
-    async def _event(self, cp: str, payload: dict, now: Any, key: tuple[str, str, int]) -> dict:
+    async def _event(self, cp: str, payload: dict, now: Any, state: _Open | None) -> dict:
         info = payload["transactionInfo"]
         transaction_id = info["transactionId"]
-        state = self._state(cp, transaction_id)
+        if state is None:
+            state = await self._state(cp, transaction_id)
+        else:
+            self._open.move_to_end((cp, transaction_id))
+        known = state.answers.get(payload["seqNo"])
+        if known is not None:
+            return dict(known)  # a repeat of an event answered before a restart
         evse = payload.get("evse") or {}
         if evse.get("id") is not None:
             state.evse_id = evse["id"]
@@ -151,14 +199,23 @@ class TransactionEvents:
                 )
                 state.info = dict(tx.id_tag_info)
             answer["idTokenInfo"] = id_token_info(state.info)
-        if payload["eventType"] == "Ended":
+        ended = payload["eventType"] == "Ended"
+        if ended:
             cost = await self._end(cp, payload, state, now)
             if cost is not None:
                 answer["totalCost"] = total_cost(cost)
+        state.answered(payload["seqNo"], answer)
+        new, state.new = state.new, False
+        try:
+            await self._sessions.record_progress(cp, transaction_id, state.to_json(), ended, new)
+        except BaseException:
+            # not durable: the charger's retry must be handled as new
+            state.answers.pop(payload["seqNo"], None)
+            state.new = state.new or new
+            raise
+        if ended:
+            # its repeats are answered from disk
             self._open.pop((cp, transaction_id), None)
-        self._answers[key] = answer
-        while len(self._answers) > MAX_ANSWERS:
-            self._answers.popitem(last=False)
         return dict(answer)
 
     async def _end(self, cp: str, payload: dict, state: _Open, now: Any) -> Decimal | None:

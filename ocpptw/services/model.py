@@ -34,9 +34,10 @@ class Transaction:
         of the dedupe key).
     @ivar transaction_id: an C{int} (OCPP 1.6, the backend's or the
         gateway's), or the charger's C{str} (OCPP 2.0.1).
-    @ivar evse_id: the 2.0.1 EVSE, while the transaction is in memory (not
-        stored: only the start body and the events carry it).
-    @ivar ocpp_version: C{ocppVersion} for the start body, when known.
+    @ivar evse_id: the 2.0.1 EVSE, for the start body (stored with the
+        transaction).
+    @ivar ocpp_version: C{ocppVersion} for the start body (stored with the
+        transaction, so a start replayed after a restart carries it).
     """
 
     cp: str

@@ -336,6 +336,21 @@ class SessionService:
         """
         return self._ledger.lookup(charge_point_id, transaction_id)
 
+    def progress(self, charge_point_id: str, transaction_id: str) -> Deferred[dict | None]:
+        """
+        What the ledger keeps of a 2.0.1 transaction's TransactionEvents
+        (L{ocpptw.ocpp.transaction_events}), or C{None}.
+        """
+        return self._ledger.progress(charge_point_id, transaction_id)
+
+    def record_progress(
+        self, charge_point_id: str, transaction_id: str, progress: dict, ended: bool, new: bool
+    ) -> Deferred[None]:
+        """
+        Make C{progress} durable in the ledger (bounded there).
+        """
+        return self._ledger.record_progress(charge_point_id, transaction_id, progress, ended, new)
+
     def begin(self, charge_point_id: str, fields: dict, now: datetime) -> Deferred[Transaction]:
         """
         Start the backend session of a transaction whose id the charger

@@ -3,7 +3,8 @@
 The gateway's own durable state, in C{DATA_DIR/gateway.sqlite} next to the
 outbox: which transactionId belongs to which StartTransaction, which were
 stopped, the counter for transactionIds the gateway assigns, the Authorize
-cache and the last known charger records.  It never holds the backend's
+cache, the last known charger records and the progress of OCPP 2.0.1
+TransactionEvents (L{ocpptw.store.progress_rows}).  It never holds the backend's
 data beyond what the gateway needs while the backend is away.
 
 Every transaction is on disk (table C{ledger_transactions}) for its
@@ -79,6 +80,7 @@ from ocpptw.store.ledger_rows import (
     transaction_row,
     unheld,
 )
+from ocpptw.store.progress_rows import read_progress, write_progress
 
 __all__ = [
     "COUNTER_BITS", "COUNTER_MAX", "DAY", "GATEWAY_ID_BASE", "SCHEMA", "DedupeKey", "IdsInUse", "Ledger", "Transaction",
@@ -552,3 +554,20 @@ class Ledger(Service):
         if self._chargers.pop(cp, None) is None:
             return succeed(None)
         return self._db.write(statement("DELETE FROM ledger_chargers WHERE cp = ?", (cp,)))
+
+    # -- 2.0.1 TransactionEvent progress -----------------------------------------
+
+    def progress(self, cp: str, transaction_id: str) -> Deferred[dict | None]:
+        """
+        The progress of 2.0.1 transaction C{transaction_id} of C{cp}, from
+        disk (L{ocpptw.store.progress_rows}), or C{None}.
+        """
+        return self._db.read(read_progress(cp, transaction_id))
+
+    def record_progress(self, cp: str, transaction_id: str, progress: dict, ended: bool, new: bool) -> Deferred[None]:
+        """
+        Keep C{progress}; fires once committed.  Pruned with the stopped
+        (C{ended}) or open transactions, and at most
+        L{ocpptw.store.progress_rows.MAX_PER_CHARGER} per charger.
+        """
+        return self._db.write(write_progress(cp, transaction_id, progress, ended, self._clock.seconds(), new))

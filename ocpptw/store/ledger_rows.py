@@ -23,6 +23,7 @@ from typing import Any
 
 from ocpptw.services.model import Transaction
 from ocpptw.store.migrations import Component, Schema, tables
+from ocpptw.store.progress_rows import PROGRESS_TABLE, prune_progress
 
 GATEWAY_ID_BASE = 0x40000000
 COUNTER_BITS = 20
@@ -55,6 +56,8 @@ CREATE TABLE IF NOT EXISTS ledger_transactions (
     stopped_at TEXT,
     reason TEXT,
     stopped_on REAL,
+    ocpp_version TEXT,
+    evse_id INTEGER,
     PRIMARY KEY (cp, transaction_id)
 );
 CREATE INDEX IF NOT EXISTS ledger_transactions_start ON ledger_transactions (cp, started_at);
@@ -77,7 +80,7 @@ CREATE TABLE IF NOT EXISTS ledger_chargers (
     accepted INTEGER NOT NULL DEFAULT 0,
     updated REAL NOT NULL
 );
-"""
+{PROGRESS_TABLE}"""
 
 #: 1 -> 2: the indexes that let the ledger keep only recent transactions in memory.
 _TO_2 = """
@@ -87,6 +90,17 @@ CREATE INDEX ledger_transactions_open ON ledger_transactions (created) WHERE sto
 CREATE INDEX ledger_transactions_gateway_ids ON ledger_transactions (transaction_id)
     WHERE transaction_id >= 1073741824;
 """
+
+
+#: 2 -> 3: each transaction's OCPP version and 2.0.1 EVSE (for the bodies
+#: replayed after a restart), and the progress of 2.0.1 TransactionEvents.
+#: Rows from before: an integer id is a 1.6 transaction, a string one
+#: (stored with L{STRING_ID_PREFIX}) a 2.0.1 one.
+_TO_3 = f"""
+ALTER TABLE ledger_transactions ADD COLUMN ocpp_version TEXT;
+ALTER TABLE ledger_transactions ADD COLUMN evse_id INTEGER;
+UPDATE ledger_transactions SET ocpp_version = CASE WHEN typeof(transaction_id) = 'text' THEN '2.0.1' ELSE '1.6' END;
+{PROGRESS_TABLE}"""
 
 
 def _legacy(conn: sqlite3.Connection) -> int:
@@ -102,12 +116,12 @@ def _legacy(conn: sqlite3.Connection) -> int:
 
 
 #: The ledger's tables in C{DATA_DIR/gateway.sqlite} (beside the outbox's).
-SCHEMA = Schema.of(Component("ledger", CURRENT, (_TO_2,), _legacy))
+SCHEMA = Schema.of(Component("ledger", CURRENT, (_TO_2, _TO_3), _legacy))
 
 _COLUMNS = (
     "cp", "transaction_id", "connector_id", "id_tag", "meter_start", "started_at", "reservation_id",
     "assigned", "rejected", "session_id", "user_id", "prepaid", "price", "currency", "id_tag_info",
-    "created", "stopped", "meter_stop", "stopped_at", "reason", "stopped_on",
+    "created", "stopped", "meter_stop", "stopped_at", "reason", "stopped_on", "ocpp_version", "evse_id",
 )
 _VALUES = f"({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 INSERT = f"INSERT OR REPLACE INTO ledger_transactions {_VALUES}"
@@ -167,7 +181,7 @@ def transaction_row(tx: Transaction) -> tuple:
         tx.cp, db_id(tx.transaction_id), tx.connector_id, tx.id_tag, tx.meter_start, tx.timestamp,
         tx.reservation_id, int(tx.assigned), int(tx.rejected), tx.session_id, tx.user_id,
         _text(tx.prepaid), _text(tx.price), tx.currency, json.dumps(tx.id_tag_info), tx.created,
-        int(tx.stopped), tx.meter_stop, tx.stopped_at, tx.reason, tx.stopped_on,
+        int(tx.stopped), tx.meter_stop, tx.stopped_at, tx.reason, tx.stopped_on, tx.ocpp_version, tx.evse_id,
     )
 
 
@@ -184,6 +198,7 @@ def transaction_from_row(row: sqlite3.Row | tuple) -> Transaction:
         currency=v["currency"], id_tag_info=json.loads(v["id_tag_info"] or '{"status": "Accepted"}'),
         created=v["created"], stopped=bool(v["stopped"]), meter_stop=v["meter_stop"],
         stopped_at=v["stopped_at"], reason=v["reason"], stopped_on=v["stopped_on"],
+        ocpp_version=v["ocpp_version"], evse_id=v["evse_id"],
     )
 
 
@@ -235,4 +250,5 @@ def prune_rows(conn: sqlite3.Connection, stopped_before: float, open_before: flo
     ]
     conn.execute("DELETE FROM ledger_transactions WHERE stopped = 1 AND stopped_on < ?", (stopped_before,))
     conn.execute("DELETE FROM ledger_transactions WHERE stopped = 0 AND created < ?", (open_before,))
+    prune_progress(conn, stopped_before, open_before)
     return unheld(conn, doomed)

@@ -130,7 +130,7 @@ def test_whole_transaction_bills_to_the_cent_and_refunds_once(rig):
     assert all(e["transactionId"] == "tx-1" and e["evseId"] == 2 for e in rig.publisher.of("charging.meterValues"))
     # the Ended event again (same seqNo), and once more after it left memory: nothing twice
     assert call(rig, "TransactionEvent", event("Ended", 2, token=None, reason="EVDisconnected")) == {"totalCost": 6.29}
-    rig.router.transactions._answers.clear()
+    rig.router.transactions._open.clear()
     again = call(rig, "TransactionEvent", event("Ended", 2, token=None, reason="EVDisconnected"))
     rig.retry()
     assert again.get("totalCost") == 6.29

@@ -61,15 +61,26 @@ def capture_logs():
     globalLogPublisher.removeObserver(events.append)
 
 
-def rows(conn: sqlite3.Connection) -> dict[str, list[tuple]]:
+def column_names(conn: sqlite3.Connection) -> dict[str, list[str]]:
     """
-    Every table's rows in rowid order, by the columns the old layout had.
+    Every table's columns (but the message log's C{redelivered} flag).
     """
-    found = {}
-    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"):
-        names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})") if row[1] != "redelivered"]
-        found[table] = conn.execute(f"SELECT {', '.join(names)} FROM {table} ORDER BY rowid").fetchall()
-    return found
+    return {
+        table: [row[1] for row in conn.execute(f"PRAGMA table_info({table})") if row[1] != "redelivered"]
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    }
+
+
+def rows(conn: sqlite3.Connection, names: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
+    """
+    Every table's rows in rowid order, by the columns the old layout had
+    (C{names}, by default the file's own).
+    """
+    names = column_names(conn) if names is None else names
+    return {
+        table: conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY rowid").fetchall()
+        for table, cols in names.items()
+    }
 
 
 @pytest.mark.parametrize("schema", [embedded.SCHEMA, GATEWAY], ids=["embedded", "gateway"])
@@ -90,13 +101,13 @@ def test_every_earlier_layout_becomes_the_current_one_with_its_rows(tmp_path, na
     path = tmp_path / "old.sqlite"
     old = sqlite3.connect(path)
     old.executescript(script + data)
-    before = rows(old)
+    before, had_columns = rows(old), column_names(old)
     old.close()
 
     conn = open_connection(str(path), schema)
     assert layout(conn) == fresh_layout(tmp_path, schema)
     assert versions(conn) == newest(schema)
-    after = rows(conn)
+    after = rows(conn, had_columns)
     assert {table: after[table] for table in before} == before
     conn.close()
     upgraded = [e for e in capture_logs if "upgraded from version" in e.get("log_format", "")]
@@ -137,7 +148,25 @@ def test_each_component_of_a_file_has_its_own_version(tmp_path):
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'ledger_transactions_start'").fetchone() == (0,)
     conn.close()
     conn = open_connection(str(path), GATEWAY)
-    assert versions(conn) == {"outbox": 1, "ledger": 2}
+    assert versions(conn) == newest(GATEWAY)
+    conn.close()
+
+
+@pytest.mark.parametrize("name", ["gateway-1", "gateway-2"])
+def test_upgraded_ledger_rows_know_their_ocpp_version(tmp_path, name):
+    """Layout 3 records each transaction's version: an integer id was a 1.6 one, a string id a 2.0.1 one."""
+    script, data, _, _ = OLD[name]
+    path = tmp_path / "gateway.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(script + data + """
+        INSERT INTO ledger_transactions (cp, transaction_id, connector_id, id_tag, meter_start, started_at, created, stopped)
+            VALUES ('CS2', 's:tx-9', 1, 'TAG2', 0, '2026-11-24T10:00:00.000Z', 100.0, 0);
+    """)
+    old.close()
+    conn = open_connection(str(path), GATEWAY)
+    got = conn.execute("SELECT cp, transaction_id, ocpp_version, evse_id FROM ledger_transactions ORDER BY cp").fetchall()
+    assert got == [("CP1", 1073741825, "1.6", None), ("CS2", "s:tx-9", "2.0.1", None)]
+    assert conn.execute("SELECT count(*) FROM ledger_tx_progress").fetchone() == (0,)
     conn.close()
 
 
