@@ -71,7 +71,7 @@ def read_progress(cp: str, transaction_id: str) -> Callable[[sqlite3.Connection]
 
 
 def write_progress(
-    cp: str, transaction_id: str, progress: dict, ended: bool, now: float, new: bool, cap: int = MAX_PER_CHARGER
+    cp: str, transaction_id: str, progress: dict, ended: bool, now: float, new: bool, cap: int | None = None
 ) -> Callable[[sqlite3.Connection], None]:
     """
     A write of C{progress}; for a C{new} transaction, the charger's rows
@@ -82,7 +82,7 @@ def write_progress(
     def run(conn: sqlite3.Connection) -> None:
         conn.execute(_UPSERT, (cp, transaction_id, text, int(ended), now))
         if new:
-            conn.execute(_TRIM, (cp, cp, cap))
+            conn.execute(_TRIM, (cp, cp, MAX_PER_CHARGER if cap is None else cap))
 
     return run
 

@@ -121,24 +121,34 @@ class Rig:
     The services wired as the gateway wires them, on a L{Clock}.
     """
 
-    def __init__(self, clock: Any, price: str | None = "0.50", allow_unknown: bool = True) -> None:
+    def __init__(self, clock: Any, price: str | None = "0.50", allow_unknown: bool = True, state_path: Any = None) -> None:
         clock.advance(EPOCH - clock.seconds())
         self.clock = clock
-        self.state = InlineDatabase(schema=outbox_module.SCHEMA + ledger_module.SCHEMA)
+        self.allow_unknown = allow_unknown
+        self.state_path = ":memory:" if state_path is None else state_path
         self.store_db = InlineDatabase(schema=embedded.SCHEMA)
         self.store = embedded.EmbeddedBackend(
             self.store_db, clock, price_per_kwh=None if price is None else Decimal(price)
         )
         self.backend = SwitchableBackend(self.store)
         verifyObject(IBackend, self.backend)
-        self.outbox = outbox_module.Outbox(self.state, clock, max_age=86400.0, initial_delay=1.0, max_delay=8.0)
-        self.ledger = Ledger(self.state, clock)
         self.publisher = RecordingPublisher()
         verifyObject(IEventPublisher, self.publisher)
         self.wallet = WalletService(self.backend)
+        self._gateway()
+
+    def _gateway(self) -> None:
+        """
+        The gateway's own parts over C{gateway.sqlite} (the backend and the
+        broker are outside it).
+        """
+        clock = self.clock
+        self.state = InlineDatabase(self.state_path, outbox_module.SCHEMA + ledger_module.SCHEMA)
+        self.outbox = outbox_module.Outbox(self.state, clock, max_age=86400.0, initial_delay=1.0, max_delay=8.0)
+        self.ledger = Ledger(self.state, clock)
         self.chargers = ChargerService(
             self.backend, self.outbox, self.publisher, self.ledger, clock,
-            heartbeat_interval=300, allow_unknown=allow_unknown, instance="gw-test",
+            heartbeat_interval=300, allow_unknown=self.allow_unknown, instance="gw-test",
         )
         self.sessions = SessionService(
             self.backend, self.outbox, self.publisher, self.ledger, clock,
@@ -147,6 +157,17 @@ class Rig:
         register_deliveries(self.outbox, self.backend, self.ledger, self.wallet)
         self.ledger.start()
         self.outbox.start()
+
+    def restart(self) -> None:
+        """
+        Stop the gateway's parts, close C{gateway.sqlite} and open it again
+        with new parts (a restart: nothing in memory survives).  Needs a
+        C{state_path}.
+        """
+        assert self.state_path != ":memory:", "a restart needs a file"
+        self.outbox.stop()
+        self.state.close()
+        self._gateway()
 
     def close(self) -> None:
         self.outbox.stop()
