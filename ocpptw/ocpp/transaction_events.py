@@ -53,8 +53,9 @@ from ocpptw.ocpp.model_v201 import (
 )
 
 #: Answers remembered per transaction, by seqNo (the newest ones).  A
-#: charger repeats the event it got no answer for, so the last few suffice.
-MAX_SEQ = 64
+#: charger repeats the event it got no answer for, so the last few suffice;
+#: each is written with every event, so few keep that write small.
+MAX_SEQ = 16
 
 #: Transactions whose progress is cached in memory.
 MAX_OPEN = 20000
@@ -85,7 +86,9 @@ class _Open:
             "first": self.first,
             "last": self.last,
             "info": self.info,
-            "answers": [[seq, answer] for seq, answer in self.answers.items()],
+            # most answers are empty: only the others are spelled out
+            "seen": list(self.answers),
+            "answered": [[seq, answer] for seq, answer in self.answers.items() if answer],
         }
 
     @classmethod
@@ -96,7 +99,8 @@ class _Open:
         state.first = saved.get("first")
         state.last = saved.get("last")
         state.info = saved.get("info")
-        state.answers = OrderedDict((int(seq), dict(answer)) for seq, answer in saved.get("answers") or [])
+        answered = {int(seq): answer for seq, answer in saved.get("answered") or []}
+        state.answers = OrderedDict((int(seq), dict(answered.get(int(seq)) or {})) for seq in saved.get("seen") or [])
         state.new = False
         return state
 
