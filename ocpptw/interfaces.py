@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from datetime import datetime
     from decimal import Decimal
 
@@ -623,6 +623,41 @@ class ISessionService(Interface):
         twice.  Fires with the StopTransaction.conf payload.
         """
 
+    # -- transactions whose id the charger chose (OCPP 2.0.1) ------------------
+
+    def energy_registers(meter_values: list) -> "list[tuple[int, str | None]]":
+        """
+        The energy register readings (Wh, context) of C{meter_values}.
+        """
+
+    def begin(charge_point_id: str, fields: dict, now: "datetime") -> "Deferred[Transaction]":
+        """
+        Start the backend session of a transaction with a string id; once
+        per transaction, never failing because the backend is down.
+        """
+
+    def transaction(charge_point_id: str, transaction_id: "int | str") -> "Deferred[Transaction | None]":
+        """
+        The transaction as the ledger knows it, or C{None}.
+        """
+
+    def stop_cost(tx: "Transaction", meter_stop: int) -> "Decimal | None":
+        """
+        What stopping C{tx} at C{meter_stop} costs, or C{None} without a tariff.
+        """
+
+    def progress(charge_point_id: str, transaction_id: str) -> "Deferred[dict | None]":
+        """
+        What the ledger keeps of a transaction's TransactionEvents, or C{None}.
+        """
+
+    def record_progress(
+        charge_point_id: str, transaction_id: str, progress: dict, ended: bool, new: bool
+    ) -> "Deferred[None]":
+        """
+        Make C{progress} durable (bounded in the ledger).
+        """
+
 
 class IWalletService(Interface):
     """
@@ -675,9 +710,31 @@ class IChargerRegistry(Interface):
         Forget C{connection} if it is still the current one.
         """
 
-    def get(charge_point_id: str) -> "object | None":
+    def get(charge_point_id: str) -> "Any | None":
         """
-        The current connection (with C{.session}), or C{None}.
+        The current connection (with C{.session} and C{.close}), or C{None}.
+        """
+
+    def touch(charge_point_id: str) -> None:
+        """
+        Traffic from the charger: its C{lastSeen} is now.
+        """
+
+    def add_listener(attached: "Callable[[str], Any]", detached: "Callable[[str], Any]") -> None:
+        """
+        Call C{attached(charge_point_id)} when a charger's connection is
+        attached and C{detached(charge_point_id)} when it is gone.
+        """
+
+    def __len__() -> int:
+        """
+        How many chargers are connected.
+        """
+
+    def __iter__() -> "Iterator[str]":
+        """
+        The identities of the connected chargers (a copy: attaching or
+        detaching while iterating is safe).
         """
 
     def describe(charge_point_id: str) -> "dict | None":

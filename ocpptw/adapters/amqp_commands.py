@@ -46,6 +46,7 @@ from ocpptw.interfaces import (
     CallErrorReceived,
     ChargerOffline,
     CommandTimeout,
+    IChargerRegistry,
     ICommandBus,
     InvalidPayload,
 )
@@ -144,7 +145,7 @@ class AmqpCommandServer:
 
     log = Logger()
 
-    def __init__(self, connection: Any, registry: Any, local_bus: Any, instance: str | None = None, prefetch: int = 32) -> None:
+    def __init__(self, connection: Any, registry: IChargerRegistry, local_bus: Any, instance: str | None = None, prefetch: int = 32) -> None:
         self._connection = connection
         self._topology = connection.topology
         self._registry = registry
@@ -372,7 +373,7 @@ class AmqpCommandBus:
         self,
         connection: Any,
         local_bus: Any,
-        registry: Any,
+        registry: IChargerRegistry,
         clock: IReactorTime,
         default_timeout: float = 30.0,
         margin: float = 5.0,

@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from ocpptw.adapters.amqp import describe_failure
-from ocpptw.interfaces import BrokerUnavailable
+from ocpptw.interfaces import BrokerUnavailable, IChargerRegistry
 
 __all__ = ["AmqpDirectory", "BrokerUnavailable", "QUERY", "answer", "query_of"]
 
@@ -81,7 +81,7 @@ class AmqpDirectory:
 
     log = Logger()
 
-    def __init__(self, connection: Any, registry: Any, clock: Any, timeout: float = 5.0, window: float = 1.0) -> None:
+    def __init__(self, connection: Any, registry: IChargerRegistry, clock: Any, timeout: float = 5.0, window: float = 1.0) -> None:
         self._connection = connection
         self._registry = registry
         self._clock = clock

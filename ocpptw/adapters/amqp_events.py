@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocpptw.adapters.amqp import describe_failure
-from ocpptw.interfaces import IEventPublisher
+from ocpptw.interfaces import IEventPublisher, IOutbox
 from ocpptw.ocpp.jsontext import compact_bytes
 
 #: The outbox operation under which unpublished events wait.
@@ -87,7 +87,7 @@ class AmqpEventPublisher(Service):
     def __init__(
         self,
         connection: Any,
-        outbox: Any,
+        outbox: IOutbox,
         clock: Any,
         exchange: str | None = None,
         confirm_timeout: float = 10.0,

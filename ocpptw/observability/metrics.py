@@ -34,7 +34,12 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from zope.interface import implementer
 
-from ocpptw.interfaces import IBackendObserver, IBrokerObserver, IOutboxObserver
+from ocpptw.interfaces import (
+    IBackendObserver,
+    IBrokerObserver,
+    IOutbox,
+    IOutboxObserver,
+)
 from ocpptw.ocpp.actions import ALL_ACTIONS
 from ocpptw.ocpp.errors import CODES
 
@@ -388,7 +393,7 @@ class Metrics:
         """
         self._dead_letters.child(operation).inc()
 
-    def watch_outbox(self, outbox: Any) -> None:
+    def watch_outbox(self, outbox: IOutbox) -> None:
         """
         Read the outbox's C{depth()}, C{oldest_age()} and C{dead_letters()}
         at scrape time.

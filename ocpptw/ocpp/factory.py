@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from ocpptw.interfaces import IChargerService, ISessionService
 from ocpptw.ocpp.session import OcppSession
 from ocpptw.ocpp.validation import Validator
 from ocpptw.ocpp.versions import V16, V201, ProtocolVersion
@@ -60,7 +61,7 @@ class SessionFactory:
         return session
 
 
-def routers(chargers: Any, sessions: Any, clock: IReactorTime) -> dict[str, Any]:
+def routers(chargers: IChargerService, sessions: ISessionService, clock: IReactorTime) -> dict[str, Any]:
     """
     The router of every version, sharing the services.
     """

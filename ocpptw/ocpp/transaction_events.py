@@ -45,6 +45,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from ocpptw.interfaces import ISessionService
 from ocpptw.ocpp.model_v201 import (
     NO_AUTHORIZATION,
     VERSION,
@@ -134,7 +135,7 @@ class TransactionEvents:
         no time).
     """
 
-    def __init__(self, sessions: Any, clock: IReactorTime) -> None:
+    def __init__(self, sessions: ISessionService, clock: IReactorTime) -> None:
         self._sessions = sessions
         self._clock = clock
         self._open: OrderedDict[tuple[str, str], _Open] = OrderedDict()

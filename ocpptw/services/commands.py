@@ -18,7 +18,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
-from ocpptw.interfaces import ChargerOffline, ICommandBus, InvalidPayload
+from ocpptw.interfaces import (
+    ChargerOffline,
+    IChargerRegistry,
+    ICommandBus,
+    InvalidPayload,
+)
 from ocpptw.ocpp.errors import OcppError
 from ocpptw.ocpp.validation import Validator
 from ocpptw.ocpp.versions import V16, VERSIONS, ProtocolVersion
@@ -39,7 +44,7 @@ class LocalCommandBus:
         other versions' validators are made on first use).
     """
 
-    def __init__(self, registry: Any, validator: Any, default_timeout: float) -> None:
+    def __init__(self, registry: IChargerRegistry, validator: Any, default_timeout: float) -> None:
         self._registry = registry
         self._validators: dict[str, Any] = {getattr(validator, "version", V16).name: validator}
         self._default_timeout = default_timeout

@@ -41,7 +41,13 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ocpptw.interfaces import IBatchedMessageLog
+from ocpptw.interfaces import (
+    IBackend,
+    IBatchedMessageLog,
+    ILedger,
+    IOutbox,
+    IWalletService,
+)
 from ocpptw.services.billing import ZERO, money, money_str, refund_amount, session_cost
 from ocpptw.services.model import Transaction
 
@@ -94,7 +100,7 @@ def stop_figures(tx: Any, meter_stop: int) -> tuple[int, Any, Any, bool]:
 
 
 class _Deliveries:
-    def __init__(self, outbox: Any, backend: Any, ledger: Any, wallet: Any) -> None:
+    def __init__(self, outbox: IOutbox, backend: IBackend, ledger: ILedger, wallet: IWalletService) -> None:
         self.outbox = outbox
         self.backend = backend
         self.ledger = ledger
@@ -110,7 +116,7 @@ class _Deliveries:
         return self.backend.store_message(body["deviceId"], body["body"])
 
     def store_messages(self, bodies: list[dict]) -> Deferred:
-        return self.backend.store_messages([(body["deviceId"], body["body"]) for body in bodies])
+        return IBatchedMessageLog(self.backend).store_messages([(body["deviceId"], body["body"]) for body in bodies])
 
     def ensure_charger(self, body: dict) -> Deferred:
         return Deferred.fromCoroutine(self._ensure_charger(body))
@@ -233,7 +239,7 @@ class _Deliveries:
         return self.wallet.refund(body["sessionId"], body["userId"], money(body["amount"]), body["currency"])
 
 
-def register_deliveries(outbox: Any, backend: Any, ledger: Any, wallet: Any, message_batch: int = 1) -> None:
+def register_deliveries(outbox: IOutbox, backend: IBackend, ledger: ILedger, wallet: IWalletService, message_batch: int = 1) -> None:
     """
     Tell C{outbox} how to deliver every operation in L{OPERATIONS}.
 

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ocpptw.clock import iso_z, now_z
-from ocpptw.interfaces import ISessionObserver
+from ocpptw.interfaces import IChargerRegistry, ISessionObserver
 
 #: Listener signature: C{(kind, chargePointId, json_text)}, kind C{"charger"} or C{"message"}.
 Listener = Callable[[str, str, str], None]
@@ -117,7 +117,7 @@ class LiveFeed:
     def __init__(
         self,
         clock: IReactorTime,
-        registry: Any,
+        registry: IChargerRegistry,
         history_size: int = 0,
         max_payload: int = 65536,
         max_bytes: int = 256 * 1024 * 1024,
@@ -357,7 +357,7 @@ def _last_seen(record: dict[str, Any]) -> str | None:
     return record["lastSeen"]
 
 
-def ocpp_version(registry: Any, charge_point_id: str, described: dict | None = None) -> str:
+def ocpp_version(registry: IChargerRegistry, charge_point_id: str, described: dict | None = None) -> str:
     """
     The OCPP version a connected charger speaks: the registry's word when
     it says, else the connection's negotiated subprotocol, else 1.6.

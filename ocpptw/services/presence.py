@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ocpptw.clock import utcnow
+from ocpptw.interfaces import IChargerRegistry, IChargerService
 
 
 class Presence:
@@ -23,7 +24,7 @@ class Presence:
     @param clock: an L{IReactorTime}.
     """
 
-    def __init__(self, registry: Any, chargers: Any, clock: Any) -> None:
+    def __init__(self, registry: IChargerRegistry, chargers: IChargerService, clock: Any) -> None:
         self._registry = registry
         self._chargers = chargers
         self._clock = clock

@@ -14,12 +14,11 @@ operator early, long before C{OUTBOX_MAX_AGE} parks them as dead letters.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ocpptw.clock import Periodic
+from ocpptw.interfaces import IOutbox
 
 
 class OutboxAlarm(Periodic):
@@ -36,7 +35,7 @@ class OutboxAlarm(Periodic):
 
     def __init__(
         self,
-        outbox: Any,
+        outbox: IOutbox,
         clock: IReactorTime,
         max_depth: int = 100_000,
         max_age: float = 3600.0,
