@@ -254,3 +254,37 @@ def test_valid_timestamps_are_remembered_within_bounds():
     for n in range(validation._VALID_TIMES_MAX * 2):
         assert is_date_time(f"2026-11-24T10:{n // 60 % 60:02d}:{n % 60:02d}Z")
     assert len(validation._VALID_TIMES) <= validation._VALID_TIMES_MAX
+
+
+def test_definitions_are_inlined_with_the_same_verdicts():
+    """
+    The 2.0.1 schemas' definitions are checked in place (no function per
+    definition), and a nested violation fails exactly as through the
+    reference: same rule, same message.
+    """
+    import json
+
+    import fastjsonschema
+
+    from ocpptw.ocpp.validation import _inline_definitions
+    from ocpptw.ocpp.versions import V201
+
+    schema = json.loads((V201.schema_dir / "TransactionEventRequest.json").read_text())
+    inlined = _inline_definitions(schema)
+    assert '"$ref"' not in json.dumps({k: v for k, v in inlined.items() if k != "definitions"})
+    event = {
+        "eventType": "Updated",
+        "timestamp": "2026-12-04T10:00:00Z",
+        "triggerReason": "MeterValuePeriodic",
+        "seqNo": 3,
+        "transactionInfo": {"transactionId": "TX-1"},
+        "meterValue": [
+            {"timestamp": "2026-12-04T10:00:00Z", "sampledValue": [{"value": 1.5, "unitOfMeasure": {"multiplier": "3"}}]}
+        ],
+    }
+    verdicts = []
+    for variant in (schema, inlined):
+        with pytest.raises(fastjsonschema.JsonSchemaValueException) as caught:
+            fastjsonschema.compile(variant)(event)
+        verdicts.append((caught.value.rule, caught.value.message))
+    assert verdicts[0] == verdicts[1] and verdicts[0][0] == "type"
