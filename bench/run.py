@@ -467,7 +467,9 @@ def run_scenario(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated (%(default)s)"
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated, NAME:ROUNDS for a scenario's own rounds (%(default)s)",
     )
     ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated (%(default)s)")
     ap.add_argument(
@@ -502,7 +504,10 @@ def main() -> int:
         "--fieldmix-seconds", type=float, default=60.0, help="seconds of fieldmix load (%(default)s)"
     )
     a = ap.parse_args()
-    names = [n for n in a.scenarios.split(",") if n]
+    # NAME:ROUNDS sets one scenario's rounds
+    wanted = [n.partition(":") for n in a.scenarios.split(",") if n]
+    names = [n for n, _, _ in wanted]
+    own_rounds = {n: int(r) for n, _, r in wanted if r}
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
@@ -532,7 +537,7 @@ def main() -> int:
             results[name] = run_scenario(
                 name,
                 servers,
-                a.rounds,
+                own_rounds.get(name, a.rounds),
                 a.quick,
                 out,
                 log,
