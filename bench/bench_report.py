@@ -41,6 +41,7 @@ def metrics(kind: str, r: dict, args: list[str]) -> dict[str, float | None]:
             "latency max ms ↓": lat["max"],
             "errors + timeouts ↓": unanswered,
             "server CPU % ↓": srv.get("cpu_percent_load"),
+            "server CPU µs/call ↓": srv.get("cpu_us_per_call"),
             "outbox left after 120 s ↓": drain.get("left"),
             "boot storm s ↓": c["boot_storm_seconds"],
             "simulator CPU %": r["sim"]["cpu_percent_load"],
@@ -131,4 +132,45 @@ def markdown(results: dict, command: str, info: dict, started: str) -> str:
                 + " |"
             )
             label = ""
+    lines += _versions(results) + _rest(results)
     return "\n".join(lines) + "\n"
+
+
+def _versions(results: dict) -> list[str]:
+    """
+    2.0.1 chargers against 1.6 ones on ocpptw, in the same rounds.
+    """
+    paired = {n: r for n, r in results.items() if r.get("pair_args") and "ocpptw-1.6" in r["medians"]}
+    if not paired:
+        return []
+    out = ["", "2.0.1 against 1.6 (ocpptw, the same mix translated, each round both):", "",
+           "| scenario | metric | 1.6 | 2.0.1 | 2.0.1 / 1.6 |", "| --- | --- | ---: | ---: | ---: |"]
+    for name, res in paired.items():
+        v16, v201 = res["medians"]["ocpptw-1.6"], res["medians"].get("ocpptw", {})
+        label = name
+        for key in v16:
+            if key.startswith(("simulator", "outbox", "…")):
+                continue
+            cell = lambda v: "–" if v is None else f"{v:g}"  # noqa: E731
+            out.append(f"| {label} | {key} | {cell(v16[key])} | {cell(v201.get(key))} | {_ratio(v201.get(key), v16[key])} |")
+            label = ""
+    return out
+
+
+def _rest(results: dict) -> list[str]:
+    """
+    REST-backed closed100 as a share of the embedded store's, in the same run.
+    """
+    base = results.get("closed100", {}).get("medians", {}).get("ocpptw", {})
+    rows = []
+    for name in ("closed100-rest", "closed100-rest1"):
+        rest = results.get(name, {}).get("medians", {}).get("ocpptw", {})
+        if rest and base.get("calls/s ↑"):
+            calls = _ratio(rest.get("calls/s ↑"), base.get("calls/s ↑"))
+            cpu = _ratio(base.get("server CPU µs/call ↓"), rest.get("… with the outbox drained after ↓"))
+            rows.append(f"| {name} | {calls} | {cpu} |")
+    if not rows:
+        return []
+    return ["", "REST-backed against the embedded store (closed100, ocpptw):", "",
+            "| scenario | calls/s, REST / embedded | CPU per call, embedded / REST (outbox drained) |",
+            "| --- | ---: | ---: |", *rows]

@@ -11,6 +11,14 @@ machine.
     python bench/pipeline.py --calls 300           # instruction counts:
     valgrind --tool=callgrind --callgrind-out-file=/dev/null python bench/pipeline.py --calls 1300
     # (the difference of the two "Collected" totals / 1000 is instructions per call)
+    python bench/pipeline.py --ocpp 2.0.1          # the same mix, translated to 2.0.1
+
+With C{--ocpp 2.0.1} the chargers are 2.0.1 stations and the mix is
+translated call for call: Heartbeat, StatusNotification, MeterValues
+outside a session, and a session of Authorize, TransactionEvent Started,
+three TransactionEvent Updated carrying the same ten sampled values as the
+1.6 MeterValues, and TransactionEvent Ended.  C{bench/v201_cost.py}
+compares the two versions.
 
 It prints one line: CPU microseconds per call in all, on the reactor thread
 and on the other (database) threads, measured after the first 500 calls
@@ -33,7 +41,9 @@ from twisted.internet import reactor
 
 from ocpptw.app.gateway import make_gateway
 from ocpptw.config import load_config
+from ocpptw.ocpp.versions import V16, V201
 from ocpptw.sim import payloads as p
+from ocpptw.sim import payloads_v201 as p201
 
 _OPERATIONS = ["heartbeat"] + ["status"] + ["meter"] * 6 + ["session"] * 2
 _SESSION = ["authorize", "start", "meter_tx", "meter_tx", "meter_tx", "stop"]
@@ -50,8 +60,9 @@ def _thread_seconds() -> dict[int, float]:
 
 
 class Run:
-    def __init__(self, gateway, chargers: int, calls: int, warmup: int) -> None:
+    def __init__(self, gateway, chargers: int, calls: int, warmup: int, v201: bool = False) -> None:
         self.gateway = gateway
+        self.v201 = v201
         self.calls = 0
         self.goal = calls + warmup
         self.warmup = warmup
@@ -80,12 +91,15 @@ class Charger:
     def __init__(self, run: Run, charge_point_id: str) -> None:
         self.run = run
         self.id = charge_point_id
+        #: read by the session factory: the version this charger speaks
+        self.version = V201 if run.v201 else V16
         self.session = run.gateway.gate._session_factory(charge_point_id, self, True)
         self.seq = 0
         self.plan: list[str] = []
         self.transaction = None
         self.energy = 1000
         self.pending = ""
+        self.tx_seq = 0
 
     def send(self, action: str, payload: str) -> None:
         self.seq += 1
@@ -99,7 +113,9 @@ class Charger:
         operation = self.plan.pop(0)
         self.energy += 17
         tag = "TAG" + self.id
-        if operation == "heartbeat":
+        if self.run.v201:
+            self.next_v201(operation, tag)
+        elif operation == "heartbeat":
             self.send("Heartbeat", p.HEARTBEAT)
         elif operation == "status":
             self.send("StatusNotification", p.status_notification(1, "Available"))
@@ -114,12 +130,30 @@ class Charger:
         else:
             self.send("StopTransaction", p.stop_transaction(self.transaction, tag, self.energy))
 
+    def next_v201(self, operation: str, tag: str) -> None:
+        if operation == "heartbeat":
+            self.send("Heartbeat", p.HEARTBEAT)
+        elif operation == "status":
+            self.send("StatusNotification", p201.status_notification(1, False))
+        elif operation == "meter":
+            self.send("MeterValues", p201.meter_values(self.energy, self.seq))
+        elif operation == "authorize":
+            self.send("Authorize", p201.authorize(tag))
+        elif operation == "start":
+            self.transaction = f"{self.id}-{self.seq}"
+            self.tx_seq = 0
+            self.send("TransactionEvent", p201.transaction_event("Started", self.transaction, 0, tag, self.energy))
+        else:
+            self.tx_seq += 1
+            kind = "Updated" if operation == "meter_tx" else "Ended"
+            self.send("TransactionEvent", p201.transaction_event(kind, self.transaction, self.tx_seq, None, self.energy))
+
     # the session's sink
     def send_text(self, text: str) -> None:
         frame = json.loads(text)
         if frame[0] != 3:
             raise SystemExit(f"{self.id}: {self.pending} answered {text}")
-        if self.pending == "StartTransaction":
+        if self.pending == "StartTransaction" and not self.run.v201:
             self.transaction = frame[2]["transactionId"]
         if self.pending == "BootNotification" or self.run.answered():
             self.next()
@@ -132,6 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--chargers", type=int, default=100)
     parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--ocpp", choices=["1.6", "2.0.1"], default="1.6")
     options = parser.parse_args()
     data = tempfile.mkdtemp(prefix="ocpptw-pipeline-")
     try:
@@ -141,9 +176,10 @@ def main() -> None:
         warmup = 500 if options.calls >= 2000 else 50
 
         def go(_: object) -> None:
-            run = Run(gateway, options.chargers, options.calls, warmup)
+            run = Run(gateway, options.chargers, options.calls, warmup, options.ocpp == "2.0.1")
+            boot = p201.boot_notification if run.v201 else p.boot_notification
             for charger in run.chargers:
-                charger.send("BootNotification", p.boot_notification(charger.id))
+                charger.send("BootNotification", boot(charger.id))
 
         gateway.startService()
         gateway.started.addCallback(go)

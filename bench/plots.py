@@ -54,6 +54,14 @@ def _ok(reports: list[dict]) -> list[dict]:
     return [r for r in reports if "failed" not in r]
 
 
+def _plain(res: dict) -> bool:
+    """
+    Whether a scenario is the plain 1.6 mix (not 2.0.1, not the field mix),
+    so that its points line up with the other servers'.
+    """
+    return not res.get("pair_args") and "--mix" not in res["args"] and "--ocpp" not in res["args"]
+
+
 def load_points(run: dict) -> dict[str, list[tuple[float, float, float]]]:
     """
     Per server, (offered calls/s, answered calls/s, p99 ms) of every
@@ -61,7 +69,7 @@ def load_points(run: dict) -> dict[str, list[tuple[float, float, float]]]:
     """
     points: dict[str, list[tuple[float, float, float]]] = {}
     for res in run["results"].values():
-        if res["kind"] != "open" or res.get("env"):
+        if res["kind"] != "open" or res.get("env") or not _plain(res):
             continue
         rate = _arg(res["args"], "--rate")
         if rate is None:
@@ -82,7 +90,7 @@ def closed_rates(run: dict) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     for res in run["results"].values():
-        if res["kind"] != "closed" or res.get("env"):
+        if res["kind"] != "closed" or res.get("env") or not _plain(res):
             continue
         for server, reports in res["reports"].items():
             ok = _ok(reports)
@@ -94,12 +102,12 @@ def closed_rates(run: dict) -> dict[str, float]:
 def storm_timelines(run: dict) -> dict[str, list[tuple[int, int]]]:
     """
     Per server, (second since the drop, chargers booted again so far) of the
-    run's reconnect storm (the first round that has a timeline).
+    run's largest reconnect storm (the first round that has a timeline).
     """
     out: dict[str, list[tuple[int, int]]] = {}
-    for res in run["results"].values():
-        if res["kind"] != "storm":
-            continue
+    storms = [res for res in run["results"].values() if res["kind"] == "storm"]
+    storms.sort(key=lambda res: -int(_arg(res["args"], "-n") or 0))
+    for res in storms[:1]:
         for server, reports in res["reports"].items():
             for r in _ok(reports):
                 by_second = r.get("storm", {}).get("reconnected_by_second")

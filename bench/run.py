@@ -86,6 +86,31 @@ SCENARIOS: dict[str, tuple[list[str], str, int, dict | None, str | None]] = {
         None,
     ),
     "storm5k": (["-n", "5000", "--storm", "--connect-rate", "2500"], "storm", 1, None, None),
+    # issue 16: idle RSS growth per booted charger at 5,000 (and 10,000: idle10k)
+    "idle5k": (
+        ["-n", "5000", "--idle", "--duration", "3", "--connect-rate", "0"],
+        "idle",
+        1,
+        None,
+        None,
+    ),
+    # issue 16: the 10,000-charger reconnect storm (bench/storm_latency.py --burst
+    # 10000 measures the connected chargers' heartbeat p99 through one)
+    "storm10k": (["-n", "10000", "--storm", "--connect-rate", "2500"], "storm", 1, None, None),
+    # issue 14: 2.0.1 chargers with the same mix translated, each round beside
+    # ocpptw with 1.6 chargers (server "ocpptw-1.6"), for the cost ratio
+    "closed100-v201": (["-n", "100", "--duration", "10", "--ocpp", "2.0.1"], "closed", 3, None, None),
+    "open2000-v201": (
+        ["-n", "5000", "--rate", "2000", "--duration", "15", "--connect-rate", "2500", "--ocpp", "2.0.1"],
+        "open",
+        3,
+        None,
+        None,
+    ),
+    # issue 16: a field mix held: heartbeat every 300 s, a MeterValues every
+    # 60 s from 30 % of the chargers (in all N/300 + 0.3 N/60 = N/120 calls/s),
+    # sent in open loop; N from --fieldmix-chargers; WORKERS passes through
+    "fieldmix": ([], "open", 1, None, None),
     "closed100-amqp": ([], "closed", 3, {"ENABLE_RABBITMQ": "true"}, "closed100"),
     "open2000-amqp": ([], "open", 1, {"ENABLE_RABBITMQ": "true"}, "open2000"),
     "closed100-rest": ([], "closed", 3, {"BACKEND_API_URL": "@backend", "BACKEND_MESSAGE_BATCH": "50"}, "closed100"),
@@ -111,7 +136,33 @@ QUICK = {
         "2",
     ],
     "storm5k": ["-n", "1000", "--storm", "--connect-rate", "2500"],
+    "idle5k": ["-n", "500", "--idle", "--duration", "1", "--connect-rate", "0"],
+    "storm10k": ["-n", "1000", "--storm", "--connect-rate", "2500"],
+    "closed100-v201": ["-n", "100", "--duration", "3", "--ocpp", "2.0.1"],
+    "open2000-v201": ["-n", "1000", "--rate", "500", "--duration", "4", "--connect-rate", "2500", "--ocpp", "2.0.1"],
 }
+
+#: 2.0.1 scenario -> its 1.6 counterpart, run by "ocpptw-1.6" in the same rounds
+PAIRED = {"closed100-v201": "closed100", "open2000-v201": "open2000"}
+
+#: scenarios that only ocpptw runs (the peers and the bare server speak 1.6 here)
+OCPPTW_ONLY = set(PAIRED) | {"fieldmix"}
+
+
+def fieldmix_args(chargers: int, seconds: float) -> list[str]:
+    """
+    The field mix as simulator arguments: heartbeat every 300 s and, from
+    30 % of the chargers, MeterValues every 60 s, i.e. N/120 calls a second
+    with heartbeat:meter = 2:3; over 20,000 chargers the simulator uses one
+    process (and one source address 127.0.0.x) per 18,000.
+    """
+    rate = max(1.0, chargers / 120)
+    args = ["-n", str(chargers), "--rate", f"{rate:g}", "--duration", f"{seconds:g}",
+            "--mix", "heartbeat=2,meter=3", "--connect-rate", "2500", "--call-timeout", "30"]
+    if chargers > 18000:
+        k = -(-chargers // 18000)
+        args += ["--processes", str(k), "--source-addresses", str(k)]
+    return args
 
 
 def _max_files() -> None:
@@ -193,7 +244,9 @@ def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
             proc.wait(5)
 
 
-def start_server(kind: str, port: int, workdir: Path, env_extra: dict, log) -> subprocess.Popen:
+def start_server(
+    kind: str, port: int, workdir: Path, env_extra: dict, log, cores: str = "0"
+) -> subprocess.Popen:
     env = dict(os.environ)
     if kind == "peer":
         cmd = [str(PEER_PY), str(HERE / "peer_server.py"), "--port", str(port)]
@@ -201,7 +254,7 @@ def start_server(kind: str, port: int, workdir: Path, env_extra: dict, log) -> s
         cmd = ["node", str(NODE_PEER / "server.js"), "--port", str(port)]
     elif kind == "ceiling":
         cmd = [PY, str(HERE / "raw_server.py"), "--port", str(port)]
-    else:
+    else:  # ocpptw, or ocpptw-1.6 (the same server, 1.6 chargers beside a 2.0.1 scenario)
         cmd = [str(TWISTD), "-n", "--pidfile=", "ocpp"]
         env.update(
             PORT=str(port),
@@ -212,7 +265,7 @@ def start_server(kind: str, port: int, workdir: Path, env_extra: dict, log) -> s
         )
         env.update(env_extra)
     proc = subprocess.Popen(
-        ["taskset", "-c", "0", *cmd],
+        ["taskset", "-c", cores, *cmd],
         cwd=workdir,
         env=env,
         stdout=log,
@@ -311,14 +364,30 @@ def drain_outbox(port: int, pid: int, bound: float = 120.0) -> dict:
 
 
 def run_scenario(
-    name: str, servers: list[str], rounds: int, quick: bool, out: Path, log, quiet
+    name: str,
+    servers: list[str],
+    rounds: int,
+    quick: bool,
+    out: Path,
+    log,
+    quiet,
+    cores: str = "0",
+    fieldmix: tuple[int, float] = (2000, 60.0),
 ) -> dict:
     args, kind, default_rounds, env_extra, base = SCENARIOS[name]
     base_args = SCENARIOS[base][0] if base else args
     if quick:
         base_args = QUICK.get(base or name, base_args)
+    if name == "fieldmix":
+        base_args = fieldmix_args(*((300, 10.0) if quick else (fieldmix[0], fieldmix[1])))
+    pair_args = None
+    if name in PAIRED:
+        pair = PAIRED[name]
+        pair_args = QUICK.get(pair, SCENARIOS[pair][0]) if quick else SCENARIOS[pair][0]
     rounds = rounds or default_rounds
-    servers = ["ocpptw"] if env_extra else servers
+    servers = ["ocpptw"] if env_extra or name in OCPPTW_ONLY else servers
+    if pair_args is not None:
+        servers = ["ocpptw", "ocpptw-1.6"]
     results: dict[str, list[dict]] = {s: [] for s in servers}
     bound = 600.0
     backend = None
@@ -349,11 +418,12 @@ def run_scenario(
                     extra["BACKEND_API_URL"] = f"http://127.0.0.1:{bport}"
                 other_busy = wait_quiet(*quiet)
                 with open(out / f"{name}-{server}-{rnd}.log", "wb") as slog:
-                    proc = start_server(server, port, workdir, extra, slog)
+                    proc = start_server(server, port, workdir, extra, slog, cores)
                     try:
                         load = Path("/proc/loadavg").read_text().split()[0]
-                        report = run_sim(port, proc.pid, base_args, bound)
-                        if server == "ocpptw" and kind in ("closed", "open"):
+                        sim_args = pair_args if server == "ocpptw-1.6" else base_args
+                        report = run_sim(port, proc.pid, sim_args, bound)
+                        if server.startswith("ocpptw") and kind in ("closed", "open"):
                             report["outbox_drain"] = drain_outbox(port, proc.pid)
                     finally:
                         stop(proc)
@@ -361,7 +431,7 @@ def run_scenario(
                 report["other_busy_percent_before"] = other_busy
                 report["server_exit"] = proc.returncode
                 results[server].append(report)
-                m = metrics(kind, report, base_args)
+                m = metrics(kind, report, sim_args)
                 print(
                     f"  {name} round {rnd + 1} {server} (machine {other_busy} % busy before): "
                     + ", ".join(f"{k} {v}" for k, v in m.items()),
@@ -374,14 +444,18 @@ def run_scenario(
                 if backend is not None:
                     stop(backend, 5)
                     backend = None
+    if pair_args is not None:
+        args_of = {"ocpptw": base_args, "ocpptw-1.6": pair_args}
     table: dict[str, dict[str, float | None]] = {}
     for server, reports in results.items():
-        ok = [metrics(kind, r, base_args) for r in reports if "failed" not in r]
+        used = args_of[server] if pair_args is not None else base_args
+        ok = [metrics(kind, r, used) for r in reports if "failed" not in r]
         keys = list(ok[0]) if ok else []
         table[server] = {key: median([m[key] for m in ok]) for key in keys}
     return {
         "kind": kind,
         "args": base_args,
+        "pair_args": pair_args,
         "env": env_extra,
         "base": base,
         "rounds": rounds,
@@ -393,7 +467,9 @@ def run_scenario(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated (%(default)s)"
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated, NAME:ROUNDS for a scenario's own rounds (%(default)s)",
     )
     ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated (%(default)s)")
     ap.add_argument(
@@ -415,8 +491,23 @@ def main() -> int:
     ap.add_argument(
         "--docs", default=None, help="rewrite the results section of this markdown file"
     )
+    ap.add_argument(
+        "--server-cores",
+        default="0",
+        help="cores the servers are pinned to (taskset -c; %(default)s); with WORKERS=N in the "
+        "environment (passed through to ocpptw), e.g. 0,1",
+    )
+    ap.add_argument(
+        "--fieldmix-chargers", type=int, default=2000, help="chargers of the fieldmix scenario (%(default)s)"
+    )
+    ap.add_argument(
+        "--fieldmix-seconds", type=float, default=60.0, help="seconds of fieldmix load (%(default)s)"
+    )
     a = ap.parse_args()
-    names = [n for n in a.scenarios.split(",") if n]
+    # NAME:ROUNDS sets one scenario's rounds
+    wanted = [n.partition(":") for n in a.scenarios.split(",") if n]
+    names = [n for n, _, _ in wanted]
+    own_rounds = {n: int(r) for n, _, r in wanted if r}
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
@@ -444,7 +535,15 @@ def main() -> int:
         for name in names:
             print(f"{name}:", flush=True)
             results[name] = run_scenario(
-                name, servers, a.rounds, a.quick, out, log, (a.quiet_below, a.quiet_wait)
+                name,
+                servers,
+                own_rounds.get(name, a.rounds),
+                a.quick,
+                out,
+                log,
+                (a.quiet_below, a.quiet_wait),
+                a.server_cores,
+                (a.fieldmix_chargers, a.fieldmix_seconds),
             )
     text = markdown(results, command, info, started)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())

@@ -7,6 +7,8 @@ new connection attempts raise the heartbeat latency of the residents?
     .venv/bin/python bench/storm_latency.py                        # defaults, 3 rounds
     .venv/bin/python bench/storm_latency.py --config default \\
         --config c32:HANDSHAKE_CONCURRENCY=32 --rounds 3           # compare settings
+    .venv/bin/python bench/storm_latency.py --reconnect --burst 10000 --storm-window 300 \\
+        --config ocpptw: --config peer:BENCH_SERVER=peer             # a reconnect storm
 
 One round: C{twistd -n ocpp} starts fresh, pinned to core 0 (C{taskset -c
 0}, as C{bench/run.py} starts it: embedded store, no pings).  This process,
@@ -44,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from run import (  # noqa: E402
     _max_files,
+    ensure_node_peer,
     ensure_peer_venv,
     free_port,
     start_server,
@@ -229,6 +232,8 @@ async def one_round(
     if kind != "ocpptw":
         if kind == "peer":
             ensure_peer_venv()
+        if kind == "ocpp-ws-io":
+            ensure_node_peer()
         server = start_server(kind, port, workdir, {}, log)
     elif what_if:
         server_env.update({k: v for k, v in env.items() if k.startswith("BENCH_")})
@@ -274,11 +279,15 @@ async def one_round(
 
             sink = socket.create_server(("127.0.0.1", 0), backlog=a.burst * 2)
             storm_url = f"ws://127.0.0.1:{sink.getsockname()[1]}/ocpp/"
+        # --reconnect: the storm process connects and boots its chargers
+        # (itself a storm), drops them all at once and they reconnect and
+        # boot again; the window measured is that second ramp
+        phase = ["--storm", "--connect-rate", str(a.connect_rate)] if a.reconnect else ["--idle"]
         storm_cmd = [
             "taskset", "-c", storm_core, "nice", "-n", "19", PY, "-c", STORM_WRAPPER,
-            "--url", storm_url, "-n", str(a.burst), "--prefix", "STORM", "--idle",
+            "--url", storm_url, "-n", str(a.burst), "--prefix", "STORM", *phase,
             "--duration", str(a.storm_window + a.after + 30), "--settle", "0",
-            "--connect-rate", "0", "--connect-concurrency", str(a.burst),
+            *([] if a.reconnect else ["--connect-rate", "0"]), "--connect-concurrency", str(a.burst),
             "--connect-retries", "30", "--connect-timeout", "30", "--call-timeout", "30", "--json",
         ]  # fmt: skip
         launched = perf()
@@ -292,10 +301,15 @@ async def one_round(
         # The residents are done: the storm's later life (holding, closing)
         # is not measured.
         storm.terminate()
-        _, err = storm.communicate(timeout=30)
+        out, err = storm.communicate(timeout=30)
         lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
-        ramp_t0 = next(line["ramp_t0"] for line in lines if "ramp_t0" in line)
-        done = next((line for line in lines if "ramp_done" in line), None)
+        # the last ramp: with --reconnect the reconnection, else the only one
+        ramp_t0 = [line["ramp_t0"] for line in lines if "ramp_t0" in line][-1]
+        done = next((line for line in reversed(lines) if "ramp_done" in line and line["ramp_done"] >= ramp_t0), None)
+        try:
+            storm_report = json.loads(out.decode()) if out.strip() else None
+        except ValueError:
+            storm_report = None
         storm_end = done["ramp_done"] if done else perf()
         clipped = storm_end > t0 + window
         storm_end = min(storm_end, t0 + window)
@@ -338,6 +352,9 @@ async def one_round(
                     "retries": done["retries"] if done else None,
                     "seconds_to_all_open": round(done["last_open"] - ramp_t0, 3) if done else None,
                     "seconds_to_all_booted": round(storm_end - ramp_t0, 3),
+                    "reconnect": bool(a.reconnect),
+                    # chargers back in each second since the drop (when the storm process finished)
+                    "reconnected_by_second": (storm_report or {}).get("storm", {}).get("reconnected_by_second"),
                 },
                 "gateway_handshakes": handshakes,
                 "server_cpu_seconds_storm_window": round(
@@ -484,6 +501,15 @@ def main() -> int:
         "--after", type=float, default=3.0, help="seconds measured after it (%(default)s)"
     )
     ap.add_argument("--rounds", type=int, default=3, help="rounds per configuration (%(default)s)")
+    ap.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="a reconnect storm: the --burst chargers connect and boot first (at --connect-rate), "
+        "then all drop at once and reconnect; the storm measured is the reconnection",
+    )
+    ap.add_argument(
+        "--connect-rate", type=float, default=2500.0, help="--reconnect: first connections per second (%(default)s)"
+    )
     ap.add_argument(
         "--config",
         action="append",

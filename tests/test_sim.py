@@ -28,6 +28,7 @@ class StandIn(WebSocketServerProtocol):
 
     def onConnect(self, request):
         self.factory.paths.append(request.path)
+        self.factory.peers.append(request.peer)
         if request.path in self.factory.deny_once:
             self.factory.deny_once.discard(request.path)
             raise ConnectionDeny(503, "too many connection attempts, retry later")
@@ -72,7 +73,7 @@ def stand_in():
     factory = WebSocketServerFactory()
     factory.protocol = StandIn
     factory.setProtocolOptions(autoPingInterval=0)
-    factory.paths, factory.calls, factory.results = [], [], []
+    factory.paths, factory.calls, factory.results, factory.peers = [], [], [], []
     factory.silent, factory.refuse, factory.send_reset = set(), {}, False
     factory.deny_once = set()
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -310,5 +311,25 @@ def test_command_line_options():
     assert parse_args(["--storm", "--json"])[0].mode == "storm"
     assert parse_args([])[0].url == "ws://127.0.0.1:9000/ocpp/"
     for bad in (["--mix", "dance=1"], ["--url", "http://x/"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+@pytest_twisted.ensureDeferred
+async def test_chargers_connect_from_several_loopback_addresses(stand_in):
+    """--source-addresses 3: charger n connects from 127.0.0.(1 + n % 3)."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+
+    opts = options(stand_in.url, chargers=6, mode="idle", duration=0.1, settle=0, source_addresses=3)
+    report = await bounded(ensureDeferred(run_simulation(reactor, opts)), 20)
+    assert report["ok"], report
+    by_path = {path: peer.split(":")[1] for path, peer in zip(stand_in.paths, stand_in.peers)}
+    assert by_path == {f"/ocpp/T{n}": f"127.0.0.{1 + n % 3}" for n in range(1, 7)}
+
+
+def test_source_addresses_only_on_loopback():
+    assert parse_args(["--source-addresses", "3"])[0].source_addresses == 3
+    for bad in (["--source-addresses", "0"], ["--source-addresses", "2", "--url", "ws://10.0.0.5/ocpp/"]):
         with pytest.raises(SystemExit):
             parse_args(bad)

@@ -35,6 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ocpptw.sim.charger import DEFAULT_MIX, parse_mix
 from ocpptw.sim.progress import PROGRESS_INTERVAL, ProgressLine, wanted
@@ -80,6 +81,8 @@ class SimOptions:
     #: PEM file with a client certificate and its key (security profile 3).
     client_cert: str | None = None
     ocpp: str = "1.6"
+    #: connect from 127.0.0.1 .. 127.0.0.K (loopback URLs only)
+    source_addresses: int = 1
 
 
 def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
@@ -164,8 +167,19 @@ def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
         choices=["1.6", "2.0.1", "mixed"],
         help="OCPP version of the chargers; mixed: every other one speaks 2.0.1 (%(default)s)",
     )
+    ap.add_argument(
+        "--source-addresses",
+        type=int,
+        default=1,
+        help="connect from 127.0.0.1 .. 127.0.0.K, charger n from 127.0.0.(1 + n %% K), "
+        "for more connections than one address has ports; loopback URLs only (%(default)s)",
+    )
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     a = ap.parse_args(argv)
+    if not 1 <= a.source_addresses <= 254:
+        ap.error("--source-addresses must be between 1 and 254")
+    if a.source_addresses > 1 and urlsplit(a.url).hostname not in ("127.0.0.1", "localhost"):
+        ap.error("--source-addresses needs a ws://127.0.0.1 URL (the 127.0.0.x addresses are loopback)")
     if not a.url.startswith(("ws://", "wss://")):
         ap.error("--url must start with ws:// or wss://")
     if (a.cafile or a.client_cert) and not a.url.startswith("wss://"):
@@ -207,6 +221,7 @@ def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
         cafile=a.cafile,
         client_cert=a.client_cert,
         ocpp=a.ocpp,
+        source_addresses=a.source_addresses,
     )
     return options, a.json
 

@@ -106,6 +106,14 @@ class SimWorker:
             for n in range(options.start + index, options.start + options.chargers, count)
         ]
         self.stats.chargers = len(self.chargers)
+        #: charger id -> the loopback source address it connects from
+        #: (C{--source-addresses K}: 127.0.0.1 .. 127.0.0.K, charger n from
+        #: 127.0.0.(1 + n % K)), so that one host can open more connections
+        #: to one port than one source address has ephemeral ports
+        self.sources: dict[str, str] = {}
+        if options.source_addresses > 1:
+            for c, n in zip(self.chargers, range(options.start + index, options.start + options.chargers, count)):
+                self.sources[c.charger_id] = f"127.0.0.{1 + n % options.source_addresses}"
         self.share = count
         self.cpu0 = own_cpu_seconds()
         self.phase = "connect"
@@ -157,8 +165,13 @@ class SimWorker:
         proto.factory = self.factory
         proto.charger = charger
         self.awaiting.add(charger)
+        source = self.sources.get(charger.charger_id)
         endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(
-            self.reactor, self.host, self.port, timeout=self.o.connect_timeout
+            self.reactor,
+            self.host,
+            self.port,
+            timeout=self.o.connect_timeout,
+            bindAddress=(source, 0) if source else None,
         )
         if self.secure:
             endpoint = wrapClientTLS(self._tls_options(), endpoint)
