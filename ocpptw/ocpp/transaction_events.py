@@ -42,7 +42,7 @@ from collections import OrderedDict
 from decimal import Decimal
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 
 from ocpptw.interfaces import ISessionService
@@ -183,10 +183,15 @@ class TransactionEvents:
                 state.first = _pick(found, "Transaction.Begin", last=False)
             state.last = _pick(found, "Transaction.End", last=True)
         extra = {"evseId": state.evse_id} if state.evse_id is not None else None
-        if samples:
-            await self._sessions.meter_samples(cp, state.connector_id, transaction_id, samples, extra=extra)
+        published = self._sessions.meter_samples(cp, state.connector_id, transaction_id, samples, extra=extra) if samples else None
         answer: dict[str, Any] = {}
         token = payload.get("idToken")
+        starts = token is not None and token.get("type") != NO_AUTHORIZATION and state.info is None
+        ended = payload["eventType"] == "Ended"
+        if published is not None and (starts or ended):
+            # what this event starts or stops comes after its meter values
+            await published
+            published = None
         if token is not None and token.get("type") != NO_AUTHORIZATION:
             if state.info is None:
                 tx = await self._sessions.begin(
@@ -204,7 +209,6 @@ class TransactionEvents:
                 )
                 state.info = dict(tx.id_tag_info)
             answer["idTokenInfo"] = id_token_info(state.info)
-        ended = payload["eventType"] == "Ended"
         if ended:
             cost = await self._end(cp, payload, state, now)
             if cost is not None:
@@ -212,7 +216,10 @@ class TransactionEvents:
         state.answered(payload["seqNo"], answer)
         new, state.new = state.new, False
         try:
-            await self._sessions.record_progress(cp, transaction_id, state.to_json(), ended, new)
+            recorded = self._sessions.record_progress(cp, transaction_id, state.to_json(), ended, new)
+            # An Updated event's meter values and its progress row are
+            # queued in the same turn: one batch of the database thread.
+            await (recorded if published is None else _both(published, recorded))
         except BaseException:
             # not durable: the charger's retry must be handled as new
             state.answers.pop(payload["seqNo"], None)
@@ -243,6 +250,14 @@ class TransactionEvents:
         if tx.rejected or tx.price is None:
             return None
         return self._sessions.stop_cost(tx, tx.meter_stop if tx.meter_stop is not None else meter_stop)
+
+
+def _both(first: Deferred[Any], second: Deferred[Any]) -> Deferred[None]:
+    """
+    Fires when both have; fails with the first failure (both are consumed).
+    """
+    d = gatherResults([first, second], consumeErrors=True)
+    return d.addCallbacks(lambda _: None, lambda f: f.value.subFailure)
 
 
 async def _again(answer: dict) -> dict:

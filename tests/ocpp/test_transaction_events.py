@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocpptw.ocpp.router_v201 import Router201
 from ocpptw.ocpp.validation import Validator
@@ -234,3 +236,37 @@ def test_not_accepted_gets_security_error(clock):
 
 def now(rig):
     return datetime.fromtimestamp(rig.clock.seconds(), tz=timezone.utc)
+
+
+def _decimal_text_by_decimal(value, multiplier):
+    """The reference: every value through L{Decimal}, as the fast path must agree with."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        number = Decimal(repr(value) if isinstance(value, float) else str(value))
+        if multiplier:
+            number = number.scaleb(int(multiplier))
+        return format(number.normalize(), "f") if number == number.to_integral_value() else format(number, "f")
+    except (InvalidOperation, ValueError, TypeError, OverflowError):
+        return str(value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(st.integers(), st.floats(), st.booleans(), st.none(), st.text(max_size=5)),
+    st.one_of(st.none(), st.integers(-5, 5)),
+)
+def test_sampled_value_text_is_the_decimal_text(value, multiplier):
+    """decimal_text's fast path for plain ints and floats gives the same text as Decimal."""
+    from ocpptw.ocpp.model_v201 import decimal_text
+
+    assert decimal_text(value, multiplier) == _decimal_text_by_decimal(value, multiplier)
+
+
+def test_sampled_value_text_examples():
+    from ocpptw.ocpp.model_v201 import decimal_text
+
+    assert [decimal_text(v) for v in (1234, 1234.0, 1234.5, -0.0, 1e16, 10**30)] == [
+        "1234", "1234", "1234.5", "-0", "10000000000000000", "1000000000000000000000000000000"
+    ]
+    assert decimal_text(1.5, 3) == "1500"
