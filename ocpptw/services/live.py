@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from ocpptw.clock import iso_z, now_z
 from ocpptw.interfaces import IChargerRegistry, ISessionObserver
+from ocpptw.ocpp.jsontext import compact
 
 #: Listener signature: C{(kind, chargePointId, json_text)}, kind C{"charger"} or C{"message"}.
 Listener = Callable[[str, str, str], None]
@@ -77,7 +78,7 @@ def message_text(
     if error_code is not None:
         head["errorCode"] = error_code
         head["errorDescription"] = error_description or ""
-    text = _encode(head)
+    text = compact(head)  # strings only: the same text as _encode, faster
     if payload_text is None:
         return text
     if len(payload_text) > max_payload:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocpptw.ocpp import frames
 from ocpptw.ocpp.errors import OcppError
@@ -219,3 +221,30 @@ def test_whitespace_around_the_frame_is_fine():
     """Leading and trailing JSON whitespace are allowed, as json.loads allows them."""
     assert parse('[2,"1","Heartbeat",{}] \r\n\t') == Call("1", "Heartbeat", {})
     assert parse(' \n[3,"1",{}]') == CallResult("1", {})
+
+
+_payload_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(min_value=-(2**80), max_value=2**80) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), _payload_values, max_size=5), st.booleans())
+def test_fast_reader_reads_what_the_stdlib_reads(payload, spaced):
+    """Every payload (long integers, floats of any range, any text) is read exactly as the stdlib reads it."""
+    text = json.dumps([2, "id", "Action", payload], ensure_ascii=not spaced, separators=(", ", ": ") if spaced else (",", ":"))
+    call = frames.parse(text)
+    expected = json.loads(text)[3]
+    assert call.payload == expected
+    assert json.dumps(call.payload) == json.dumps(expected)  # same types: ints stay ints, -0.0 stays -0.0
+
+
+def test_what_the_fast_reader_refuses_gets_the_stdlib_answer():
+    """A 30-digit integer is kept exact; numbers out of range and NaN stay FormationViolation."""
+    assert frames.parse('[2,"a","X",{"n":123456789012345678901234567890}]').payload == {"n": 123456789012345678901234567890}
+    for text in ('[2,"a","X",{"n":1e400}]', '[2,"a","X",{"n":NaN}]'):
+        with pytest.raises(FrameError):
+            frames.parse(text)
