@@ -22,9 +22,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from twisted.internet.defer import Deferred, TimeoutError, gatherResults
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocpptw.clock import iso_z
@@ -93,10 +94,29 @@ def timestamp_z(text: Any, fallback: datetime) -> str:
 
 def durable(*ds: Deferred[Any]) -> Deferred[None]:
     """
-    Fires once every Deferred in C{ds} has; fails with the first failure.
+    Fires once every Deferred in C{ds} has; fails with the first failure
+    (the others' failures are consumed).  What C{gatherResults} did, without
+    its list of results: this runs for the writes of every call.
     """
-    d = gatherResults(list(ds), consumeErrors=True)
-    return d.addCallbacks(lambda _: None, lambda f: f.value.subFailure)
+    out: Deferred[None] = Deferred()
+    remaining = len(ds)
+    if not remaining:
+        out.callback(None)
+        return out
+
+    def succeeded(_: object) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if not remaining and not out.called:
+            out.callback(None)
+
+    def failed(failure: Failure) -> None:
+        if not out.called:
+            out.errback(failure)
+
+    for d in ds:
+        d.addCallbacks(succeeded, failed)
+    return out
 
 
 @implementer(IChargerService)
