@@ -42,7 +42,7 @@ from collections import OrderedDict
 from decimal import Decimal
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from ocpptw.interfaces import ISessionService
@@ -219,7 +219,13 @@ class TransactionEvents:
             recorded = self._sessions.record_progress(cp, transaction_id, state.to_json(), ended, new)
             # An Updated event's meter values and its progress row are
             # queued in the same turn: one batch of the database thread.
-            await (recorded if published is None else _both(published, recorded))
+            if published is not None:
+                try:
+                    await published
+                except BaseException:
+                    recorded.addErrback(lambda _: None)  # the first failure is the one reported
+                    raise
+            await recorded
         except BaseException:
             # not durable: the charger's retry must be handled as new
             state.answers.pop(payload["seqNo"], None)
@@ -250,14 +256,6 @@ class TransactionEvents:
         if tx.rejected or tx.price is None:
             return None
         return self._sessions.stop_cost(tx, tx.meter_stop if tx.meter_stop is not None else meter_stop)
-
-
-def _both(first: Deferred[Any], second: Deferred[Any]) -> Deferred[None]:
-    """
-    Fires when both have; fails with the first failure (both are consumed).
-    """
-    d = gatherResults([first, second], consumeErrors=True)
-    return d.addCallbacks(lambda _: None, lambda f: f.value.subFailure)
 
 
 async def _again(answer: dict) -> dict:
