@@ -138,15 +138,21 @@ class Parts:
         return ordered
 
 
-def build_stores(config: Config, reactor: Any, metrics: Metrics) -> Stores:
+def build_stores(config: Config, reactor: Any, metrics: Metrics, worker: int = 0) -> Stores:
     """
     The state database, and the backend: the REST adapter for
     C{BACKEND_API_URL}, else the embedded store.
+
+    @param worker: this process's number among C{WORKERS} (0: the only
+        one).  A worker keeps its outbox and ledger in
+        C{DATA_DIR/worker-N/gateway.sqlite}; the embedded store,
+        C{DATA_DIR/embedded.sqlite}, is shared by every worker (WAL).
     """
     from ocpptw.store import ledger, outbox
 
     data = Path(config.data_dir)
-    state = Database(data / "gateway.sqlite", reactor, outbox.SCHEMA + ledger.SCHEMA)
+    own = data / f"worker-{worker}" if worker else data
+    state = Database(own / "gateway.sqlite", reactor, outbox.SCHEMA + ledger.SCHEMA)
     if config.backend_url:
         from ocpptw.adapters.backend_http import HttpBackend
 
@@ -219,6 +225,7 @@ def build_listeners(
     metrics: Metrics,
     site: Callable[..., Site],
     charger_factory: Any,
+    reuse_port: bool = False,
 ) -> Listeners:
     """
     One listener on C{PORT} (wss when TLS is configured); with a
@@ -228,6 +235,8 @@ def build_listeners(
     never paced, never queued behind a storm of chargers.
 
     @param site: C{(ws_factory, require_tls=None) -> Site}.
+    @param reuse_port: bind every port with C{SO_REUSEPORT} (a worker of
+        C{WORKERS}).
     """
     from ocpptw.transport.pacing import PacedServerEndpoint
 
@@ -252,7 +261,9 @@ def build_listeners(
 
     def paced(port: int, tls: Any = None) -> IStreamServerEndpoint:
         pacer = build_pacer(config, reactor, metrics, governor)
-        return PacedServerEndpoint(reactor, port, pacer, config.listen_backlog, config.host, tls=tls, outer=outer)
+        return PacedServerEndpoint(
+            reactor, port, pacer, config.listen_backlog, config.host, tls=tls, outer=outer, reuse_port=reuse_port
+        )
 
     others: list[ListenerService] = []
     if config.http_port is not None:
@@ -260,7 +271,12 @@ def build_listeners(
 
         kind = TCP6ServerEndpoint if ":" in config.host else TCP4ServerEndpoint
         probes = site(None)
-        others.append(ListenerService(kind(reactor, config.http_port, interface=config.host), outer(probes) if outer is not None else probes, "plain HTTP"))
+        endpoint: IStreamServerEndpoint = kind(reactor, config.http_port, interface=config.host)
+        if reuse_port:
+            from ocpptw.transport.listener import ReusePortEndpoint
+
+            endpoint = ReusePortEndpoint(reactor, config.http_port, config.host)
+        others.append(ListenerService(endpoint, outer(probes) if outer is not None else probes, "plain HTTP"))
     certificates = None
     if not config.tls:
         chargers = ListenerService(paced(config.port), site(charger_factory), "chargers (ws)")
@@ -277,9 +293,12 @@ def build_listeners(
     return Listeners(chargers, tuple(others), governor, certificates)
 
 
-def build(config: Config, reactor: Any) -> Parts:
+def build(config: Config, reactor: Any, worker: int = 0) -> Parts:
     """
     Every part of the gateway, wired, nothing started.
+
+    @param worker: this process's number among C{WORKERS}, or 0 when it
+        is the gateway's only process.
     """
     from ocpptw.ocpp.validation import Validator
     from ocpptw.services.chargers import ChargerService
@@ -294,7 +313,7 @@ def build(config: Config, reactor: Any) -> Parts:
     from ocpptw.transport.websocket import OcppServerFactory
 
     metrics = Metrics()
-    stores = build_stores(config, reactor, metrics)
+    stores = build_stores(config, reactor, metrics, worker)
     backend = stores.backend
     outbox = Outbox(
         stores.state,
@@ -422,7 +441,7 @@ def build(config: Config, reactor: Any) -> Parts:
         return build_site(ws_factory, config.ocpp_path, readiness, metrics.render, console.api, require_tls=require_tls,
                           console=console.files)
 
-    listeners = build_listeners(config, reactor, metrics, site, factory)
+    listeners = build_listeners(config, reactor, metrics, site, factory, reuse_port=bool(worker))
     listening.append(listeners)
     return Parts(
         config=config,
