@@ -103,7 +103,7 @@ def makeService(options: Options) -> IService:
     if options.config.workers > 1 and not worker:
         from ocpptw.app.gateway import make_supervisor
 
-        return make_supervisor(options.config, options.cli, options.to_stdout)  # type: ignore[no-any-return]
+        return make_supervisor(options.config, options.cli, options.to_stdout)
     try:
         return make_gateway(options.config, daemon=True, worker=worker)
     except (TlsError, OSError) as e:

@@ -130,7 +130,7 @@ class WorkerPool(Service):
         try:
             self.processes[index] = self._spawn(protocol, index)
         except Exception as e:  # noqa: BLE001 - retried like a crash
-            self.log.error("worker {worker} could not be started: {error}", worker=index, error=str(e))
+            self.log.warn("worker {worker} could not be started: {error}", worker=index, error=str(e))
             self.protocols.pop(index, None)
             self._again(index)
             return
@@ -152,7 +152,7 @@ class WorkerPool(Service):
             return
         if self._clock.seconds() - self._started_at.get(index, 0.0) >= STABLE:
             self.crashes[index] = 0
-        self.log.error("worker {worker} exited ({how}); starting it again", worker=index, how=how)
+        self.log.warn("worker {worker} exited ({how}); starting it again", worker=index, how=how)
         self._again(index)
 
     def _again(self, index: int) -> None:
@@ -161,7 +161,7 @@ class WorkerPool(Service):
         delay = self.backoff.delay(self.crashes[index])
         self._pending[index] = self._clock.callLater(delay, self._start, index)
 
-    def stopService(self) -> Deferred[Any]:  # type: ignore[override]
+    def stopService(self) -> Deferred[Any]:
         super().stopService()
         for call in self._pending.values():
             if call.active():
