@@ -351,9 +351,13 @@ def make_supervisor(config: Config, cli: list[str], inherit_output: bool, reacto
     @param inherit_output: the workers write to the parent's standard
         output (C{twistd -n} without a log file).
     """
+    from ocpptw.app.hub import Hub, HubListener
     from ocpptw.app.supervisor import WorkerPool, exit_zero_on_sigterm, process_spawner
+    from ocpptw.app.wiring import hub_socket
 
     reactor = _or_global_reactor(reactor)
+    tree = OrderedMultiService()
+    HubListener(Hub(reactor, config.workers), hub_socket(config), reactor).setServiceParent(tree)
     pool = WorkerPool(
         config.workers,
         process_spawner(reactor, cli, inherit_output),
@@ -366,5 +370,6 @@ def make_supervisor(config: Config, cli: list[str], inherit_output: bool, reacto
         instance=config.instance_id,
         port=config.port,
     )
+    pool.setServiceParent(tree)
     exit_zero_on_sigterm(reactor, GatewayService.log)
-    return pool
+    return tree

@@ -109,6 +109,8 @@ class Parts:
     listeners: Listeners
     console: Console
     readiness: Readiness
+    #: A worker's end of the channel to its parent (C{WORKERS}), a service.
+    hub: IService | None = None
 
     def services(self) -> list[IService]:
         """
@@ -134,6 +136,8 @@ class Parts:
         if self.listeners.certificates is not None:
             ordered.append(self.listeners.certificates)
         ordered.append(self.console.hub)
+        if self.hub is not None:
+            ordered.append(self.hub)
         ordered += [self.listeners.chargers, *self.listeners.others]
         return ordered
 
@@ -400,11 +404,22 @@ def build(config: Config, reactor: Any, worker: int = 0) -> Parts:
         server = AmqpCommandServer(connection, registry, bus, config.instance_id)
         bus = AmqpCommandBus(connection, bus, registry, reactor, default_timeout=config.call_timeout)
         broker = Broker(connection, server)
-    directory = None
+    hub_client = hub_service = None
+    if worker:
+        hub_client, hub_service = build_hub_client(config, reactor, worker, registry, bus, claims=connection is None)
+        if connection is None:
+            from ocpptw.app.hub import WorkerCommandBus
+
+            bus = WorkerCommandBus(bus, registry, hub_client)
+    directory: Any = None
     if connection is not None:
         from ocpptw.adapters.amqp_directory import AmqpDirectory
 
         directory = AmqpDirectory(connection, registry, reactor)
+    elif hub_client is not None:
+        from ocpptw.app.hub import WorkerDirectory
+
+        directory = WorkerDirectory(hub_client)
     api = CommandApi(
         bus, registry, config.admin_token, config.call_timeout,
         trusted=ProxyTrust(config.trusted_proxies), directory=directory,
@@ -437,8 +452,23 @@ def build(config: Config, reactor: Any, worker: int = 0) -> Parts:
         observer=metrics,
     )
 
+    host_ready: Any = readiness
+    host_metrics: Any = metrics.render
+    if hub_client is not None:
+        from types import SimpleNamespace
+
+        from ocpptw.app.hub import host_views
+
+        hub_client.reports.update(
+            ready=lambda: list(readiness.answer()),
+            metrics=lambda: metrics.render()[0].decode("utf-8"),
+            chargers=registry.describe_all,
+        )
+        ready_all, host_metrics = host_views(hub_client)
+        host_ready = SimpleNamespace(answer=ready_all)
+
     def site(ws_factory: Any, require_tls: int | None = None) -> Site:
-        return build_site(ws_factory, config.ocpp_path, readiness, metrics.render, console.api, require_tls=require_tls,
+        return build_site(ws_factory, config.ocpp_path, host_ready, host_metrics, console.api, require_tls=require_tls,
                           console=console.files)
 
     listeners = build_listeners(config, reactor, metrics, site, factory, reuse_port=bool(worker))
@@ -459,4 +489,33 @@ def build(config: Config, reactor: Any, worker: int = 0) -> Parts:
         listeners=listeners,
         console=console,
         readiness=readiness,
+        hub=hub_service,
     )
+
+
+def hub_socket(config: Config) -> str:
+    """
+    The workers' channel (C{WORKERS}): a UNIX socket in C{DATA_DIR}.
+    """
+    return str(Path(config.data_dir).resolve() / "workers.sock")
+
+
+def build_hub_client(config: Config, reactor: Any, worker: int, registry: Any, local_bus: Any, claims: bool) -> Any:
+    """
+    A worker's end of the channel to its parent and the service that keeps
+    it connected.
+    """
+    from twisted.application.internet import ClientService, backoffPolicy
+    from twisted.internet.endpoints import UNIXClientEndpoint
+
+    from ocpptw.app.hub import HubClient
+
+    client = HubClient(worker, registry, local_bus, reactor, {}, claims=claims, default_timeout=config.call_timeout)
+    service = ClientService(
+        UNIXClientEndpoint(reactor, hub_socket(config), timeout=5),
+        client.factory(),
+        retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0),
+        prepareConnection=client.connected,
+        clock=reactor,
+    )
+    return client, service

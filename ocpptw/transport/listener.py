@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 
 class ListenerService(Service):
@@ -82,6 +83,7 @@ class _ReusePort(tcp.Port):
         return skt  # type: ignore[no-any-return]
 
 
+@implementer(IStreamServerEndpoint)
 class ReusePortEndpoint:
     """
     A plain TCP server endpoint (IPv4 or IPv6, by the interface's address)
