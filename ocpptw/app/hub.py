@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
@@ -46,6 +47,9 @@ from ocpptw.interfaces import (
 MAX_LINE = 16 * 1024 * 1024
 #: Seconds a question to a worker or the parent may take (commands: their own timeout plus this).
 ASK_TIMEOUT = 10.0
+#: Seconds the parent waits for a worker's report (C{/ready}, C{/metrics});
+#: a worker that does not answer within it is reported as missing.
+REPORT_TIMEOUT = 5.0
 #: Close code and reason for a connection another worker holds now.
 CLAIMED_ELSEWHERE = (4001, "connected to another instance")
 
@@ -110,7 +114,7 @@ class Peer(LineOnlyReceiver):
         d.addTimeout(within, self.clock)
 
         def timed_out(failure: Failure) -> Failure:
-            if failure.check(TimeoutError):
+            if failure.check(TimeoutError, DeferredTimeout):
                 raise CommandTimeout(f"no answer over the workers' channel within {within:g} s")
             return failure
 
@@ -221,7 +225,7 @@ class Hub:
 
     def on_gather(self, peer: Peer, what: str) -> Deferred[Any]:
         workers = sorted(self.workers.items())
-        asked = [p.call("report", what=what) for _, p in workers]
+        asked = [p.call("report", within=REPORT_TIMEOUT, what=what) for _, p in workers]
 
         def collect(results: list) -> dict:
             reports = {str(w): value for (w, _), (ok, value) in zip(workers, results) if ok}
@@ -383,7 +387,7 @@ class HubClient:
         Every connected worker's C{what}: C{{"expected": N, "reports": {"1": ..., ...}}};
         only this worker's when the channel is down.
         """
-        d = self.ask("gather", what=what)
+        d = self.ask("gather", within=REPORT_TIMEOUT + ASK_TIMEOUT, what=what)
 
         def alone(failure: Failure) -> Deferred[Any]:
             failure.trap(HubUnavailable, CommandTimeout)
@@ -438,7 +442,7 @@ def _labelled(line: str, worker: str) -> str:
 def merge_ready(gathered: dict) -> tuple[int, dict]:
     """
     One C{/ready} answer for the host: unavailable when any worker is, degraded
-    when any worker is or one is missing (it is being started again), each
+    when any worker is or one does not answer (it is being started again), each
     reason naming its worker.
     """
     reports = gathered["reports"]
@@ -448,7 +452,7 @@ def merge_ready(gathered: dict) -> tuple[int, dict]:
         states.append(body.get("status"))
         reasons += [f"worker {worker}: {reason}" for reason in body.get("reasons", [])]
     missing = [str(n) for n in range(1, gathered["expected"] + 1) if str(n) not in reports]
-    reasons += [f"worker {n} is not running (being started again)" for n in missing]
+    reasons += [f"worker {n} does not answer (being started again, or stuck)" for n in missing]
     if "unavailable" in states:
         return 503, {"status": "unavailable", "reasons": reasons}
     if reasons:

@@ -105,8 +105,8 @@ def answer_calls(ws, seen: list) -> threading.Thread:
     return thread
 
 
-@pytest.fixture
-def host(tmp_path):
+@pytest.fixture(params=["local channel", "broker"])
+def host(request, tmp_path):
     port = free_port()
     tag = uuid.uuid4().hex[:8]
     env = dict(
@@ -116,13 +116,16 @@ def host(tmp_path):
         WEBSOCKET_HOST="127.0.0.1",
         DATA_DIR=str(tmp_path / "data"),
         INSTANCE_ID=f"wk-{tag}",
-        ENABLE_RABBITMQ="true",
-        RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672",
-        RABBITMQ_EXCHANGE=f"wk-{tag}.events",
-        RABBITMQ_COMMAND_EXCHANGE=f"wk-{tag}.commands",
         OCPP_PING_INTERVAL="0",
         DRAIN_GRACE="3",
     )
+    if request.param == "broker":
+        env.update(
+            ENABLE_RABBITMQ="true",
+            RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672",
+            RABBITMQ_EXCHANGE=f"wk-{tag}.events",
+            RABBITMQ_COMMAND_EXCHANGE=f"wk-{tag}.commands",
+        )
     log = open(tmp_path / "out.log", "wb")
     proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "ocpp"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -215,6 +218,43 @@ def test_a_killed_worker_is_restarted_and_its_chargers_reconnect_and_boot(host):
         wait_for(lambda identity=identity: held_by(port, identity), "held again")
     assert proc.poll() is None
     for ws in chargers.values():
+        ws.close()
+
+
+def test_metrics_and_ready_cover_every_worker(host):
+    proc, port, env, _ = host
+    chargers = [charger(port, f"WK-M{n}-{uuid.uuid4().hex[:6]}") for n in range(4)]
+    for _ in range(6):  # whichever worker answers
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=BOUND)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        connected = {
+            line.split('worker="')[1][0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("ocpp_connected_chargers{")
+        }
+        assert set(connected) == {"1", "2"}, text[:2000]
+        assert sum(connected.values()) == 4
+        assert text.count("# TYPE ocpp_connected_chargers ") == 1
+    worker = workers_of(proc.pid)[2]
+    os.kill(worker, signal.SIGSTOP)  # worker 2 cannot answer: the host's /ready says so, from worker 1
+    try:
+        def degraded():
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=12)  # the parent waits 5 s for a report
+            try:
+                status, body = api(conn, "GET", "/ready")
+            except OSError:  # the kernel handed this connection to the stopped worker
+                return None
+            finally:
+                conn.close()
+            return body if status == 200 and body["status"] == "degraded" else None
+
+        body = wait_for(degraded, "the host's /ready names the worker that does not answer", seconds=150)
+        assert body["reasons"] == ["worker 2 does not answer (being started again, or stuck)"]
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    for ws in chargers:
         ws.close()
 
 
