@@ -218,7 +218,7 @@ class PacedPort(tcp.Port):
         skt = super().createInternetSocket()
         if self.reuse_port:
             skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        return skt  # type: ignore[no-any-return]
+        return skt
 
     def startListening(self) -> None:
         super().startListening()

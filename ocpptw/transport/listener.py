@@ -80,7 +80,7 @@ class _ReusePort(tcp.Port):
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()
         skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        return skt  # type: ignore[no-any-return]
+        return skt
 
 
 @implementer(IStreamServerEndpoint)
