@@ -140,11 +140,19 @@ def host(request, tmp_path):
         wait_for(lambda: all(ready_status(port) == "ready" for _ in range(8)), "both workers ready")
         yield proc, port, env, tmp_path
     finally:
+        workers = workers_of(proc.pid)  # before the parent goes: its orphans would have another parent
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in workers_of(proc.pid).values():
-            os.kill(pid, signal.SIGKILL)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(BOUND)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for pid in workers.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         log.close()
 
 
