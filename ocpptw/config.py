@@ -229,6 +229,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ADMIN_API_TOKEN", "admin_token", _optional_text, "", "bearer token for the command and admin API", secret=True),
     Setting("INSTANCE_ID", "instance_id", _text, "", "this instance's name in events and charger lists (default: host name)"),
     Setting("INSTANCE_SLOT", "instance_slot", _int(0, 1023), "", "0-1023, part of transactionIds the gateway assigns (default: from INSTANCE_ID)"),
+    Setting("WORKERS", "workers", _int(1, 256), "1", "worker processes that share the ports, each with its own reactor (one per core); 1 runs the gateway in this one process"),
     Setting("HANDSHAKE_CONCURRENCY", "handshake_concurrency", _int(1, 100000), "256", "WebSocket handshakes in progress at once; more get 503"),
     Setting("HANDSHAKE_RATE_PER_IP", "handshake_rate_per_ip", _int(0, 1000000), "0", "handshakes per second from one address, 0 no limit"),
     Setting("MAX_CONNECTIONS_PER_IP", "max_connections_per_ip", _int(0, 10000000), "0", "open connections from one address, 0 no limit (chargers behind one NAT share an address)"),
@@ -268,6 +269,7 @@ GUARDED_PREFIXES = (
     "INSTANCE_",
     "DRAIN_",
     "GC_",
+    "WORKER",
 )
 
 #: What Kubernetes injects for every Service of the namespace (service
@@ -355,6 +357,7 @@ class Config:
     admin_token: str | None = None
     instance_id: str = "ocpptw"
     instance_slot: int = 0
+    workers: int = 1
     handshake_concurrency: int = 256
     handshake_rate_per_ip: int = 0
     max_connections_per_ip: int = 0
@@ -527,6 +530,8 @@ def _check(config: Config) -> None:
         raise ConfigError("CLIENT_CERT_HEADER needs TRUSTED_PROXIES: the header is trusted only from them")
     if config.http_port and config.http_port in (config.port, config.tls_port):
         raise ConfigError(f"HTTP_PORT must differ from PORT and TLS_PORT, got {config.http_port}")
+    if config.workers > 1 and 0 in (config.port, config.http_port, config.tls_port):
+        raise ConfigError("WORKERS above 1 needs fixed ports: PORT, HTTP_PORT and TLS_PORT cannot be 0")
     if config.enable_rabbitmq and config.rabbitmq_url is None:
         raise ConfigError("ENABLE_RABBITMQ=true needs RABBITMQ_URL")
 

@@ -49,9 +49,15 @@ class Options(usage.Options):
         "/health, /ready, /metrics and /api/v1 share the port. Settings come from "
         ".env.ocpp in the working directory, then the environment, then these options."
     )
-    optParameters = [[s.option, None, None, _help(s)] for s in SETTINGS]
+    optParameters = [[s.option, None, None, _help(s)] for s in SETTINGS] + [
+        ["worker", None, None, "set by the parent of WORKERS worker processes on each of them: its number, from 1"],
+    ]
 
     config: Config
+    #: The options as given (C{--name=value}), for the workers of C{WORKERS}.
+    cli: list[str]
+    #: Whether twistd writes its log to standard output (C{-n}, no C{--logfile}).
+    to_stdout = False
 
     def opt_version(self) -> None:
         """
@@ -62,6 +68,9 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         cli = {s.env: self[s.option] for s in SETTINGS if self[s.option] is not None}
+        self.cli = [f"--{s.option}={self[s.option]}" for s in SETTINGS if self[s.option] is not None]
+        if self["worker"] is not None and (not self["worker"].isdigit() or int(self["worker"]) < 1):
+            raise SystemExit(f"ocpp: --worker must be a number from 1, got {self['worker']!r}")
         try:
             dotenv = Path(DOTENV).read_text(encoding="utf-8") if Path(DOTENV).exists() else ""
         except (OSError, UnicodeDecodeError) as e:
@@ -74,6 +83,7 @@ class Options(usage.Options):
 
         configure(self.config.log_level)
         parent = getattr(self, "parent", None)
+        self.to_stdout = bool(parent is not None and parent.get("nodaemon") and not parent.get("logfile"))
         if parent is not None and not parent.get("logger") and not parent.get("syslog"):
             # Our observers escape charger text, redact secrets and honour
             # LOG_LEVEL and LOG_FORMAT, wherever twistd would write its log.
@@ -89,8 +99,13 @@ def makeService(options: Options) -> IService:
     from ocpptw.transport.tls import TlsError
 
     _one_line_start_failures()
+    worker = int(options["worker"] or 0)
+    if options.config.workers > 1 and not worker:
+        from ocpptw.app.gateway import make_supervisor
+
+        return make_supervisor(options.config, options.cli, options.to_stdout)
     try:
-        return make_gateway(options.config, daemon=True)
+        return make_gateway(options.config, daemon=True, worker=worker)
     except (TlsError, OSError) as e:
         raise SystemExit(f"ocpp: {e}") from None
 

@@ -67,6 +67,9 @@ def _implementers(tmp_path) -> list[Any]:
         settings = {"DATA_DIR": str(tmp_path / str(n)), "PORT": "0", **shape}
         gateway = make_gateway(load_config("", settings, {}, hostname="iface"), MemoryReactorClock())
         found += [obj for obj in _reachable(gateway) if OURS & set(providedBy(obj))]
+    # a worker of WORKERS without a broker: its commands go through the parent
+    worker = make_gateway(load_config("", {"DATA_DIR": str(tmp_path / "w"), "PORT": "0"}, {}, hostname="iface"), MemoryReactorClock(), worker=1)
+    found += [obj for obj in _reachable(worker) if OURS & set(providedBy(obj))]
     from ocpptw.transport.handshake import ChargerConnection
 
     found.append(ChargerConnection("CP-1", object()))

@@ -188,7 +188,9 @@ class GatewayService(OrderedMultiService):
         for warning in self.config.warnings():
             self.log.warn("{warning}", warning=warning)
         if self._daemon:
-            self._exit_zero_on_sigterm()
+            from ocpptw.app.supervisor import exit_zero_on_sigterm
+
+            exit_zero_on_sigterm(self.reactor, self.log)
         try:
             d = super().startService()
         except Exception as e:
@@ -240,23 +242,6 @@ class GatewayService(OrderedMultiService):
             atexit.register(os._exit, 1)
         if self.reactor.running:
             self.reactor.stop()
-
-    def _exit_zero_on_sigterm(self) -> None:
-        """
-        Make SIGTERM drain and exit 0, as orchestrators expect.  twistd would
-        otherwise re-raise the signal after the drain and exit with -15.
-        The handler is installed once the reactor runs (after twistd's own).
-        """
-        import signal
-
-        def install() -> None:
-            def on_term(signum: int, frame: Any) -> None:
-                self.log.info("SIGTERM: draining")
-                self.reactor.callFromThread(self.reactor.stop)
-
-            signal.signal(signal.SIGTERM, on_term)
-
-        self.reactor.callWhenRunning(install)
 
     @inlineCallbacks
     def stopService(self) -> Any:
@@ -321,16 +306,70 @@ def _reason(failure: Failure) -> str:
     return failure.getErrorMessage() or failure.type.__name__
 
 
-def make_gateway(config: Config, reactor: Any | None = None, daemon: bool = False) -> GatewayService:
+def make_gateway(config: Config, reactor: Any | None = None, daemon: bool = False, worker: int = 0) -> GatewayService:
     """
     Build the gateway from C{config}: nothing is opened until it starts.
 
     @param daemon: running under twistd: SIGTERM drains and exits 0, and a
         start that fails once the reactor runs exits 1.
+    @param worker: this process's number among C{WORKERS} (1-based), or 0
+        when it is the gateway's only process: a worker is an instance of
+        its own (C{INSTANCE_ID-wN}, C{INSTANCE_SLOT + N - 1}), binds its
+        ports with C{SO_REUSEPORT} and keeps its outbox and ledger in
+        C{DATA_DIR/worker-N}.
     """
+    if worker:
+        config = worker_config(config, worker)
     reactor = _or_global_reactor(reactor)
     if daemon:
         from ocpptw.observability.logs import bridge_stdlib_logging
 
         bridge_stdlib_logging()
-    return GatewayService(build(config, reactor), reactor, daemon)
+    return GatewayService(build(config, reactor, worker), reactor, daemon)
+
+
+def worker_config(config: Config, worker: int) -> Config:
+    """
+    The configuration of worker C{worker} (1-based) of C{config.workers}:
+    an instance of its own, within the one C{twistd ocpp}.
+    """
+    import dataclasses
+
+    return dataclasses.replace(
+        config,
+        workers=1,
+        instance_id=f"{config.instance_id}-w{worker}",
+        instance_slot=(config.instance_slot + worker - 1) % 1024,
+    )
+
+
+def make_supervisor(config: Config, cli: list[str], inherit_output: bool, reactor: Any | None = None) -> Any:
+    """
+    The parent of C{config.workers} worker processes (L{ocpptw.app.supervisor}).
+
+    @param cli: the parent's own C{twistd ocpp} options, handed to each worker.
+    @param inherit_output: the workers write to the parent's standard
+        output (C{twistd -n} without a log file).
+    """
+    from ocpptw.app.hub import Hub, HubListener
+    from ocpptw.app.supervisor import WorkerPool, exit_zero_on_sigterm, process_spawner
+    from ocpptw.app.wiring import hub_socket
+
+    reactor = _or_global_reactor(reactor)
+    tree = OrderedMultiService()
+    HubListener(Hub(reactor, config.workers), hub_socket(config), reactor).setServiceParent(tree)
+    pool = WorkerPool(
+        config.workers,
+        process_spawner(reactor, cli, inherit_output),
+        reactor,
+        stop_bound=config.drain_grace + DRAIN_EXTRA + 5.0,
+    )
+    GatewayService.log.info(
+        "ocpptw starting {count} workers (instances {instance}-w1 ... -w{count}) on port {port}",
+        count=config.workers,
+        instance=config.instance_id,
+        port=config.port,
+    )
+    pool.setServiceParent(tree)
+    exit_zero_on_sigterm(reactor, GatewayService.log)
+    return tree

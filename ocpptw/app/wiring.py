@@ -109,6 +109,8 @@ class Parts:
     listeners: Listeners
     console: Console
     readiness: Readiness
+    #: A worker's end of the channel to its parent (C{WORKERS}), a service.
+    hub: IService | None = None
 
     def services(self) -> list[IService]:
         """
@@ -134,19 +136,27 @@ class Parts:
         if self.listeners.certificates is not None:
             ordered.append(self.listeners.certificates)
         ordered.append(self.console.hub)
+        if self.hub is not None:
+            ordered.append(self.hub)
         ordered += [self.listeners.chargers, *self.listeners.others]
         return ordered
 
 
-def build_stores(config: Config, reactor: Any, metrics: Metrics) -> Stores:
+def build_stores(config: Config, reactor: Any, metrics: Metrics, worker: int = 0) -> Stores:
     """
     The state database, and the backend: the REST adapter for
     C{BACKEND_API_URL}, else the embedded store.
+
+    @param worker: this process's number among C{WORKERS} (0: the only
+        one).  A worker keeps its outbox and ledger in
+        C{DATA_DIR/worker-N/gateway.sqlite}; the embedded store,
+        C{DATA_DIR/embedded.sqlite}, is shared by every worker (WAL).
     """
     from ocpptw.store import ledger, outbox
 
     data = Path(config.data_dir)
-    state = Database(data / "gateway.sqlite", reactor, outbox.SCHEMA + ledger.SCHEMA)
+    own = data / f"worker-{worker}" if worker else data
+    state = Database(own / "gateway.sqlite", reactor, outbox.SCHEMA + ledger.SCHEMA)
     if config.backend_url:
         from ocpptw.adapters.backend_http import HttpBackend
 
@@ -219,6 +229,7 @@ def build_listeners(
     metrics: Metrics,
     site: Callable[..., Site],
     charger_factory: Any,
+    reuse_port: bool = False,
 ) -> Listeners:
     """
     One listener on C{PORT} (wss when TLS is configured); with a
@@ -228,6 +239,8 @@ def build_listeners(
     never paced, never queued behind a storm of chargers.
 
     @param site: C{(ws_factory, require_tls=None) -> Site}.
+    @param reuse_port: bind every port with C{SO_REUSEPORT} (a worker of
+        C{WORKERS}).
     """
     from ocpptw.transport.pacing import PacedServerEndpoint
 
@@ -252,7 +265,9 @@ def build_listeners(
 
     def paced(port: int, tls: Any = None) -> IStreamServerEndpoint:
         pacer = build_pacer(config, reactor, metrics, governor)
-        return PacedServerEndpoint(reactor, port, pacer, config.listen_backlog, config.host, tls=tls, outer=outer)
+        return PacedServerEndpoint(
+            reactor, port, pacer, config.listen_backlog, config.host, tls=tls, outer=outer, reuse_port=reuse_port
+        )
 
     others: list[ListenerService] = []
     if config.http_port is not None:
@@ -260,7 +275,12 @@ def build_listeners(
 
         kind = TCP6ServerEndpoint if ":" in config.host else TCP4ServerEndpoint
         probes = site(None)
-        others.append(ListenerService(kind(reactor, config.http_port, interface=config.host), outer(probes) if outer is not None else probes, "plain HTTP"))
+        endpoint: IStreamServerEndpoint = kind(reactor, config.http_port, interface=config.host)
+        if reuse_port:
+            from ocpptw.transport.listener import ReusePortEndpoint
+
+            endpoint = ReusePortEndpoint(reactor, config.http_port, config.host)
+        others.append(ListenerService(endpoint, outer(probes) if outer is not None else probes, "plain HTTP"))
     certificates = None
     if not config.tls:
         chargers = ListenerService(paced(config.port), site(charger_factory), "chargers (ws)")
@@ -277,9 +297,12 @@ def build_listeners(
     return Listeners(chargers, tuple(others), governor, certificates)
 
 
-def build(config: Config, reactor: Any) -> Parts:
+def build(config: Config, reactor: Any, worker: int = 0) -> Parts:
     """
     Every part of the gateway, wired, nothing started.
+
+    @param worker: this process's number among C{WORKERS}, or 0 when it
+        is the gateway's only process.
     """
     from ocpptw.ocpp.validation import Validator
     from ocpptw.services.chargers import ChargerService
@@ -294,7 +317,7 @@ def build(config: Config, reactor: Any) -> Parts:
     from ocpptw.transport.websocket import OcppServerFactory
 
     metrics = Metrics()
-    stores = build_stores(config, reactor, metrics)
+    stores = build_stores(config, reactor, metrics, worker)
     backend = stores.backend
     outbox = Outbox(
         stores.state,
@@ -381,11 +404,22 @@ def build(config: Config, reactor: Any) -> Parts:
         server = AmqpCommandServer(connection, registry, bus, config.instance_id)
         bus = AmqpCommandBus(connection, bus, registry, reactor, default_timeout=config.call_timeout)
         broker = Broker(connection, server)
-    directory = None
+    hub_client = hub_service = None
+    if worker:
+        hub_client, hub_service = build_hub_client(config, reactor, worker, registry, bus, claims=connection is None)
+        if connection is None:
+            from ocpptw.app.hub import WorkerCommandBus
+
+            bus = WorkerCommandBus(bus, registry, hub_client)
+    directory: Any = None
     if connection is not None:
         from ocpptw.adapters.amqp_directory import AmqpDirectory
 
         directory = AmqpDirectory(connection, registry, reactor)
+    elif hub_client is not None:
+        from ocpptw.app.hub import WorkerDirectory
+
+        directory = WorkerDirectory(hub_client)
     api = CommandApi(
         bus, registry, config.admin_token, config.call_timeout,
         trusted=ProxyTrust(config.trusted_proxies), directory=directory,
@@ -418,11 +452,26 @@ def build(config: Config, reactor: Any) -> Parts:
         observer=metrics,
     )
 
+    host_ready: Any = readiness
+    host_metrics: Any = metrics.render
+    if hub_client is not None:
+        from types import SimpleNamespace
+
+        from ocpptw.app.hub import host_views
+
+        hub_client.reports.update(
+            ready=lambda: list(readiness.answer()),
+            metrics=lambda: metrics.render()[0].decode("utf-8"),
+            chargers=registry.describe_all,
+        )
+        ready_all, host_metrics = host_views(hub_client)
+        host_ready = SimpleNamespace(answer=ready_all)
+
     def site(ws_factory: Any, require_tls: int | None = None) -> Site:
-        return build_site(ws_factory, config.ocpp_path, readiness, metrics.render, console.api, require_tls=require_tls,
+        return build_site(ws_factory, config.ocpp_path, host_ready, host_metrics, console.api, require_tls=require_tls,
                           console=console.files)
 
-    listeners = build_listeners(config, reactor, metrics, site, factory)
+    listeners = build_listeners(config, reactor, metrics, site, factory, reuse_port=bool(worker))
     listening.append(listeners)
     return Parts(
         config=config,
@@ -440,4 +489,33 @@ def build(config: Config, reactor: Any) -> Parts:
         listeners=listeners,
         console=console,
         readiness=readiness,
+        hub=hub_service,
     )
+
+
+def hub_socket(config: Config) -> str:
+    """
+    The workers' channel (C{WORKERS}): a UNIX socket in C{DATA_DIR}.
+    """
+    return str(Path(config.data_dir).resolve() / "workers.sock")
+
+
+def build_hub_client(config: Config, reactor: Any, worker: int, registry: Any, local_bus: Any, claims: bool) -> Any:
+    """
+    A worker's end of the channel to its parent and the service that keeps
+    it connected.
+    """
+    from twisted.application.internet import ClientService, backoffPolicy
+    from twisted.internet.endpoints import UNIXClientEndpoint
+
+    from ocpptw.app.hub import HubClient
+
+    client = HubClient(worker, registry, local_bus, reactor, {}, claims=claims, default_timeout=config.call_timeout)
+    service = ClientService(
+        UNIXClientEndpoint(reactor, hub_socket(config), timeout=5),
+        client.factory(),
+        retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0),
+        prepareConnection=client.connected,
+        clock=reactor,
+    )
+    return client, service

@@ -197,6 +197,8 @@ class PacedPort(tcp.Port):
     """
 
     _resume: Any = None
+    #: Bind with C{SO_REUSEPORT} (C{WORKERS}: every worker binds the port).
+    reuse_port = False
 
     def __init__(
         self,
@@ -211,6 +213,12 @@ class PacedPort(tcp.Port):
         super().__init__(port, factory, backlog, interface, reactor)
         self._pacer = pacer
         self._on_listening = on_listening
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        if self.reuse_port:
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return skt
 
     def startListening(self) -> None:
         super().startListening()

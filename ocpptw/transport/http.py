@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.defer import Deferred
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -50,7 +51,10 @@ class Ready(Resource):
             reasons = [reason for ok, reason in (check() for check in self._readiness) if not ok]
             status, body = (503, {"status": "unavailable", "reasons": reasons}) if reasons else (200, {"status": "ready"})
         else:
-            status, body = self._readiness.answer()
+            answer = self._readiness.answer()
+            if isinstance(answer, Deferred):  # the whole host's, from every worker (WORKERS)
+                return _later(request, answer, lambda result: write_json(request, *result))
+            status, body = answer
         return write_json(request, status, body)
 
 
@@ -68,9 +72,35 @@ class Metrics(Resource):
         self._render = render
 
     def render_GET(self, request: Request) -> bytes:
-        body, content_type = self._render()
-        request.setHeader(b"content-type", content_type.encode("ascii"))
-        return body
+        rendered = self._render()
+        if isinstance(rendered, Deferred):  # every worker's (WORKERS)
+            return _later(request, rendered, lambda result: _metrics_body(request, *result))
+        return _metrics_body(request, *rendered)
+
+
+def _metrics_body(request: Request, body: bytes, content_type: str) -> bytes:
+    request.setHeader(b"content-type", content_type.encode("ascii"))
+    return body
+
+
+def _later(request: Request, d: Deferred[Any], write: Callable[[Any], bytes]) -> Any:
+    """
+    Answer C{request} once C{d} fires (503 when it fails).
+    """
+
+    def done(result: Any) -> None:
+        if request.finished or getattr(request, "_disconnected", False):
+            return
+        request.write(write(result))
+        request.finish()
+
+    def failed(failure: Any) -> None:
+        if not request.finished and not getattr(request, "_disconnected", False):
+            request.write(write_json(request, 503, {"status": "unavailable", "reasons": [failure.getErrorMessage()]}))
+            request.finish()
+
+    d.addCallbacks(done, failed)
+    return NOT_DONE_YET
 
 
 class _NotFound(Resource):

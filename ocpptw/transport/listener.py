@@ -12,13 +12,16 @@ chargers that connect earlier wait in the kernel's listen queue.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet import tcp
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 
 class ListenerService(Service):
@@ -71,3 +74,33 @@ class ListenerService(Service):
         if port is None:
             return None
         return port.stopListening()
+
+
+class _ReusePort(tcp.Port):
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return skt
+
+
+@implementer(IStreamServerEndpoint)
+class ReusePortEndpoint:
+    """
+    A plain TCP server endpoint (IPv4 or IPv6, by the interface's address)
+    that binds with C{SO_REUSEPORT}, so that the workers of C{WORKERS}
+    each listen on the same port and the kernel spreads connections.
+    """
+
+    def __init__(self, reactor: Any, port: int, interface: str = "", backlog: int = 50) -> None:
+        self._reactor = reactor
+        self._port = port
+        self._interface = interface
+        self._backlog = backlog
+
+    def listen(self, factory: Any) -> Deferred[IListeningPort]:
+        try:
+            port = _ReusePort(self._port, factory, self._backlog, self._interface, self._reactor)
+            port.startListening()
+        except Exception as e:  # noqa: BLE001 - the caller's Deferred reports it
+            return fail(e)
+        return succeed(port)

@@ -207,6 +207,8 @@ class PacedServerEndpoint:
         or C{None} for plain TCP.
     @param outer: wraps the factory the TCP port uses, outside TLS (a
         per-address connection cap refuses before any TLS work).
+    @param reuse_port: bind with C{SO_REUSEPORT} (the workers of
+        C{WORKERS} share the port).
     """
 
     def __init__(
@@ -218,8 +220,10 @@ class PacedServerEndpoint:
         interface: str = "",
         tls: Any = None,
         outer: Callable[[Any], Any] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._outer = outer
+        self._reuse_port = reuse_port
         self._reactor = reactor
         self._port = port
         self._interface = interface
@@ -237,6 +241,7 @@ class PacedServerEndpoint:
             factory = self._outer(factory)
         try:
             port = PacedPort(self._port, factory, self._backlog, self._interface, self._reactor, self.pacer, _listening_hooks)
+            port.reuse_port = self._reuse_port
             port.startListening()
         except Exception as e:  # noqa: BLE001 - the caller's Deferred reports it
             return fail(e)
