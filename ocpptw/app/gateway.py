@@ -325,7 +325,12 @@ def make_gateway(config: Config, reactor: Any | None = None, daemon: bool = Fals
         from ocpptw.observability.logs import bridge_stdlib_logging
 
         bridge_stdlib_logging()
-    return GatewayService(build(config, reactor, worker), reactor, daemon)
+    gateway = GatewayService(build(config, reactor, worker), reactor, daemon)
+    if worker and daemon:
+        from ocpptw.app.supervisor import ParentWatch
+
+        ParentWatch(reactor, reactor.stop).setServiceParent(gateway)
+    return gateway
 
 
 def worker_config(config: Config, worker: int) -> Config:

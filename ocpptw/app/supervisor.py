@@ -27,10 +27,11 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IReadDescriptor
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 #: Seconds a worker must run before its next crash counts as the first.
 STABLE = 60.0
@@ -233,3 +234,57 @@ def exit_zero_on_sigterm(reactor: Any, log: Logger) -> None:
         signal.signal(signal.SIGTERM, on_term)
 
     reactor.callWhenRunning(install)
+
+
+@implementer(IReadDescriptor)
+class ParentWatch(Service):
+    """
+    In a worker: the read end of the pipe the parent holds on this
+    process's standard input.  When it closes, the parent is gone (killed,
+    or crashed past its own drain), and the worker drains and stops rather
+    than keep serving the port on its own.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, on_gone: Callable[[], object], fd: int = 0) -> None:
+        self._reactor = reactor
+        self._on_gone = on_gone
+        self._fd = fd
+
+    def startService(self) -> None:
+        super().startService()
+        os.set_blocking(self._fd, False)
+        self._reactor.addReader(self)
+
+    def stopService(self) -> None:
+        self._reactor.removeReader(self)
+        super().stopService()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:
+        return "ParentWatch"
+
+    def doRead(self) -> None:
+        try:
+            data = os.read(self._fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._reactor.removeReader(self)
+            self._gone()
+
+    def connectionLost(self, reason: Failure) -> None:
+        # the reactor's word for a pipe whose writer closed (a hang-up
+        # without data to read)
+        self._gone()
+
+    def _gone(self) -> None:
+        if self.running:
+            self.log.warn("the supervising process is gone: this worker drains and stops")
+            self.running = False
+            self._on_gone()

@@ -282,3 +282,32 @@ def test_sigterm_drains_every_worker_and_exits_zero(host):
     assert log.count("drain: closed") == 2, log[-3000:]
     assert "worker 1 exited (status 0)" in log and "worker 2 exited (status 0)" in log
 
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_workers_stop_when_their_parent_is_killed(host):
+    """
+    A parent killed with SIGKILL cannot drain them: each worker sees its
+    standard input (the parent's pipe) close, drains and exits, and the
+    port is free again, so no orphan keeps serving on its own.
+    """
+    proc, port, env, tmp_path = host
+    ws = charger(port, f"WK-ORPHAN-{uuid.uuid4().hex[:6]}")
+    workers = workers_of(proc.pid)
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait(BOUND)
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=BOUND)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    wait_for(lambda: all(_gone(pid) for pid in workers.values()), "both workers exit")
+    wait_for(lambda: health(port) is None, "the port is free")
+    log = (tmp_path / "out.log").read_text()
+    assert log.count("the supervising process is gone") == 2, log[-3000:]
