@@ -455,6 +455,14 @@ def parse_dotenv(text: str) -> dict[str, str]:
     return values
 
 
+def slot_of(instance_id: str) -> int:
+    """
+    The default C{INSTANCE_SLOT} of an instance: a hash of its id, 0-1023.
+    """
+    digest = hashlib.sha256(instance_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:2], "big") % 1024
+
+
 def load_config(
     dotenv_text: str = "",
     environ: Mapping[str, str] | None = None,
@@ -503,8 +511,7 @@ def load_config(
     if not values.get("instance_id"):
         values["instance_id"] = hostname
     if "instance_slot" not in values:
-        digest = hashlib.sha256(values["instance_id"].encode("utf-8")).digest()
-        values["instance_slot"] = int.from_bytes(digest[:2], "big") % 1024
+        values["instance_slot"] = slot_of(values["instance_id"])
     config = Config(**values)
     _check(config)
     return config

@@ -30,7 +30,7 @@ from ocpptw.adapters.amqp import AmqpConnection
 from ocpptw.adapters.amqp_commands import AmqpCommandServer
 from ocpptw.app.tree import OrderedMultiService
 from ocpptw.app.wiring import Parts, build
-from ocpptw.config import Config
+from ocpptw.config import Config, slot_of
 from ocpptw.interfaces import IBackend, ICommandBus, IEventPublisher
 from ocpptw.observability.metrics import Metrics
 from ocpptw.services.registry import ChargerRegistry
@@ -344,7 +344,14 @@ def worker_config(config: Config, worker: int) -> Config:
         config,
         workers=1,
         instance_id=f"{config.instance_id}-w{worker}",
-        instance_slot=(config.instance_slot + worker - 1) % 1024,
+        # a slot of its own: hashed from the worker's instance id as the
+        # default is from INSTANCE_ID (so two hosts' workers do not take
+        # neighbouring slots), or the next ones after an INSTANCE_SLOT set
+        instance_slot=(
+            slot_of(f"{config.instance_id}-w{worker}")
+            if config.instance_slot == slot_of(config.instance_id)
+            else (config.instance_slot + worker - 1) % 1024
+        ),
     )
 
 

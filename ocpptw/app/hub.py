@@ -126,10 +126,18 @@ class Peer(LineOnlyReceiver):
         except ValueError:
             self.log.warn("workers' channel: a line that is not JSON")
             return
+        if (
+            type(message) is not dict
+            or not isinstance(message.get("id"), (int, str, type(None)))
+            or not isinstance(message.get("args", {}), dict)
+            or not isinstance(message.get("method", ""), str)
+        ):
+            self.log.warn("workers' channel: a line that is not a message")
+            return
         if "method" in message:
             self._answer(message)
             return
-        d = self._pending.pop(message.get("id"), None)
+        d = self._pending.pop(message.get("id"), None)  # type: ignore[arg-type]  # an id of ours, or nothing
         if d is None:
             return
         if "error" in message:
@@ -483,6 +491,11 @@ class HubListener(Service):
     """
     The parent's service for the channel: listens on C{path} (a stale
     socket file from an earlier run is removed first) while running.
+
+    It first takes an exclusive lock on C{workers.lock} beside the socket
+    and holds it while running: with C{SO_REUSEPORT} a second C{twistd
+    ocpp} on the same C{DATA_DIR} would otherwise bind the same ports,
+    take over the channel and deliver the same outboxes.
     """
 
     def __init__(self, hub: Hub, path: str, reactor: Any) -> None:
@@ -490,11 +503,23 @@ class HubListener(Service):
         self.path = path
         self._reactor = reactor
         self.port: Any = None
+        self._lock: int | None = None
 
     def startService(self) -> None:
+        import fcntl
         import os
 
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        lock = os.open(os.path.join(directory, "workers.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            from ocpptw.app.gateway import StartFailed
+
+            raise StartFailed(f"another ocpptw runs workers on DATA_DIR {directory} (it holds workers.lock)") from None
+        self._lock = lock
         if os.path.exists(self.path):
             os.unlink(self.path)
         self.port = self._reactor.listenUNIX(self.path, self.hub.factory(), mode=0o600)
@@ -503,4 +528,13 @@ class HubListener(Service):
     def stopService(self) -> Deferred[Any]:
         super().stopService()
         port, self.port = self.port, None
-        return succeed(None) if port is None else maybeDeferred(port.stopListening)
+        d = succeed(None) if port is None else maybeDeferred(port.stopListening)
+        return d.addBoth(self._unlock)
+
+    def _unlock(self, result: Any) -> Any:
+        import os
+
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)  # and with it the lock
+        return result

@@ -279,7 +279,7 @@ def build_listeners(
         if reuse_port:
             from ocpptw.transport.listener import ReusePortEndpoint
 
-            endpoint = ReusePortEndpoint(reactor, config.http_port, config.host)
+            endpoint = ReusePortEndpoint(reactor, config.http_port, config.host, backlog=config.listen_backlog)
         others.append(ListenerService(endpoint, outer(probes) if outer is not None else probes, "plain HTTP"))
     certificates = None
     if not config.tls:

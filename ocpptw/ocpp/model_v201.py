@@ -7,7 +7,7 @@ Pure functions.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 VERSION = "2.0.1"
@@ -68,6 +68,10 @@ def id_token_info(info: dict) -> dict:
 
 _EXACT = 10**28
 
+#: The largest power of ten a C{unitOfMeasure.multiplier} may scale by (the
+#: schema sets no bound; SI prefixes go to 30).
+MAX_MULTIPLIER = 30
+
 
 def decimal_text(value: Any, multiplier: Any = None) -> str:
     """
@@ -84,12 +88,16 @@ def decimal_text(value: Any, multiplier: Any = None) -> str:
             text = repr(value)
             if "e" not in text and "n" not in text:  # not 1e+16, inf or nan
                 return text[:-2] if text.endswith(".0") else text
+    if multiplier and not (type(multiplier) is int and -MAX_MULTIPLIER <= multiplier <= MAX_MULTIPLIER):
+        # unreadable as sent (the meter code logs and keeps it), never a
+        # million-digit text from a one-digit value
+        return f"{value!r}E{multiplier!r}"[:64]
     try:
         number = Decimal(repr(value) if isinstance(value, float) else str(value))
         if multiplier:
             number = number.scaleb(int(multiplier))
         return format(number.normalize(), "f") if number == number.to_integral_value() else format(number, "f")
-    except (InvalidOperation, ValueError, TypeError, OverflowError):
+    except (ArithmeticError, ValueError, TypeError):  # decimal's errors are ArithmeticErrors
         return str(value)
 
 

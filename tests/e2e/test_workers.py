@@ -311,3 +311,19 @@ def test_workers_stop_when_their_parent_is_killed(host):
     wait_for(lambda: health(port) is None, "the port is free")
     log = (tmp_path / "out.log").read_text()
     assert log.count("the supervising process is gone") == 2, log[-3000:]
+
+
+def test_a_second_parent_on_the_same_data_dir_refuses_to_start(host):
+    """
+    SO_REUSEPORT would let a second C{twistd ocpp} share the ports, the
+    channel and the outboxes: the first parent's lock on C{DATA_DIR} stops
+    it with one line and a non-zero exit, and the first goes on serving.
+    """
+    proc, port, env, tmp_path = host
+    other = tmp_path / "second"
+    other.mkdir()
+    done = subprocess.run([TWISTD, "-n", "--pidfile=", "ocpp"], cwd=other, env=env, capture_output=True, text=True, timeout=BOUND)
+    assert done.returncode != 0
+    assert "another ocpptw runs workers on DATA_DIR" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert proc.poll() is None and health(port) == 200

@@ -270,3 +270,13 @@ def test_sampled_value_text_examples():
         "1234", "1234", "1234.5", "-0", "10000000000000000", "1000000000000000000000000000000"
     ]
     assert decimal_text(1.5, 3) == "1500"
+
+
+def test_an_absurd_multiplier_is_kept_as_sent_not_expanded():
+    """A multiplier beyond 10^30 is not applied: no million-digit text from a small frame."""
+    from ocpptw.ocpp.model_v201 import decimal_text
+
+    assert decimal_text(1, 999999) == "1E999999"
+    assert decimal_text(1, 10**6) == "1E1000000"
+    assert len(decimal_text(1.5e308, 30)) < 400
+    assert decimal_text(1, 30) == "1" + "0" * 30
