@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from zope.interface import implementer
 
 from ocpptw.interfaces import IOutbox
-from tests.helpers import bounded, until
+from tests.helpers import WAIT, bounded, until
 
 #: The broker the integration tests use.
 BROKER_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -97,13 +97,40 @@ async def open_client(reactor: Any) -> Any:
     return await bounded(protocol.ready)
 
 
+async def _delete_command_queue(client: Any, queue: str, seconds: float = WAIT) -> None:
+    """
+    Delete an instance's command queue.  It is exclusive to the instance's
+    connection: when a test has just killed that instance, the broker may not
+    have seen the connection close yet and answers 405 RESOURCE_LOCKED (the
+    queue goes with the connection then).  Retry on a fresh channel, bounded.
+    """
+    from pika.exceptions import ChannelClosedByBroker
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    waited, step = 0.0, 0.1
+    while True:
+        channel = await bounded(client.channel())
+        try:
+            await bounded(channel.queue_delete(queue=queue))
+        except ChannelClosedByBroker as e:
+            if e.reply_code != 405 or waited >= seconds:
+                raise
+            await deferLater(reactor, step, lambda: None)
+            waited += step
+        else:
+            await bounded(channel.close() or succeed(None))
+            return
+
+
 async def delete_topology(client: Any, names: Names, instances: tuple[str, ...] = ()) -> None:
     """
     Delete everything a test declared for C{names}.
     """
+    for instance in instances:
+        await _delete_command_queue(client, f"{names.commands}.{instance}")
     channel = await bounded(client.channel())
-    for queue in [f"{names.events}.unroutable"] + [f"{names.commands}.{i}" for i in instances]:
-        await bounded(channel.queue_delete(queue=queue))
+    await bounded(channel.queue_delete(queue=f"{names.events}.unroutable"))
     for exchange in (names.events, f"{names.events}.unroutable", names.commands, f"{names.commands}.claims"):
         await bounded(channel.exchange_delete(exchange=exchange))
     await bounded(channel.close() or succeed(None))
