@@ -17,8 +17,9 @@ With C{--ocpp 2.0.1} the chargers are 2.0.1 stations and the mix is
 translated call for call: Heartbeat, StatusNotification, MeterValues
 outside a session, and a session of Authorize, TransactionEvent Started,
 three TransactionEvent Updated carrying the same ten sampled values as the
-1.6 MeterValues, and TransactionEvent Ended.  C{bench/v201_cost.py}
-compares the two versions.
+1.6 MeterValues, and TransactionEvent Ended.  Run both versions under
+callgrind (the four commands of docs/performance.md, "OCPP 2.0.1 against
+1.6") to compare them.
 
 It prints one line: CPU microseconds per call in all, on the reactor thread
 and on the other (database) threads, measured after the first 500 calls

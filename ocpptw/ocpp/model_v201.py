@@ -68,6 +68,9 @@ def id_token_info(info: dict) -> dict:
 
 _EXACT = 10**28
 
+#: Numbers below this magnitude (the meter code's MAX_READING) stay numbers.
+_READING = 10**15
+
 #: The largest power of ten a C{unitOfMeasure.multiplier} may scale by (the
 #: schema sets no bound; SI prefixes go to 30).
 MAX_MULTIPLIER = 30
@@ -105,7 +108,10 @@ def sampled_values(meter_values: list) -> list[dict]:
     """
     2.0.1 C{meterValue}s in the model's (1.6) shape: each C{sampledValue}'s
     numeric C{value} with C{unitOfMeasure.multiplier} applied (exactly, in
-    L{Decimal}) becomes a decimal string, C{unitOfMeasure.unit} its unit;
+    L{Decimal}) becomes a decimal string (a number without a multiplier,
+    below L{ocpptw.services.meter.MAX_READING}, stays the number: the meter
+    code reads it as it would read its decimal text), C{unitOfMeasure.unit}
+    its unit;
     measurand, phase, context and location are copied.
     """
     out = []
@@ -113,10 +119,13 @@ def sampled_values(meter_values: list) -> list[dict]:
         samples = []
         for sampled in meter_value.get("sampledValue") or ():
             unit_of_measure = sampled.get("unitOfMeasure")
-            if unit_of_measure:
-                sample: dict[str, Any] = {"value": decimal_text(sampled.get("value"), unit_of_measure.get("multiplier"))}
+            value = sampled.get("value")
+            multiplier = unit_of_measure.get("multiplier") if unit_of_measure else None
+            kind = type(value)
+            if (kind is int or kind is float) and not multiplier and -_READING < value < _READING:
+                sample: dict[str, Any] = {"value": value}  # the meter code reads these numbers as they are
             else:
-                sample = {"value": decimal_text(sampled.get("value"))}
+                sample = {"value": decimal_text(value, multiplier)}
             # unrolled: four lookups a sampled value, ten values a meter frame
             field = sampled.get("measurand")
             if field is not None:

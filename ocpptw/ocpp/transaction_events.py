@@ -42,8 +42,9 @@ from collections import OrderedDict
 from decimal import Decimal
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from ocpptw.interfaces import ISessionService
 from ocpptw.ocpp.model_v201 import (
@@ -143,9 +144,88 @@ class TransactionEvents:
     def event(self, cp: str, payload: dict, now: Any) -> Deferred[dict]:
         info = payload["transactionInfo"]
         state = self._open.get((cp, info["transactionId"]))
-        if state is not None and payload["seqNo"] in state.answers:
-            return Deferred.fromCoroutine(_again(state.answers[payload["seqNo"]]))
+        if state is not None:
+            known = state.answers.get(payload["seqNo"])
+            if known is not None:
+                return succeed(dict(known))
+            if payload["eventType"] == "Updated" and (state.info is not None or not _carries_token(payload)):
+                # most events: a transaction in memory that this event
+                # neither starts nor ends, without a coroutine
+                return self._updated(cp, payload, state)
         return Deferred.fromCoroutine(self._event(cp, payload, now, state))
+
+    def _updated(self, cp: str, payload: dict, state: _Open) -> Deferred[dict]:
+        transaction_id = payload["transactionInfo"]["transactionId"]
+        self._open.move_to_end((cp, transaction_id))
+        published = self._meter(cp, transaction_id, payload, state)
+        answer: dict[str, Any] = {}
+        if _carries_token(payload):
+            answer["idTokenInfo"] = id_token_info(state.info)  # type: ignore[arg-type]  # checked by event()
+        return self._record(cp, transaction_id, payload["seqNo"], state, answer, False, published)
+
+    def _meter(self, cp: str, transaction_id: str, payload: dict, state: _Open) -> Deferred[None] | None:
+        """
+        Take the event's EVSE and energy registers into C{state}; publish
+        its meter values.
+        """
+        evse = payload.get("evse")
+        if evse:
+            if evse.get("id") is not None:
+                state.evse_id = evse["id"]
+            if evse.get("connectorId") is not None:
+                state.connector_id = evse["connectorId"]
+        meter_values = payload.get("meterValue")
+        if not meter_values:
+            return None
+        samples = sampled_values(meter_values)
+        found = self._sessions.energy_registers(samples)
+        if found:
+            if state.first is None:
+                state.first = _pick(found, "Transaction.Begin", last=False)
+            state.last = _pick(found, "Transaction.End", last=True)
+        extra = {"evseId": state.evse_id} if state.evse_id is not None else None
+        return self._sessions.meter_samples(cp, state.connector_id, transaction_id, samples, extra=extra)
+
+    def _record(
+        self, cp: str, transaction_id: str, seq: int, state: _Open, answer: dict, ended: bool, published: Deferred[None] | None
+    ) -> Deferred[dict]:
+        """
+        Remember C{answer} for C{seq} and make the progress durable; fire
+        with (a copy of) C{answer} once it and the event's meter values
+        (C{published}) are.  If either fails, the charger's retry is handled
+        as new.
+        """
+        state.answered(seq, answer)
+        new, state.new = state.new, False
+
+        def undo(failure: Failure) -> Failure:
+            # not durable: the charger's retry must be handled as new
+            state.answers.pop(seq, None)
+            state.new = state.new or new
+            return failure
+
+        try:
+            recorded = self._sessions.record_progress(cp, transaction_id, state.to_json(), ended, new)
+        except BaseException:
+            return fail().addErrback(undo)
+        if published is None:
+            both = recorded
+        else:
+            # An Updated event's meter values and its progress row are
+            # queued in the same turn: one batch of the database thread.
+            def not_published(failure: Failure) -> Failure:
+                recorded.addErrback(lambda _: None)  # the first failure is the one reported
+                return failure
+
+            both = published.addCallbacks(lambda _: recorded, not_published)
+
+        def done(_: object) -> dict:
+            if ended:
+                # its repeats are answered from disk
+                self._open.pop((cp, transaction_id), None)
+            return dict(answer)
+
+        return both.addCallbacks(done, undo)
 
     async def _state(self, cp: str, transaction_id: str) -> _Open:
         state = self._open.get((cp, transaction_id))
@@ -171,22 +251,10 @@ class TransactionEvents:
         known = state.answers.get(payload["seqNo"])
         if known is not None:
             return dict(known)  # a repeat of an event answered before a restart
-        evse = payload.get("evse") or {}
-        if evse.get("id") is not None:
-            state.evse_id = evse["id"]
-        if evse.get("connectorId") is not None:
-            state.connector_id = evse["connectorId"]
-        samples = sampled_values(payload.get("meterValue") or [])
-        found = self._sessions.energy_registers(samples)
-        if found:
-            if state.first is None:
-                state.first = _pick(found, "Transaction.Begin", last=False)
-            state.last = _pick(found, "Transaction.End", last=True)
-        extra = {"evseId": state.evse_id} if state.evse_id is not None else None
-        published = self._sessions.meter_samples(cp, state.connector_id, transaction_id, samples, extra=extra) if samples else None
+        published = self._meter(cp, transaction_id, payload, state)
         answer: dict[str, Any] = {}
         token = payload.get("idToken")
-        starts = token is not None and token.get("type") != NO_AUTHORIZATION and state.info is None
+        starts = _carries_token(payload) and state.info is None
         ended = payload["eventType"] == "Ended"
         if published is not None and (starts or ended):
             # what this event starts or stops comes after its meter values
@@ -213,28 +281,7 @@ class TransactionEvents:
             cost = await self._end(cp, payload, state, now)
             if cost is not None:
                 answer["totalCost"] = total_cost(cost)
-        state.answered(payload["seqNo"], answer)
-        new, state.new = state.new, False
-        try:
-            recorded = self._sessions.record_progress(cp, transaction_id, state.to_json(), ended, new)
-            # An Updated event's meter values and its progress row are
-            # queued in the same turn: one batch of the database thread.
-            if published is not None:
-                try:
-                    await published
-                except BaseException:
-                    recorded.addErrback(lambda _: None)  # the first failure is the one reported
-                    raise
-            await recorded
-        except BaseException:
-            # not durable: the charger's retry must be handled as new
-            state.answers.pop(payload["seqNo"], None)
-            state.new = state.new or new
-            raise
-        if ended:
-            # its repeats are answered from disk
-            self._open.pop((cp, transaction_id), None)
-        return dict(answer)
+        return await self._record(cp, transaction_id, payload["seqNo"], state, answer, ended, published)
 
     async def _end(self, cp: str, payload: dict, state: _Open, now: Any) -> Decimal | None:
         info = payload["transactionInfo"]
@@ -258,5 +305,10 @@ class TransactionEvents:
         return self._sessions.stop_cost(tx, tx.meter_stop if tx.meter_stop is not None else meter_stop)
 
 
-async def _again(answer: dict) -> dict:
-    return dict(answer)
+def _carries_token(payload: dict) -> bool:
+    """
+    Whether the event carries an idToken that counts (one of type
+    C{NoAuthorization} does not).
+    """
+    token = payload.get("idToken")
+    return token is not None and token.get("type") != NO_AUTHORIZATION

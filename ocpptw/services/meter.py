@@ -79,6 +79,10 @@ _NATURAL_UNIT: tuple[tuple[str, str | None], ...] = (
 #: Readings this large or larger are bad data: kept as sent, not scaled.
 MAX_READING = Decimal("1e15")
 
+#: L{MAX_READING} as an integer bound.
+_MAX_INT = 10**15
+_MAX_FLOAT = 1e15
+
 _LAST = datetime.max.replace(tzinfo=timezone.utc)
 
 #: A plain reading: an optional minus, at most 15 integer digits (so below
@@ -140,6 +144,17 @@ def normalise_sample(timestamp: str, sampled: dict, charge_point_id: str = "") -
         else:
             unit = scale[0]
             value = _plain(plain[1], plain[2], plain[3], scale[1])
+    elif type(raw) is int and not signed and -_MAX_INT < raw < _MAX_INT:
+        # a JSON number (2.0.1 sends numbers): as its decimal text would be
+        scale = _SCALE.get(unit) if unit else None
+        if scale is not None:
+            unit, value = scale[0], raw * scale[1]
+    elif type(raw) is float and not signed and -_MAX_FLOAT < raw < _MAX_FLOAT:  # NaN is not
+        scale = _SCALE.get(unit) if unit else None
+        if scale is None:
+            value = int(raw) if raw.is_integer() else raw
+        else:
+            unit, value = scale[0], number(Decimal(repr(raw)) * scale[1])  # exact, as for its text
     elif not signed:
         try:
             amount = Decimal(str(raw).strip())

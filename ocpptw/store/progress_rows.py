@@ -25,6 +25,8 @@ import json
 import sqlite3
 from collections.abc import Callable
 
+from ocpptw.ocpp.jsontext import compact
+
 #: Rows kept per charger (transactions in progress or recently ended).
 MAX_PER_CHARGER = 200
 
@@ -77,7 +79,7 @@ def write_progress(
     A write of C{progress}; for a C{new} transaction, the charger's rows
     beyond C{cap} go too.
     """
-    text = json.dumps(progress, separators=(",", ":"))
+    text = compact(progress)
 
     def run(conn: sqlite3.Connection) -> None:
         conn.execute(_UPSERT, (cp, transaction_id, text, int(ended), now))

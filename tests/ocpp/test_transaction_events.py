@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ocpptw.ocpp.router_v201 import Router201
 from ocpptw.ocpp.validation import Validator
 from ocpptw.ocpp.versions import V201
-from tests.helpers import success_result_of
+from tests.helpers import failure_result_of, success_result_of
 from tests.services.support import Rig
 
 CP = "CS-201"
@@ -146,6 +146,35 @@ def test_repeated_seq_no_causes_nothing_twice(rig):
     events = len(rig.publisher.events)
     assert call(rig, "TransactionEvent", event("Started", 0, meter=[register(500)])) == first
     assert len(rig.publisher.events) == events and len(rig.backend.called("start_session")) == 1
+
+
+@pytest.mark.parametrize("failing", ["record_progress", "meter_samples"])
+def test_an_update_not_made_durable_is_handled_as_new_when_repeated(rig, monkeypatch, failing, fail_on_logged_errors):
+    """
+    When an Updated event's progress row or its meter values cannot be
+    written, the event fails (no answer is sent) and the charger's repeat
+    is handled as new: its meter values go out once, then repeats cause
+    nothing.
+    """
+    from twisted.internet.defer import fail
+
+    from ocpptw.interfaces import StorageFull
+    from ocpptw.ocpp.errors import OcppError
+
+    call(rig, "TransactionEvent", event("Started", 0, meter=[register(500)]))
+    real = getattr(rig.sessions, failing)
+    monkeypatch.setattr(rig.sessions, failing, lambda *a, **k: fail(StorageFull("disk full")))
+    updated = event("Updated", 1, token=None, evse=False, meter=[register(600)])
+    failure = failure_result_of(rig.router(_Session(), "TransactionEvent", updated), OcppError)
+    assert failure.value.code == "InternalError"
+    [logged] = fail_on_logged_errors
+    assert "refuses writes" in logged["log_format"]
+    fail_on_logged_errors.clear()
+    monkeypatch.setattr(rig.sessions, failing, real)
+    meter_events = len(rig.publisher.of("charging.meterValues"))
+    assert call(rig, "TransactionEvent", updated) == {}
+    assert call(rig, "TransactionEvent", updated) == {}
+    assert len(rig.publisher.of("charging.meterValues")) == meter_events + 1
 
 
 def test_no_id_token_no_backend_session(rig):

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ocpptw.services.meter import normalise, normalise_sample
 
 
@@ -193,3 +196,44 @@ def test_timestamps_are_remembered_within_bounds():
     for bad in ("yesterday", 12, None, "9999-12-31T23:59:59-05:00"):
         with pytest.raises(ValueError):
             meter.utc_timestamp(bad)
+
+
+_UNITS = ("Wh", "kWh", "A", "V", "kW", "Celcius", "Percent", None)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    raw=st.one_of(
+        st.integers(min_value=-(10**17), max_value=10**17),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.floats(min_value=-1e16, max_value=1e16),
+        st.decimals(min_value=-(10**6), max_value=10**6, places=3, allow_nan=False).map(float),
+        st.sampled_from([0.0, -0.0, 16.3, 229.9, 1e-05, 0.30000000000000004, 1e15, -1e15, 999999999999999.9]),
+    ),
+    unit=st.sampled_from(_UNITS),
+)
+def test_a_number_reads_as_its_decimal_text(raw, unit):
+    """
+    2.0.1 sends readings as JSON numbers: a number read as it is gives the
+    same sample (value, its type, unit) as its exact decimal text would.
+    """
+    from ocpptw.ocpp.model_v201 import decimal_text, sampled_values
+
+    sampled = {"value": raw, "measurand": "Energy.Active.Import.Register"}
+    if unit:
+        sampled["unit"] = unit
+    text = dict(sampled, value=decimal_text(raw))
+    as_number = normalise_sample("T", sampled)
+    as_text = normalise_sample("T", text)
+    if type(as_text["value"]) is not str:  # what is kept as sent stays what was sent
+        assert (type(as_number["value"]), as_number["value"], as_number["unit"]) == (
+            type(as_text["value"]),
+            as_text["value"],
+            as_text["unit"],
+        ), (raw, unit)
+    # and through the 2.0.1 translation, which keeps such numbers as they are
+    v201 = {"value": raw, "measurand": "Energy.Active.Import.Register"}
+    if unit:
+        v201["unitOfMeasure"] = {"unit": unit}
+    [translated] = normalise([{"timestamp": "2026-11-24T10:00:00Z", "sampledValue": sampled_values([{"timestamp": "x", "sampledValue": [v201]}])[0]["sampledValue"]}])
+    assert (type(translated["value"]), translated["value"]) == (type(as_text["value"]), as_text["value"]), (raw, unit)
