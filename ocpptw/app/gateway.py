@@ -369,12 +369,23 @@ def make_supervisor(config: Config, cli: list[str], inherit_output: bool, reacto
 
     reactor = _or_global_reactor(reactor)
     tree = OrderedMultiService()
-    HubListener(Hub(reactor, config.workers), hub_socket(config), reactor).setServiceParent(tree)
+    hub = Hub(reactor, config.workers)
+    HubListener(hub, hub_socket(config), reactor).setServiceParent(tree)
+    def give_up(line: str) -> None:
+        # twistd exits non-zero once the tree has stopped (the other workers drained)
+        import atexit
+        import os
+
+        atexit.register(os._exit, 1)
+        reactor.stop()
+
     pool = WorkerPool(
         config.workers,
         process_spawner(reactor, cli, inherit_output),
         reactor,
         stop_bound=config.drain_grace + DRAIN_EXTRA + 5.0,
+        on_fatal=give_up,
+        greeted=hub.greeted.__contains__,
     )
     GatewayService.log.info(
         "ocpptw starting {count} workers (instances {instance}-w1 ... -w{count}) on port {port}",

@@ -184,6 +184,8 @@ class Hub:
         self.expected = expected
         self.workers: dict[int, Peer] = {}
         self.holders: dict[str, tuple[int, float]] = {}
+        #: workers that said hello at least once (they got through their start)
+        self.greeted: set[int] = set()
 
     def factory(self) -> Factory:
         hub = self
@@ -197,6 +199,7 @@ class Hub:
     def on_hello(self, peer: Peer, worker: int) -> None:
         peer.worker = worker
         self.workers[worker] = peer
+        self.greeted.add(worker)
 
     def lost(self, peer: Peer) -> None:
         if self.workers.get(peer.worker) is peer:

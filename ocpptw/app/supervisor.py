@@ -12,6 +12,13 @@ socket and no database; it only spawns, restarts and stops.
   - a worker that exits while the parent runs is started again, after
     L{Backoff} (1 s, doubling to 30 s; back to 1 s once a worker ran
     L{STABLE} seconds);
+  - but a worker whose first start fails (it exits with a non-zero status
+    before it greeted the parent on the workers' channel, or within
+    L{STARTING} seconds: its port taken by a process without
+    C{SO_REUSEPORT}, C{DATA_DIR} refused, a bad certificate) will fail the
+    same way again: the pool calls C{on_fatal} with one line saying so,
+    and the parent stops everything and exits non-zero, as a single
+    gateway that cannot start does;
   - C{stopService} (SIGTERM to the parent) sends SIGTERM to every worker,
     which drains as a single gateway does, and fires once all have exited
     (SIGKILL after the drain's own bound, when one does not).
@@ -35,6 +42,10 @@ from zope.interface import implementer
 
 #: Seconds a worker must run before its next crash counts as the first.
 STABLE = 60.0
+
+#: A worker that exits with a non-zero status this soon after its first
+#: start could not start at all.
+STARTING = 20.0
 
 
 class Backoff:
@@ -92,6 +103,11 @@ class WorkerPool(Service):
         C{index} (1-based) with C{protocol}.
     @param stop_bound: seconds a worker may take to drain after SIGTERM
         before it is killed.
+    @param on_fatal: called with one line when a worker could not start
+        at all (see the module's docstring); the pool then starts no
+        worker again.
+    @param greeted: C{index -> bool}: whether worker C{index} ever said
+        hello on the workers' channel (L{ocpptw.app.hub.Hub.greeted}).
     """
 
     log = Logger()
@@ -103,8 +119,13 @@ class WorkerPool(Service):
         clock: IReactorTime,
         stop_bound: float,
         backoff: Backoff | None = None,
+        on_fatal: Callable[[str], object] | None = None,
+        greeted: Callable[[int], bool] = lambda index: True,
     ) -> None:
         self.count = count
+        self._on_fatal = on_fatal
+        self._greeted = greeted
+        self.failed = False
         self._spawn = spawn
         self._clock = clock
         self._stop_bound = stop_bound
@@ -114,6 +135,8 @@ class WorkerPool(Service):
         self.crashes: dict[int, int] = {}
         self.restarts = 0
         self._started_at: dict[int, float] = {}
+        #: workers started before (a failure of theirs is not a start's)
+        self._ran: set[int] = set()
         self._pending: dict[int, IDelayedCall] = {}
 
     def startService(self) -> None:
@@ -123,7 +146,7 @@ class WorkerPool(Service):
 
     def _start(self, index: int) -> None:
         self._pending.pop(index, None)
-        if not self.running:
+        if not self.running or self.failed:
             return
         protocol = WorkerProtocol(self, index)
         self.protocols[index] = protocol
@@ -148,8 +171,18 @@ class WorkerPool(Service):
         del self.protocols[index]
         self.processes.pop(index, None)
         how = f"signal {sig}" if sig is not None else f"status {code}"
-        if not self.running:
+        if not self.running or self.failed:
             self.log.info("worker {worker} exited ({how})", worker=index, how=how)
+            return
+        first = index not in self._ran
+        self._ran.add(index)
+        early = not self._greeted(index) or self._clock.seconds() - self._started_at.get(index, 0.0) < STARTING
+        if first and sig is None and code and early:
+            self.failed = True
+            line = f"worker {index} could not start (it exited with status {code}; its lines above say why)"
+            self.log.critical("{line}: stopping every worker", line=line)
+            if self._on_fatal is not None:
+                self._on_fatal(line)
             return
         if self._clock.seconds() - self._started_at.get(index, 0.0) >= STABLE:
             self.crashes[index] = 0

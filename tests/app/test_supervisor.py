@@ -12,7 +12,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from ocpptw.app.supervisor import STABLE, Backoff, WorkerPool, worker_argv
+from ocpptw.app.supervisor import STABLE, STARTING, Backoff, WorkerPool, worker_argv
 
 
 class FakeProcess:
@@ -80,8 +80,11 @@ def test_a_crashed_worker_is_started_again_after_a_doubling_backoff():
 
 def test_a_worker_that_ran_long_enough_starts_again_after_the_first_delay():
     clock, spawner, pool = make(1)
-    for _ in range(3):
-        spawner.exit(1, code=1)
+    for n in range(3):
+        if n:
+            spawner.exit(1, code=1)
+        else:
+            spawner.exit(1, code=None, signal=9)  # (a first start that fails with a status is fatal)
         clock.advance(10)
     assert pool.crashes[1] == 3
     clock.advance(STABLE)
@@ -93,7 +96,7 @@ def test_a_worker_that_ran_long_enough_starts_again_after_the_first_delay():
 
 def test_stop_terms_every_worker_and_fires_when_all_exited():
     clock, spawner, pool = make(3)
-    spawner.exit(3, code=1)  # one is waiting for its restart
+    spawner.exit(3, signal=9)  # one is waiting for its restart
     d = pool.stopService()
     fired = []
     d.addCallback(fired.append)
@@ -142,3 +145,64 @@ def test_a_worker_that_cannot_be_spawned_is_tried_again():
 def test_worker_command_line_runs_twistd_in_the_foreground_with_the_parents_options():
     argv = worker_argv(["--port=9000", "--workers=3"], 2)
     assert argv[3:] == ["--nodaemon", "--pidfile=", "ocpp", "--port=9000", "--workers=3", "--worker=2"]
+
+
+def test_a_worker_whose_first_start_fails_stops_the_pool(fail_on_logged_errors):
+    """
+    A worker that exits with a non-zero status soon after its first start
+    (its port taken, DATA_DIR refused) would fail again: the pool says so
+    in one line through on_fatal and starts nothing again.
+    """
+    clock = Clock()
+    spawner = Spawner()
+    fatal: list[str] = []
+    pool = WorkerPool(2, spawner, clock, stop_bound=30.0, backoff=Backoff(1.0, 8.0), on_fatal=fatal.append)
+    pool.startService()
+    clock.advance(STARTING - 1)
+    spawner.exit(2, code=1)
+    assert fatal == ["worker 2 could not start (it exited with status 1; its lines above say why)"]
+    assert pool.failed
+    [logged] = fail_on_logged_errors
+    assert logged["line"] == fatal[0]
+    fail_on_logged_errors.clear()
+    clock.advance(60)
+    assert [index for index, _ in spawner.started] == [1, 2]  # not started again
+    spawner.exit(1, code=1)  # the others' exits from now on are the stop's
+    assert len(fatal) == 1
+
+
+def test_only_a_first_start_that_fails_is_fatal():
+    """
+    A worker killed by a signal, or one that exits non-zero after running
+    STARTING seconds, or after a restart, is started again as before.
+    """
+    clock = Clock()
+    spawner = Spawner()
+    fatal: list[str] = []
+    pool = WorkerPool(3, spawner, clock, stop_bound=30.0, backoff=Backoff(1.0, 8.0), on_fatal=fatal.append)
+    pool.startService()
+    spawner.exit(1, signal=9)  # OOM killer, an operator's kill -9
+    clock.advance(STARTING)
+    spawner.exit(2, code=1)  # ran long enough to have started
+    clock.advance(1)
+    assert [index for index, _ in spawner.started][-2:] == [1, 2]
+    spawner.exit(1, code=1)  # the restarted worker 1 fails at once: not its first start
+    clock.advance(2)
+    assert fatal == [] and not pool.failed
+    assert [index for index, _ in spawner.started].count(1) == 3
+
+
+def test_a_first_start_that_fails_before_greeting_is_fatal_however_long_it_took(fail_on_logged_errors):
+    """On a loaded host a start can take longer than STARTING: a worker that never said hello did not start."""
+    clock = Clock()
+    spawner = Spawner()
+    fatal: list[str] = []
+    greeted: set[int] = {1}
+    pool = WorkerPool(2, spawner, clock, stop_bound=30.0, on_fatal=fatal.append, greeted=greeted.__contains__)
+    pool.startService()
+    clock.advance(STARTING * 3)
+    spawner.exit(1, code=1)  # started, greeted, then failed: started again
+    assert fatal == []
+    spawner.exit(2, code=1)  # never greeted
+    assert fatal == ["worker 2 could not start (it exited with status 1; its lines above say why)"]
+    fail_on_logged_errors.clear()

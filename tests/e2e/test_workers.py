@@ -327,3 +327,35 @@ def test_a_second_parent_on_the_same_data_dir_refuses_to_start(host):
     assert "another ocpptw runs workers on DATA_DIR" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     assert proc.poll() is None and health(port) == 200
+
+
+def test_workers_that_cannot_bind_stop_the_parent_with_one_line(tmp_path):
+    """
+    The port is held by a process without SO_REUSEPORT: every worker fails
+    its first start, and the parent says so and exits non-zero instead of
+    restarting them forever.
+    """
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    env = dict(
+        os.environ,
+        WORKERS="2",
+        PORT=str(port),
+        WEBSOCKET_HOST="127.0.0.1",
+        DATA_DIR=str(tmp_path / "data"),
+        INSTANCE_ID="wk-bind",
+        OCPP_PING_INTERVAL="0",
+        DRAIN_GRACE="3",
+    )
+    try:
+        done = subprocess.run([TWISTD, "-n", "--pidfile=", "ocpp"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=BOUND)
+    finally:
+        holder.close()
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out[-3000:]
+    assert "could not start (it exited with status 1; its lines above say why): stopping every worker" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
