@@ -6,7 +6,8 @@ can reuse them:
 
   - L{client_address}: the peer, or the address a trusted proxy forwarded;
   - L{foreign_origin}: a browser request from another site (C{Origin} not
-    naming the request's own C{Host}, or C{Origin: null});
+    naming the request's own C{Host}, or C{Origin: null}); for the charger
+    port's handshakes, L{web_page_elsewhere};
   - L{names_loopback}: the C{Host} header names loopback (DNS rebinding);
   - L{api_refusal}: the three together, plus the bearer token, as the
     command API (and anything else under C{/api}) applies them;
@@ -22,7 +23,7 @@ from __future__ import annotations
 import hmac
 import io
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -136,7 +137,16 @@ def foreign_origin(request: Any) -> bool:
         return False
     if len(origins) > 1:
         return True
-    origin = origins[0].decode("latin-1").strip()
+    hosts = _header(request, b"host")
+    return _elsewhere(origins[0].decode("latin-1"), hosts[0].decode("latin-1") if len(hosts) == 1 else None)
+
+
+def _elsewhere(origin: str, host: str | None) -> bool:
+    """
+    Whether C{origin} (one C{Origin} header) names another site than
+    C{host} (the one C{Host} header, or C{None}), or none (C{null}).
+    """
+    origin = origin.strip()
     if origin.lower() == "null":
         return True
     try:
@@ -146,13 +156,36 @@ def foreign_origin(request: Any) -> bool:
     if not parts.scheme or not parts.netloc:
         return True
     mine = _host_port(parts.netloc)
-    hosts = _header(request, b"host")
-    theirs = _host_port(hosts[0].decode("latin-1")) if len(hosts) == 1 else None
+    theirs = _host_port(host) if host is not None else None
     if mine is None or theirs is None or mine[0] != theirs[0]:
         return True
     if mine[1] == theirs[1]:
         return False
     return {mine[1], theirs[1]} not in ({"", "80"}, {"", "443"})
+
+
+#: The schemes of the origins browsers send for web pages.
+_WEB_SCHEMES = ("http:", "https:")
+
+
+def web_page_elsewhere(headers: Mapping[str, str]) -> bool:
+    """
+    Whether a charger port handshake (Autobahn's C{headers}, lower-case
+    names) comes from a web page of another site: an C{Origin} of scheme
+    C{http} or C{https} (what browsers send for pages) that names another
+    site than C{Host}, or C{Origin: null}.  Chargers send no C{Origin}, or
+    one of their own: those pass.  (Autobahn refuses C{null}, C{file://}
+    and a repeated C{Origin} before this is asked.)
+    """
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    text = origin.strip().lower()
+    if text != "null" and not text.startswith(_WEB_SCHEMES):
+        return False
+    if "," in text:  # repeated (Autobahn joins repeated headers)
+        return True
+    return _elsewhere(origin, headers.get("host"))
 
 
 def api_refusal(request: Any, token: bytes | None, trusted: Any = None) -> tuple[int, str, str] | None:

@@ -26,6 +26,7 @@ from ocpptw.transport.compat import (
 )
 from ocpptw.transport.handshake import NO_SUBPROTOCOL, ChargerConnection, Gate
 from ocpptw.transport.identity import BadIdentity, identity_from_path
+from ocpptw.transport.request_guard import web_page_elsewhere
 
 
 class OcppServerProtocol(WebSocketServerProtocol):
@@ -67,6 +68,15 @@ class OcppServerProtocol(WebSocketServerProtocol):
             gate.outcome("bad_path")
             raise ConnectionDeny(e.status, e.reason) from None
         peer = self._ocpp_peer()
+        if web_page_elsewhere(request.headers):
+            # a page in an operator's browser must not take a charger's place
+            gate.outcome("web_page")
+            self._ocpp_log.info(
+                "refused a handshake for {chargePointId} from {peer}: sent by a web page of another site",
+                chargePointId=identity,
+                peer=peer,
+            )
+            raise ConnectionDeny(403, "web pages of other sites may not connect here")
         if not gate.enter(peer):
             gate.outcome("throttled")
             raise ConnectionDeny(503, "too many connection attempts, retry later")

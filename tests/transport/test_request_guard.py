@@ -260,3 +260,29 @@ def test_finding_5_connections_per_address_are_capped(clock):
 def test_unreadable_origins_are_foreign_not_crashes(origin):
     """An Origin urlsplit cannot read counts as another site's (found by the HTTP fuzzer)."""
     assert foreign_origin(request(origin=origin))
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ({}, False),  # chargers send no Origin, as a rule
+        ({"host": "gw:9000"}, False),
+        ({"host": "gw:9000", "origin": "file://"}, False),  # not a page's (Autobahn refuses it as null)
+        ({"host": "gw:9000", "origin": "ws://charger.local"}, False),
+        ({"host": "gw:9000", "origin": "http://gw:9000"}, False),  # a page of the gateway's own site
+        ({"host": "gw", "origin": "https://gw:443"}, False),
+        ({"host": "gw:9000", "origin": "http://evil.example"}, True),
+        ({"host": "gw:9000", "origin": "HTTPS://evil.example:9000"}, True),
+        ({"host": "gw:9000", "origin": "http://gw:9001"}, True),
+        ({"host": "gw:9000", "origin": "null"}, True),  # a sandboxed page
+        ({"host": "gw:9000", "origin": " Null "}, True),
+        ({"origin": "http://gw:9000"}, True),  # no Host to compare with
+        ({"host": "gw:9000", "origin": "http://gw:9000, http://evil.example"}, True),  # repeated
+        ({"host": "gw:9000", "origin": "http://[::1"}, True),
+    ],
+)
+def test_charger_port_refuses_web_pages_of_other_sites(headers, refused):
+    """The charger port's Origin rule: browsers' page origins elsewhere (and null) refused, chargers' own pass."""
+    from ocpptw.transport.request_guard import web_page_elsewhere
+
+    assert web_page_elsewhere(headers) is refused

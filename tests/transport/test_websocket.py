@@ -155,6 +155,28 @@ async def test_bad_identity_refused_at_handshake(server, path, status):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_web_page_of_another_site_cannot_take_a_chargers_place(server):
+    """
+    On profile 0 a page in an operator's browser could open the charger's
+    URL and, newest connection winning, take its place: an http(s) Origin
+    naming another site is refused 403 at the handshake; the charger stays.
+    Autobahn itself refuses C{null} and C{file://} (400).
+    """
+    charger = await connect_charger(server.port, "/ocpp/CP1")
+    page = await connect_charger(server.port, "/ocpp/CP1", headers={"Origin": "http://evil.example"})
+    assert "[403]" in (page.close_reason or "")
+    assert server.registry.get("CP1") is not None and (await charger.call("Heartbeat", {}))[0] == 3
+    own = await connect_charger(server.port, "/ocpp/CP2", headers={"Origin": "ws://cp2.local"})  # a charger's own
+    assert (await own.call("Heartbeat", {}))[0] == 3
+    for origin, status in (("null", 400), ("file://", 400), (f"http://127.0.0.1:{server.port}", None)):
+        other = await connect_charger(server.port, "/ocpp/CP3", headers={"Origin": origin})
+        if status is None:
+            assert (await other.call("Heartbeat", {}))[0] == 3  # a page of the gateway's own site
+        else:
+            assert f"[{status}]" in (other.close_reason or ""), (origin, other.close_reason)
+
+
+@pytest_twisted.ensureDeferred
 async def test_no_common_subprotocol_is_accepted_then_closed(server):
     """OCPP-J 1.6 section 3.2: handshake without the header, then an immediate close."""
     charger = await connect_charger(server.port, "/ocpp/CP1", ["ocpp2.0.1"])
