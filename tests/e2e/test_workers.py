@@ -134,7 +134,7 @@ def host(request, tmp_path):
         return len(workers_of(proc.pid)) == 2 and health(port) == 200
 
     try:
-        wait_for(ready, "two workers up")
+        wait_for(ready, "two workers up", 2 * BOUND)  # two twistd starts and the parent's, on a loaded host
         wait_for(lambda: (tmp_path / "out.log").read_text().count("listening for chargers at") == 2, "both listen")
         # and both are ready (their broker connections up): so is every one of several fresh connections' worker
         wait_for(lambda: all(ready_status(port) == "ready" for _ in range(8)), "both workers ready")
