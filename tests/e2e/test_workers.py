@@ -105,20 +105,27 @@ def answer_calls(ws, seen: list) -> threading.Thread:
     return thread
 
 
-@pytest.fixture(params=["local channel", "broker"])
-def host(request, tmp_path):
-    port = free_port()
-    tag = uuid.uuid4().hex[:8]
-    env = dict(
+def worker_env(port: int, tmp_path: Path, instance: str) -> dict:
+    """
+    The environment of a C{WORKERS=2} gateway on C{port} with its data in C{tmp_path}.
+    """
+    return dict(
         os.environ,
         WORKERS="2",
         PORT=str(port),
         WEBSOCKET_HOST="127.0.0.1",
         DATA_DIR=str(tmp_path / "data"),
-        INSTANCE_ID=f"wk-{tag}",
+        INSTANCE_ID=instance,
         OCPP_PING_INTERVAL="0",
         DRAIN_GRACE="3",
     )
+
+
+@pytest.fixture(params=["local channel", "broker"])
+def host(request, tmp_path):
+    port = free_port()
+    tag = uuid.uuid4().hex[:8]
+    env = worker_env(port, tmp_path, f"wk-{tag}")
     if request.param == "broker":
         env.update(
             ENABLE_RABBITMQ="true",
@@ -341,18 +348,11 @@ def test_workers_that_cannot_bind_stop_the_parent_with_one_line(tmp_path):
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     port = holder.getsockname()[1]
-    env = dict(
-        os.environ,
-        WORKERS="2",
-        PORT=str(port),
-        WEBSOCKET_HOST="127.0.0.1",
-        DATA_DIR=str(tmp_path / "data"),
-        INSTANCE_ID="wk-bind",
-        OCPP_PING_INTERVAL="0",
-        DRAIN_GRACE="3",
-    )
+    env = worker_env(port, tmp_path, "wk-bind")
     try:
-        done = subprocess.run([TWISTD, "-n", "--pidfile=", "ocpp"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=BOUND)
+        done = subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "ocpp"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=2 * BOUND
+        )
     finally:
         holder.close()
     out = done.stdout + done.stderr
