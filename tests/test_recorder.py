@@ -223,3 +223,35 @@ def test_finding_3_truncated_frames_match_the_documents(clock):
     data = publisher.events[0]["data"]
     jsonschema.validate(data, event_schema)
     jsonschema.validate({**data, "timestamp": "2026-12-04T00:00:00.000Z"}, body_schema)
+
+
+def test_with_flush_with_frames_wait_for_a_hand_over_and_events_do_not(clock):
+    """
+    Given the embedded database's before_wake, the publisher registers its
+    flush there: frames alone may wait FRAME_DELAY for other writes to share
+    their commit; an event (its caller may wait on it) asks for this turn's
+    hand-over; either way the flush writes everything gathered, once.
+    """
+    from ocpptw.adapters import local_events
+
+    clock.advance(1_790_035_200)
+    db = InlineDatabase(schema=embedded.SCHEMA)
+    registered: list[tuple] = []
+    publisher = LocalEventPublisher(None, embedded.EmbeddedBackend(db, clock), clock,
+                                    flush_with=lambda fn, within: registered.append((fn, within)))
+    written = publisher.log_frame("CP-1", "out", "CALLRESULT", "1", "Heartbeat", {}, "{}", None, None)
+    publisher.log_frame("CP-1", "in", "CALL", "2", "Heartbeat", {}, "{}", None, None)
+    assert [within for _, within in registered] == [local_events.FRAME_DELAY]
+    event = publisher.publish({"id": "e1", "type": "charger.statusUpdate", "deviceId": "CP-1",
+                               "occurredAt": "2026-12-05T00:00:00Z", "data": {"status": "Connected"}})
+    assert [within for _, within in registered] == [local_events.FRAME_DELAY, 0.0]
+    assert not clock.getDelayedCalls()  # no callLater of its own
+    for fn, _ in registered:
+        fn()
+    success_result_of(written)
+    success_result_of(event)
+    assert [r[2] for r in _rows(db)] == ["1", "2"]
+    events = success_result_of(db.read(lambda c: c.execute("SELECT id FROM events").fetchall()))
+    assert events == [("e1",)]
+    publisher.log_frame("CP-1", "in", "CALL", "3", "Heartbeat", {}, "{}", None, None)
+    assert len(registered) == 3  # registered again once flushed
