@@ -79,14 +79,12 @@ def threads_cpu(pid: int) -> dict[int, float]:
     return out
 
 
-def callgrind_totals(path: Path) -> int:
-    total = 0
-    for name in path.parent.glob(path.name + "*"):
-        for line in name.read_text(errors="replace").splitlines():
-            if line.startswith(("summary:", "totals:")):
-                total = max(total, int(line.split()[1]))
-                break
-    return total
+def callgrind_collected(log: Path) -> int:
+    """The instructions callgrind collected (its closing C{Collected : N} line)."""
+    for line in log.read_text(errors="replace").splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].replace(",", "").strip())
+    return 0
 
 
 def one_run(tree: Path | None, chargers: int, env_extra: dict[str, str], log, callgrind: bool = False,
@@ -102,7 +100,8 @@ def one_run(tree: Path | None, chargers: int, env_extra: dict[str, str], log, ca
     out = work / "callgrind.out"
     command = [str(TWISTD), "-n", "--pidfile=", "ocpp"]
     if callgrind:
-        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *command]
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                   f"--log-file={work / 'valgrind.log'}", *command]
     proc = subprocess.Popen(["taskset", "-c", "0", *command],
                             cwd=tree or ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -127,7 +126,7 @@ def one_run(tree: Path | None, chargers: int, env_extra: dict[str, str], log, ca
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        instructions = callgrind_totals(out) if callgrind else 0
+        instructions = callgrind_collected(work / "valgrind.log") if callgrind else 0
         shutil.rmtree(work, ignore_errors=True)
     report = json.loads(sim.stdout)
     server = report.get("server") or {}

@@ -35,7 +35,7 @@ from ocpptw.store.retention import LogBound, LogRetention
 from ocpptw.store.sqlite import Database
 from ocpptw.transport.console_wiring import Console, build_console, live_feed
 from ocpptw.transport.governor import AcceptGovernor
-from ocpptw.transport.handshake import Gate
+from ocpptw.transport.handshake import CLOSE_BUDGET, Gate
 from ocpptw.transport.listener import ListenerService
 from ocpptw.transport.pacing import AcceptPacer
 from ocpptw.transport.tls import CertificateReloadService
@@ -403,6 +403,7 @@ def build(config: Config, reactor: Any, worker: int = 0) -> Parts:
         authenticate=authenticate,
         admission=admission,
         metrics=metrics,
+        close_budget=CLOSE_BUDGET,
     )
     factory = OcppServerFactory(gate, max_frame_bytes=config.max_frame_bytes, ping_interval=config.ping_interval, reactor=reactor)
 
