@@ -5,6 +5,8 @@ Tests for L{ocpptw.services.recorder}: every frame in and out reaches the messag
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import LogLevel, globalLogPublisher
 
@@ -243,7 +245,7 @@ def test_with_flush_with_frames_wait_for_a_hand_over_and_events_do_not(clock):
     publisher.log_frame("CP-1", "in", "CALL", "2", "Heartbeat", {}, "{}", None, None)
     assert [within for _, within in registered] == [local_events.FRAME_DELAY]
     event = publisher.publish({"id": "e1", "type": "charger.statusUpdate", "deviceId": "CP-1",
-                               "occurredAt": "2026-12-05T00:00:00Z", "data": {"status": "Connected"}})
+                               "occurredAt": "2026-12-05T00:00:00Z", "data": {"connectorId": 1, "status": "Available"}})
     assert [within for _, within in registered] == [local_events.FRAME_DELAY, 0.0]
     assert not clock.getDelayedCalls()  # no callLater of its own
     for fn, _ in registered:
@@ -255,3 +257,37 @@ def test_with_flush_with_frames_wait_for_a_hand_over_and_events_do_not(clock):
     assert events == [("e1",)]
     publisher.log_frame("CP-1", "in", "CALL", "3", "Heartbeat", {}, "{}", None, None)
     assert len(registered) == 3  # registered again once flushed
+
+
+def test_with_flush_with_a_chargers_connected_and_disconnected_wait_like_frames(clock):
+    """
+    A charger's Connected and Disconnected (nobody waits on them but the
+    drain) may wait for a hand-over like frames; a connector's status,
+    which a StatusNotification's answer waits on, does not.
+    """
+    from ocpptw.adapters import local_events
+    from ocpptw.services.chargers import ChargerService
+
+    clock.advance(1_790_035_200)
+    db = InlineDatabase(schema=embedded.SCHEMA)
+    registered: list[tuple] = []
+    backend = embedded.EmbeddedBackend(db, clock)
+    publisher = LocalEventPublisher(None, backend, clock, flush_with=lambda fn, within: registered.append((fn, within)))
+    chargers = ChargerService(backend, None, publisher, None, clock)
+    connected = chargers.connected("CP-1", None)
+    assert [within for _, within in registered] == [local_events.FRAME_DELAY]
+    status = publisher.publish({"id": "e2", "type": "charger.statusUpdate", "deviceId": "CP-1",
+                                "occurredAt": "2026-12-05T00:00:00Z",
+                                "data": {"connectorId": 1, "status": "Available", "online": True}})
+    assert [within for _, within in registered] == [local_events.FRAME_DELAY, 0.0]
+    for fn, _ in registered:
+        fn()
+    success_result_of(connected)
+    success_result_of(status)
+    registered.clear()
+    disconnected = chargers.disconnected("CP-1", None)
+    assert [within for _, within in registered] == [local_events.FRAME_DELAY]
+    registered[0][0]()
+    success_result_of(disconnected)
+    rows = success_result_of(db.read(lambda c: c.execute("SELECT type, data FROM events ORDER BY rowid").fetchall()))
+    assert [json.loads(data)["status"] for _, data in rows] == ["Connected", "Available", "Disconnected"]

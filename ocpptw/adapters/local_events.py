@@ -19,11 +19,22 @@ from ocpptw.clock import now_z
 from ocpptw.interfaces import IBackend, IEventPublisher, IFrameLog, IMessageLog, IOutbox
 from ocpptw.ocpp.jsontext import compact
 from ocpptw.services.delivery import STORE_MESSAGE
-from ocpptw.services.events import OCPP_MESSAGE, frame_data
+from ocpptw.services.events import CHARGER_STATUS_UPDATE, OCPP_MESSAGE, frame_data
 
 #: Seconds the frames of the message log may wait for other writes of the
 #: embedded store to share their commit (see C{flush_with}).
 FRAME_DELAY = 0.05
+
+
+def _presence(event: dict) -> bool:
+    """
+    A charger's C{Connected} or C{Disconnected} (L{ocpptw.services.chargers.ChargerService.connected}):
+    nobody waits on it but the drain, so it may wait for other writes like a frame.
+    """
+    if event["type"] != CHARGER_STATUS_UPDATE:
+        return False
+    data = event.get("data") or {}
+    return "connectorId" not in data and data.get("status") in ("Connected", "Disconnected")
 
 
 def _none(_: Any) -> None:
@@ -71,10 +82,11 @@ class LocalEventPublisher:
         (L{ocpptw.store.sqlite.Database.before_wake} of the embedded
         store), so that it shares their batch and commit.  Events (which
         their callers may wait on) go with this turn's hand-over; frames
-        of the message log alone (which nobody waits on to answer a
-        charger) wait up to L{FRAME_DELAY} seconds for one: a charger's
-        answer then rides along with the next charger's writes instead of
-        costing a commit of its own.
+        of the message log and a charger's C{Connected} and
+        C{Disconnected} (which nobody waits on to answer a charger) wait
+        up to L{FRAME_DELAY} seconds for one: a charger's answer then
+        rides along with the next charger's writes instead of costing a
+        commit of its own.
     """
 
     log = Logger()
@@ -116,7 +128,7 @@ class LocalEventPublisher:
             self._events.append(event)
             waiter = Deferred()
             self._waiters.append(waiter)
-            self._flush_soon(urgent=True)
+            self._flush_soon(urgent=not _presence(event))
             return waiter
         return succeed(None)
 
