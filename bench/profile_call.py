@@ -8,11 +8,13 @@ new connections.
     python bench/profile_call.py --idle -n 1000              # connections and boots
     python bench/profile_call.py -n 100 --duration 8          # closed loop
     python bench/profile_call.py -n 100 --ocpp 2.0.1 --top 40
+    python bench/profile_call.py --idle -n 1000 --cpu      # CPU time, not wall time
 
 It prints the simulator's summary, then the functions with the most own
 time (cProfile's C{tottime}; on the reactor thread only: the database
 threads' work shows up as the time the reactor thread waits for the GIL,
-attributed to whatever it was running).  C{DATA_DIR} is a fresh temporary
+attributed to whatever it was running; with C{--cpu} the reactor thread's
+CPU time instead, which a busy machine does not inflate).  C{DATA_DIR} is a fresh temporary
 directory, removed at the end.
 """
 
@@ -26,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
@@ -42,9 +45,12 @@ def main() -> None:
     parser.add_argument("--ocpp", default="1.6", choices=["1.6", "2.0.1", "mixed"])
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--out", default=None, help="also save the raw profile here")
+    parser.add_argument("--cpu", action="store_true",
+                        help="time with the reactor thread's CPU clock instead of the wall clock: waits for "
+                             "the GIL, the network and other processes then count nothing")
     options = parser.parse_args()
     data = tempfile.mkdtemp(prefix="ocpptw-profile-")
-    profile = cProfile.Profile()
+    profile = cProfile.Profile(time.thread_time) if options.cpu else cProfile.Profile()
     summary: dict = {}
     try:
         config = load_config(environ={"DATA_DIR": data, "OCPP_PING_INTERVAL": "0", "PORT": "0",

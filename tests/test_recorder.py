@@ -5,6 +5,8 @@ Tests for L{ocpptw.services.recorder}: every frame in and out reaches the messag
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import LogLevel, globalLogPublisher
 
@@ -223,3 +225,69 @@ def test_finding_3_truncated_frames_match_the_documents(clock):
     data = publisher.events[0]["data"]
     jsonschema.validate(data, event_schema)
     jsonschema.validate({**data, "timestamp": "2026-12-04T00:00:00.000Z"}, body_schema)
+
+
+def test_with_flush_with_frames_wait_for_a_hand_over_and_events_do_not(clock):
+    """
+    Given the embedded database's before_wake, the publisher registers its
+    flush there: frames alone may wait FRAME_DELAY for other writes to share
+    their commit; an event (its caller may wait on it) asks for this turn's
+    hand-over; either way the flush writes everything gathered, once.
+    """
+    from ocpptw.adapters import local_events
+
+    clock.advance(1_790_035_200)
+    db = InlineDatabase(schema=embedded.SCHEMA)
+    registered: list[tuple] = []
+    publisher = LocalEventPublisher(None, embedded.EmbeddedBackend(db, clock), clock,
+                                    flush_with=lambda fn, within: registered.append((fn, within)))
+    written = publisher.log_frame("CP-1", "out", "CALLRESULT", "1", "Heartbeat", {}, "{}", None, None)
+    publisher.log_frame("CP-1", "in", "CALL", "2", "Heartbeat", {}, "{}", None, None)
+    assert [within for _, within in registered] == [local_events.FRAME_DELAY]
+    event = publisher.publish({"id": "e1", "type": "charger.statusUpdate", "deviceId": "CP-1",
+                               "occurredAt": "2026-12-05T00:00:00Z", "data": {"connectorId": 1, "status": "Available"}})
+    assert [within for _, within in registered] == [local_events.FRAME_DELAY, 0.0]
+    assert not clock.getDelayedCalls()  # no callLater of its own
+    for fn, _ in registered:
+        fn()
+    success_result_of(written)
+    success_result_of(event)
+    assert [r[2] for r in _rows(db)] == ["1", "2"]
+    events = success_result_of(db.read(lambda c: c.execute("SELECT id FROM events").fetchall()))
+    assert events == [("e1",)]
+    publisher.log_frame("CP-1", "in", "CALL", "3", "Heartbeat", {}, "{}", None, None)
+    assert len(registered) == 3  # registered again once flushed
+
+
+def test_with_flush_with_a_chargers_connected_and_disconnected_wait_like_frames(clock):
+    """
+    A charger's Connected and Disconnected (nobody waits on them but the
+    drain) may wait for a hand-over like frames; a connector's status,
+    which a StatusNotification's answer waits on, does not.
+    """
+    from ocpptw.adapters import local_events
+    from ocpptw.services.chargers import ChargerService
+
+    clock.advance(1_790_035_200)
+    db = InlineDatabase(schema=embedded.SCHEMA)
+    registered: list[tuple] = []
+    backend = embedded.EmbeddedBackend(db, clock)
+    publisher = LocalEventPublisher(None, backend, clock, flush_with=lambda fn, within: registered.append((fn, within)))
+    chargers = ChargerService(backend, None, publisher, None, clock)
+    connected = chargers.connected("CP-1", None)
+    assert [within for _, within in registered] == [local_events.FRAME_DELAY]
+    status = publisher.publish({"id": "e2", "type": "charger.statusUpdate", "deviceId": "CP-1",
+                                "occurredAt": "2026-12-05T00:00:00Z",
+                                "data": {"connectorId": 1, "status": "Available", "online": True}})
+    assert [within for _, within in registered] == [local_events.FRAME_DELAY, 0.0]
+    for fn, _ in registered:
+        fn()
+    success_result_of(connected)
+    success_result_of(status)
+    registered.clear()
+    disconnected = chargers.disconnected("CP-1", None)
+    assert [within for _, within in registered] == [local_events.FRAME_DELAY]
+    registered[0][0]()
+    success_result_of(disconnected)
+    rows = success_result_of(db.read(lambda c: c.execute("SELECT type, data FROM events ORDER BY rowid").fetchall()))
+    assert [json.loads(data)["status"] for _, data in rows] == ["Connected", "Available", "Disconnected"]

@@ -6,6 +6,7 @@ events go to the embedded store's log, or to the outbox for a REST backend.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -18,7 +19,22 @@ from ocpptw.clock import now_z
 from ocpptw.interfaces import IBackend, IEventPublisher, IFrameLog, IMessageLog, IOutbox
 from ocpptw.ocpp.jsontext import compact
 from ocpptw.services.delivery import STORE_MESSAGE
-from ocpptw.services.events import OCPP_MESSAGE, frame_data
+from ocpptw.services.events import CHARGER_STATUS_UPDATE, OCPP_MESSAGE, frame_data
+
+#: Seconds the frames of the message log may wait for other writes of the
+#: embedded store to share their commit (see C{flush_with}).
+FRAME_DELAY = 0.05
+
+
+def _presence(event: dict) -> bool:
+    """
+    A charger's C{Connected} or C{Disconnected} (L{ocpptw.services.chargers.ChargerService.connected}):
+    nobody waits on it but the drain, so it may wait for other writes like a frame.
+    """
+    if event["type"] != CHARGER_STATUS_UPDATE:
+        return False
+    data = event.get("data") or {}
+    return "connectorId" not in data and data.get("status") in ("Connected", "Disconnected")
 
 
 def _none(_: Any) -> None:
@@ -60,13 +76,31 @@ class LocalEventPublisher:
 
     @param clock: groups the writes of one reactor turn (C{callLater(0)})
         and stamps the frames.
+    @param flush_with: C{(flush, within)}: instead of C{callLater(0)},
+        registers the flush of what was gathered to run just before the
+        database is next handed writes
+        (L{ocpptw.store.sqlite.Database.before_wake} of the embedded
+        store), so that it shares their batch and commit.  Events (which
+        their callers may wait on) go with this turn's hand-over; frames
+        of the message log and a charger's C{Connected} and
+        C{Disconnected} (which nobody waits on to answer a charger) wait
+        up to L{FRAME_DELAY} seconds for one: a charger's answer then
+        rides along with the next charger's writes instead of costing a
+        commit of its own.
     """
 
     log = Logger()
 
-    def __init__(self, outbox: IOutbox, backend: IBackend | None, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        outbox: IOutbox,
+        backend: IBackend | None,
+        clock: IReactorTime,
+        flush_with: Callable[[Callable[[], None], float], object] | None = None,
+    ) -> None:
         self._outbox = outbox
         self._clock = clock
+        self._flush_with = flush_with
         log = backend if IMessageLog.providedBy(backend) else None
         self._record_many: Any = log.log_events if log is not None else None
         self._log_frames: Any = log.log_frames if log is not None else None
@@ -76,6 +110,7 @@ class LocalEventPublisher:
         self._events: list[dict] = []
         self._waiters: list[Deferred[None]] = []
         self._flush_due = False
+        self._flush_urgent = False
 
     def publish(self, event: dict) -> Deferred[None]:
         if event["type"] == OCPP_MESSAGE:
@@ -87,12 +122,13 @@ class LocalEventPublisher:
             self._add_frame(*frame)
             waiter: Deferred[None] = Deferred()
             self._frame_waiters.append(waiter)
+            self._flush_soon(urgent=True)
             return waiter
         if self._record_many is not None:
             self._events.append(event)
             waiter = Deferred()
             self._waiters.append(waiter)
-            self._flush_soon()
+            self._flush_soon(urgent=not _presence(event))
             return waiter
         return succeed(None)
 
@@ -184,16 +220,26 @@ class LocalEventPublisher:
             body["ocppVersion"] = ocpp_version
         return self._outbox.append(device_id, STORE_MESSAGE, {"deviceId": device_id, "body": body}).addCallback(_none)
 
-    def _flush_soon(self) -> None:
+    def _flush_soon(self, urgent: bool = False) -> None:
         """
-        Write what this reactor turn gathered once it is over.
+        Write what this reactor turn gathered once it is over; with
+        C{flush_with}, frames alone may wait for the next hand-over.
         """
-        if not self._flush_due:
+        if self._flush_with is None:
+            if not self._flush_due:
+                self._flush_due = True
+                self._clock.callLater(0, self._flush)
+        elif urgent:
+            if not self._flush_urgent:
+                self._flush_due = self._flush_urgent = True
+                self._flush_with(self._flush, 0.0)
+        elif not self._flush_due:
             self._flush_due = True
-            self._clock.callLater(0, self._flush)
+            self._flush_with(self._flush, FRAME_DELAY)
 
     def _flush(self) -> None:
-        self._flush_due = False
+        # (with flush_with it may be registered twice: the second call finds nothing)
+        self._flush_due = self._flush_urgent = False
         # maybeDeferred: a write that raises fails its waiters instead of leaving them (and the
         # chargers whose answers wait on this batch) hanging
         if self._frames:

@@ -35,7 +35,7 @@ from ocpptw.store.retention import LogBound, LogRetention
 from ocpptw.store.sqlite import Database
 from ocpptw.transport.console_wiring import Console, build_console, live_feed
 from ocpptw.transport.governor import AcceptGovernor
-from ocpptw.transport.handshake import Gate
+from ocpptw.transport.handshake import CLOSE_BUDGET, Gate
 from ocpptw.transport.listener import ListenerService
 from ocpptw.transport.pacing import AcceptPacer
 from ocpptw.transport.tls import CertificateReloadService
@@ -186,15 +186,25 @@ def build_stores(config: Config, reactor: Any, metrics: Metrics, worker: int = 0
 
 
 def build_events(
-    config: Config, reactor: Any, outbox: Outbox, backend: IBackend, metrics: Metrics
+    config: Config,
+    reactor: Any,
+    outbox: Outbox,
+    backend: IBackend,
+    metrics: Metrics,
+    embedded: Database | None = None,
 ) -> tuple[IEventPublisher, AmqpConnection | None]:
     """
     Where events go: RabbitMQ when enabled, else the local publisher.
+
+    @param embedded: the embedded store's database, when it keeps the
+        message log: the local publisher's writes of a turn join that
+        turn's other writes there (one commit).
     """
     if not config.enable_rabbitmq:
         from ocpptw.adapters.local_events import LocalEventPublisher
 
-        return LocalEventPublisher(outbox, backend, reactor), None
+        flush_with = embedded.before_wake if embedded is not None else None
+        return LocalEventPublisher(outbox, backend, reactor, flush_with=flush_with), None
     from ocpptw.adapters.amqp_events import AmqpEventPublisher
 
     assert config.rabbitmq_url is not None  # the configuration gives it a default
@@ -328,7 +338,7 @@ def build(config: Config, reactor: Any, worker: int = 0) -> Parts:
         observer=metrics,
     )
     ledger = Ledger(stores.state, reactor)
-    publisher, connection = build_events(config, reactor, outbox, backend, metrics)
+    publisher, connection = build_events(config, reactor, outbox, backend, metrics, stores.embedded)
     wallet = WalletService(backend)
     chargers = ChargerService(
         backend,
@@ -393,6 +403,7 @@ def build(config: Config, reactor: Any, worker: int = 0) -> Parts:
         authenticate=authenticate,
         admission=admission,
         metrics=metrics,
+        close_budget=CLOSE_BUDGET,
     )
     factory = OcppServerFactory(gate, max_frame_bytes=config.max_frame_bytes, ping_interval=config.ping_interval, reactor=reactor)
 

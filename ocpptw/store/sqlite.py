@@ -6,6 +6,10 @@ One dedicated thread owns the connection.  L{Database.write} queues a
 function; the thread runs every queued function in one transaction and one
 commit, then fires each caller's L{Deferred} on the reactor thread.  Under
 load many writes share one fsync, so durability does not cap throughput.
+The calls of one reactor turn are gathered on the reactor thread and handed
+over together after it (one wake-up, one hand-over of the GIL, never a
+commit for part of a turn); writers that gather rows of their own (the
+message log) join that hand-over through L{Database.before_wake}.
 
 L{InlineDatabase} offers the same API on the calling thread, for unit tests
 on a L{twisted.internet.task.Clock} and for tools without a reactor.
@@ -99,12 +103,20 @@ class Database(Service):
         #: C{False} from a batch the disk refused until the next committed write.
         self.writable = True
         self._probing = False
+        #: calls of this reactor turn, not yet handed over (reactor thread only)
+        self._gathered: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]] = []
+        #: calls handed over to the database thread (under C{_wake})
         self._queue: deque[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any], bool]] = deque()
         self._wake = threading.Condition()
         self._wake_pending = False
+        self._before_wake: list[Callable[[], object]] = []
+        self._hooks_due: Any = None
         self._results: deque[tuple[Deferred[Any], bool, Any]] = deque()
         self._firing = False
+        #: set on the reactor thread by L{close}: later calls fail at once
         self._closing = False
+        #: the same, for the database thread (under C{_wake})
+        self._closing_thread = False
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -175,14 +187,18 @@ class Database(Service):
         return self._submit(fn, False)
 
     def _submit(self, fn: Callable[[sqlite3.Connection], Any], is_write: bool) -> Deferred[Any]:
+        if not is_write and self._before_wake:
+            # A read sees what was gathered before it (the message log's frames).
+            self._run_hooks()
         d: Deferred[Any] = Deferred()
-        with self._wake:
-            closing = self._closing
-            if not closing:
-                self._queue.append((fn, d, is_write))
-        if closing:
+        if self._closing:
             d.errback(Failure(DatabaseClosed(f"{self._path} is closed")))
-        elif not self._wake_pending:
+            return d
+        # Gathered here, on the reactor thread, and handed over at the end of
+        # the turn: the database thread never takes part of a turn's calls
+        # (a batch of its own for the rest), and no lock is taken per call.
+        self._gathered.append((fn, d, is_write))
+        if not self._wake_pending:
             # Wake the database thread once per reactor turn, not once per
             # call: every wake-up is a hand-over of the GIL, and the calls of
             # one turn make one batch anyway.
@@ -190,17 +206,75 @@ class Database(Service):
             self._reactor.callLater(0, self._notify)
         return d
 
+    def before_wake(self, fn: Callable[[], object], within: float = 0.0) -> None:
+        """
+        Call C{fn()} on the reactor thread once, just before the calls of a
+        reactor turn are next handed to the database thread.  What C{fn}
+        writes joins them: one batch, one commit and one hand-over of the
+        GIL instead of two.  A writer that gathers its rows during a turn
+        (the message log) registers its flush here instead of a
+        C{callLater(0)} of its own.
+
+        @param within: seconds C{fn} may wait for a hand-over that other
+            writes cause (0: one is scheduled for this turn).  Only for
+            writes nobody waits on to answer a charger (the frames of the
+            message log): they ride along with the next batch instead of
+            costing a commit of their own.  L{close} runs what waits.
+        """
+        self._before_wake.append(fn)
+        if self._wake_pending:
+            return
+        if within <= 0:
+            self._wake_pending = True
+            self._reactor.callLater(0, self._notify)
+        elif self._hooks_due is None:
+            self._hooks_due = self._reactor.callLater(within, self._hooks_timed_out)
+
+    def _hooks_timed_out(self) -> None:
+        self._hooks_due = None
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._notify()
+
+    def _run_hooks(self) -> None:
+        if self._hooks_due is not None:
+            if self._hooks_due.active():
+                self._hooks_due.cancel()
+            self._hooks_due = None
+        while self._before_wake:
+            hooks, self._before_wake = self._before_wake, []
+            for hook in hooks:
+                try:
+                    hook()
+                except Exception:
+                    self.log.failure("gathering writes for {path} failed", path=self._path)
+
     def _notify(self) -> None:
+        # Writes made by the hooks join this batch: the wake is still pending
+        # while they run, so they schedule none of their own.
+        self._run_hooks()
         self._wake_pending = False
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        gathered, self._gathered = self._gathered, []
         with self._wake:
+            self._queue.extend(gathered)
             self._wake.notify()
 
     def close(self) -> None:
         """
         Finish what is queued, then close the connection and the thread.
         """
-        with self._wake:
+        if not self._closing:
+            self._wake_pending = True  # what the hooks write is gathered, not scheduled
+            self._run_hooks()
+            self._wake_pending = False
             self._closing = True
+        gathered, self._gathered = self._gathered, []
+        with self._wake:
+            self._queue.extend(gathered)
+            self._closing_thread = True
             self._wake.notify()
         if self._thread is not None:
             self._thread.join()
@@ -218,9 +292,9 @@ class Database(Service):
         self._ready.set()
         while True:
             with self._wake:
-                while not self._queue and not self._closing:
+                while not self._queue and not self._closing_thread:
                     self._wake.wait()
-                if not self._queue and self._closing:
+                if not self._queue and self._closing_thread:
                     break
                 batch = list(self._queue)
                 self._queue.clear()

@@ -10,7 +10,9 @@ the L{Gate}; the gate knows nothing about Autobahn but L{ConnectionDeny}.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from autobahn.websocket.types import ConnectionDeny
@@ -35,6 +37,11 @@ ADMIT_TIMEOUT = 10.0
 #: The one reason phrase of every 401 (whether the charger exists or has a
 #: key is not revealed); the detail goes to the log.
 UNAUTHORIZED = "unauthorized"
+
+#: Seconds of a reactor turn that the bookkeeping of closed connections
+#: (unregistering, listeners, the C{Disconnected} event) may take in a
+#: burst before the rest waits for the next turns (L{Gate} C{close_budget}).
+CLOSE_BUDGET = 0.002
 
 #: Handshake metric outcome by refusal status.
 _OUTCOMES = {401: "unauthorized", 429: "throttled"}
@@ -106,6 +113,15 @@ class Gate:
         security profile 0.
     @param admission: an object with C{try_enter(peer) -> bool} and
         C{leave()} (connection storms), or C{None}.
+    @param close_budget: seconds of CPU the bookkeeping of closed
+        connections may take in one go (L{CLOSE_BUDGET}); beyond it, in a
+        burst of closes (thousands of chargers dropping at once), the rest
+        is done over the next reactor turns, so that connected chargers are
+        served in between.  A connection's calls fail and it stops sending
+        at once either way; a charger that connects again first has its
+        old connection's bookkeeping done before its new one is registered.
+        C{None}: every close is done at once.
+    @param timer: the CPU-time clock of C{close_budget}.
     """
 
     log = Logger()
@@ -125,6 +141,8 @@ class Gate:
         authenticate: Callable[..., Any] | None = None,
         admission: Any = None,
         metrics: Any = None,
+        close_budget: float | None = None,
+        timer: Callable[[], float] = perf_counter,
     ) -> None:
         self.prefix = prefix
         self.allow_missing_subprotocol = allow_missing_subprotocol
@@ -142,6 +160,12 @@ class Gate:
         self._notifying: set[Deferred] = set()
         #: Sessions whose socket closed while a CALL was still being handled.
         self._finishing: set[Any] = set()
+        self._close_budget = close_budget
+        self._timer = timer
+        #: closed connections whose bookkeeping waits for a later turn
+        self._closes: deque[ChargerConnection] = deque()
+        self._closes_by_id: dict[str, list[ChargerConnection]] = {}
+        self._close_deadline: float | None = None
 
     # -- handshake -----------------------------------------------------------
 
@@ -224,6 +248,10 @@ class Gate:
         if policy in ("strict", "lenient"):
             strict = policy == "strict"
         connection.session = self._session_factory(identity, connection, strict)
+        if identity in self._closes_by_id:
+            # its previous connection's close waits in a burst: first that
+            for previous in self._closes_by_id.pop(identity):
+                self._finish_close(previous)
         self._registry.attach(identity, connection)
         self.outcome("accepted")
         if self._metrics is not None:
@@ -233,7 +261,9 @@ class Gate:
 
     def closed(self, connection: ChargerConnection) -> None:
         """
-        The socket closed: fail its pending calls, unregister, say so.
+        The socket closed: fail its pending calls, unregister, say so (the
+        last two in a later turn when a burst of closes is over
+        C{close_budget}).
         """
         connection.lost()
         if connection.session is not None:
@@ -242,6 +272,68 @@ class Gate:
                 self._finishing.add(connection.session)
                 # forgotten once its last CALL is handled, not only at a drain
                 connection.session.on_settled = self._finishing.discard
+        if self._close_budget is not None and self._over_close_budget():
+            if not self._closes:
+                self._clock.callLater(0, self._close_some)
+            self._closes.append(connection)
+            self._closes_by_id.setdefault(connection.charge_point_id, []).append(connection)
+            return
+        self._finish_close(connection)
+
+    def _over_close_budget(self) -> bool:
+        """
+        Whether this close is to wait: some wait already, or the closes
+        done at once since the budget's window opened took it all.
+        """
+        if self._closes:
+            return True
+        now = self._timer()
+        deadline = self._close_deadline
+        if deadline is None or now >= deadline + (self._close_budget or 0.0):
+            # a new burst (the last one's window is well over): a new window
+            self._close_deadline = now + (self._close_budget or 0.0)
+            return False
+        return now >= deadline
+
+    def _close_some(self) -> None:
+        """
+        Finish waiting closes, in order, for at most C{close_budget}; the
+        rest in the next turn, after the network.
+        """
+        assert self._close_budget is not None
+        deadline = self._timer() + self._close_budget
+        closes, by_id = self._closes, self._closes_by_id
+        while closes:
+            connection = closes.popleft()
+            waiting = by_id.get(connection.charge_point_id)
+            if waiting is None or connection not in waiting:
+                continue  # done when its charger connected again
+            waiting.remove(connection)
+            if not waiting:
+                del by_id[connection.charge_point_id]
+            self._finish_close(connection)
+            if closes and self._timer() >= deadline:
+                self._clock.callLater(0, self._close_some)
+                return
+        self._close_deadline = deadline
+
+    def _finish_all_closes(self) -> None:
+        while self._closes:
+            connection = self._closes.popleft()
+            waiting = self._closes_by_id.get(connection.charge_point_id)
+            if waiting is not None and connection in waiting:
+                waiting.remove(connection)
+                if not waiting:
+                    del self._closes_by_id[connection.charge_point_id]
+                self._finish_close(connection)
+
+    def waiting_closes(self) -> int:
+        """
+        Closed connections whose bookkeeping waits for a later turn.
+        """
+        return sum(len(c) for c in self._closes_by_id.values())
+
+    def _finish_close(self, connection: ChargerConnection) -> None:
         current = self._registry.get(connection.charge_point_id) is connection
         self._registry.detach(connection.charge_point_id, connection)
         if self._metrics is not None:
@@ -270,6 +362,7 @@ class Gate:
         """
         from twisted.internet.defer import DeferredList
 
+        self._finish_all_closes()
         return DeferredList(list(self._notifying), consumeErrors=True)
 
     def finishing(self) -> int:

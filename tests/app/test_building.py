@@ -65,3 +65,19 @@ def test_every_part_with_a_resource_is_in_the_tree(tmp_path):
         "ListenerService",
         "ListenerService",
     ]
+
+
+def test_the_message_log_joins_the_embedded_stores_hand_over(tmp_path):
+    """
+    With the embedded store the local publisher flushes through the
+    embedded database's before_wake: its frames and events share a commit
+    with the turn's other writes there.
+    """
+    settings = {"DATA_DIR": str(tmp_path), "PORT": "0"}
+    gateway = make_gateway(load_config("", settings, {}, hostname="build"), MemoryReactorClock())
+    embedded = gateway.parts.stores.embedded
+    assert embedded is not None
+    assert gateway.parts.publisher._flush_with == embedded.before_wake
+    rest = make_gateway(load_config("", dict(settings, BACKEND_API_URL="http://127.0.0.1:1/"), {}, hostname="build"),
+                        MemoryReactorClock())
+    assert rest.parts.publisher._flush_with is None

@@ -225,3 +225,149 @@ def test_an_unopenable_file_fails_the_start(tmp_path):
     with pytest.raises(OSError):
         database.startService()
     assert threading.active_count() == before
+
+
+# -- handing a turn's calls over at once (on a Clock: the database is not opened) --
+
+
+def _gathered(database):
+    return [fn for fn, _, _ in database._gathered]
+
+
+def _handed_over(database):
+    return [fn for fn, _, _ in database._queue]
+
+
+def test_a_turns_calls_reach_the_database_thread_together_at_its_end(tmp_path):
+    """
+    Calls are gathered on the reactor thread and handed over in one go after
+    the turn: the database thread never starts on part of a turn's calls.
+    """
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    database = Database(tmp_path / "x.sqlite", clock, SCHEMA)
+    first, second = (lambda c: 1), (lambda c: 2)
+    database.write(first)
+    database.read(second)
+    assert _handed_over(database) == []
+    assert _gathered(database) == [first, second]
+    clock.advance(0)
+    assert _handed_over(database) == [first, second]
+    assert _gathered(database) == []
+    assert not clock.getDelayedCalls()
+
+
+def test_what_a_hook_writes_joins_the_turns_batch(tmp_path):
+    """
+    A hook registered with before_wake runs once, just before the hand-over,
+    and its writes go with the turn's other calls, after them.
+    """
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    database = Database(tmp_path / "x.sqlite", clock, SCHEMA)
+    mine, gathered_late = (lambda c: "turn"), (lambda c: "hook")
+    ran = []
+
+    def hook():
+        ran.append(1)
+        database.write(gathered_late)
+
+    database.before_wake(hook)
+    database.write(mine)
+    assert ran == []
+    clock.advance(0)
+    assert ran == [1]
+    assert _handed_over(database) == [mine, gathered_late]
+    assert len(clock.getDelayedCalls()) == 0  # the hook's write scheduled no wake of its own
+    clock.advance(0)
+    assert ran == [1]
+
+
+def test_a_hook_with_within_waits_for_other_writes_at_most_that_long(tmp_path):
+    """
+    before_wake(fn, within) rides along with the next hand-over that other
+    writes cause; with none, it runs after `within` seconds by itself.
+    """
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    database = Database(tmp_path / "x.sqlite", clock, SCHEMA)
+    log_write = lambda c: "frames"  # noqa: E731
+    database.before_wake(lambda: database.write(log_write), within=0.05)
+    clock.advance(0.01)
+    assert _gathered(database) == [] and _handed_over(database) == []
+    other = lambda c: "boot"  # noqa: E731
+    database.write(other)
+    clock.advance(0)
+    assert _handed_over(database) == [other, log_write]
+    assert not clock.getDelayedCalls()  # the timer of `within` is gone
+
+    alone = lambda c: "alone"  # noqa: E731
+    database.before_wake(lambda: database.write(alone), within=0.05)
+    clock.advance(0.049)
+    assert _handed_over(database) == [other, log_write]
+    clock.advance(0.001)
+    assert _handed_over(database) == [other, log_write, alone]
+
+
+def test_a_read_sees_what_waiting_hooks_gather(tmp_path):
+    """A read runs the waiting hooks first: what they write is ahead of it."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    database = Database(tmp_path / "x.sqlite", clock, SCHEMA)
+    frames = lambda c: "frames"  # noqa: E731
+    database.before_wake(lambda: database.write(frames), within=0.05)
+    query = lambda c: "query"  # noqa: E731
+    database.read(query)
+    assert _gathered(database) == [frames, query]
+    clock.advance(0)
+    assert _handed_over(database) == [frames, query]
+    assert not clock.getDelayedCalls()
+
+
+def test_a_failing_hook_is_logged_and_the_turn_still_handed_over(tmp_path, fail_on_logged_errors):
+    """A hook that raises (a bug) is logged; the turn's calls are still handed over."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    database = Database(tmp_path / "x.sqlite", clock, SCHEMA)
+
+    def broken():
+        raise RuntimeError("bug")
+
+    database.before_wake(broken)
+    write = lambda c: 1  # noqa: E731
+    database.write(write)
+    clock.advance(0)
+    assert _handed_over(database) == [write]
+    assert [e["log_failure"].check(RuntimeError) for e in fail_on_logged_errors] == [RuntimeError]
+    fail_on_logged_errors.clear()
+
+
+def test_close_runs_the_waiting_hooks_and_commits_what_they_write(tmp_path):
+    """Frames waiting for a hand-over when the gateway stops are written, not lost."""
+    from twisted.internet import reactor
+
+    database = Database(tmp_path / "x.sqlite", reactor, SCHEMA)
+    database.open()
+    database.before_wake(lambda: database.write(lambda c: c.execute("INSERT INTO t VALUES ('late', 1)")), within=60)
+    database.close()
+    other = sqlite3.connect(tmp_path / "x.sqlite")
+    assert other.execute("SELECT k FROM t").fetchall() == [("late",)]
+    other.close()
+    failure_result_of(database.write(lambda c: None), DatabaseClosed)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hooks_writes_share_the_commit_of_the_turn(db):
+    """With the thread running: the turn's writes and a hook's, one commit."""
+    hooked = []
+    db.before_wake(lambda: hooked.append(db.write(lambda c: c.execute("INSERT INTO t VALUES ('h', 1)").rowcount)))
+    mine = db.write(lambda c: c.execute("INSERT INTO t VALUES ('m', 2)").rowcount)
+    commits = db.commits
+    assert await bounded(mine) == 1
+    assert await bounded(hooked[0]) == 1
+    assert db.commits == commits + 1
