@@ -44,6 +44,8 @@ class OcppServerProtocol(WebSocketServerProtocol):
     #: set by Autobahn from the factory's options (setProtocolOptions)
     autoPingInterval: float
     _ocpp_entered = False
+    #: the socket closed (also during the handshake)
+    _ocpp_gone = False
 
     def _ocpp_peer(self) -> str:
         try:
@@ -86,6 +88,13 @@ class OcppServerProtocol(WebSocketServerProtocol):
 
         def decided(record: dict | None) -> str | None:
             self._ocpp_leave()
+            if self._ocpp_gone:
+                # The charger left while it was being admitted.  Autobahn
+                # would complete the handshake anyway (opening a socket that
+                # is closed, registering it in the charger's place, and
+                # closing it twice): refuse it instead.
+                gate.outcome("abandoned")
+                raise ConnectionDeny(400, "gone")
             self._ocpp_record = record
             version = gate.choose(offered)
             if version is not None:
@@ -160,6 +169,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
             self._ocpp_log.failure("frame from {chargePointId} crashed its handling", chargePointId=self._ocpp_identity)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._ocpp_gone = True
         self._ocpp_leave()
         connection, self._ocpp_connection = self._ocpp_connection, None
         if connection is not None:

@@ -37,12 +37,16 @@ class Chargers:
         self.records = {}
         self.unavailable = False
         self.events = []
+        #: a Deferred the next admissions wait on, or None
+        self.held = None
 
     def admit(self, cp):
         if self.unavailable:
             from twisted.internet.defer import fail
 
             return fail(BackendUnavailable("down"))
+        if self.held is not None:
+            return self.held
         return succeed(self.records.get(cp))
 
     def boot(self, cp, payload, now):
@@ -86,6 +90,7 @@ class Server:
     registry: ChargerRegistry
     gate: Gate
     site: object = None
+    factory: object = None
 
 
 @pytest.fixture
@@ -121,7 +126,7 @@ async def server(server_options):
     api = CommandApi(LocalCommandBus(registry, validator, 30), registry, options.get("token"), 30)
     site = build_site(factory, "/ocpp", [lambda: (True, "")], lambda: (b"x 1\n", "text/plain"), api)
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    yield Server(port.getHost().port, chargers, registry, gate, site)
+    yield Server(port.getHost().port, chargers, registry, gate, site, factory)
     for cp in list(registry):
         registry.get(cp).close(1000, "test over")
     await until(lambda: len(registry) == 0)
@@ -174,6 +179,40 @@ async def test_a_web_page_of_another_site_cannot_take_a_chargers_place(server):
             assert (await other.call("Heartbeat", {}))[0] == 3  # a page of the gateway's own site
         else:
             assert f"[{status}]" in (other.close_reason or ""), (origin, other.close_reason)
+
+
+def test_a_charger_gone_while_being_admitted_is_not_opened(server, fail_on_logged_errors):
+    """
+    A charger whose socket closes while its record is being looked up is
+    not opened afterwards: nothing registered in its place and no second
+    close (Autobahn completes a handshake whose onConnect fires after the
+    socket closed, and its close timeout then resolves is_closed twice).
+    """
+    from twisted.internet.defer import Deferred
+    from twisted.internet.error import ConnectionLost
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    server.chargers.held = Deferred()
+    class Transport(StringTransport):
+        def unregisterProducer(self):  # as lenient as TCP's
+            self.producer = None
+
+    protocol = server.factory.buildProtocol(None)
+    transport = Transport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"GET /ocpp/GONE HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+    )
+    protocol.connectionLost(Failure(ConnectionLost("the charger went away")))
+    server.chargers.held.callback(None)  # its record arrives after
+    server.chargers.held = None
+    assert server.registry.get("GONE") is None
+    assert ("connected", "GONE") not in server.chargers.events
+    assert b"101 Switching" not in transport.value()
+    assert protocol.is_closed.called and not fail_on_logged_errors
 
 
 @pytest_twisted.ensureDeferred
