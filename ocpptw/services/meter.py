@@ -160,7 +160,7 @@ def normalise_sample(timestamp: str, sampled: dict, charge_point_id: str = "") -
             amount = Decimal(str(raw).strip())
             if not amount.is_finite() or abs(amount) >= MAX_READING:
                 raise InvalidOperation
-        except InvalidOperation:
+        except ArithmeticError:  # decimal's InvalidOperation, and Overflow from abs() of 5E99999999999999999
             log.warn(
                 "unreadable meter value {value!r} ({measurand}) from {chargePointId}; kept as sent",
                 value=str(raw)[:40],

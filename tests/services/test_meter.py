@@ -133,6 +133,26 @@ def test_bad_data_is_kept_and_logged(fail_on_logged_errors):
     assert samples[1]["value"] == 12
 
 
+def test_a_reading_beyond_decimals_range_is_kept_as_sent(fail_on_logged_errors):
+    """
+    A 2.0.1 multiplier out of range is kept as text like C{5E99999999999999999}:
+    Decimal reads it, but its magnitude overflows; kept as sent (and warned about), no crash.
+    """
+    from ocpptw.ocpp.model_v201 import sampled_values
+
+    def read(value, multiplier):
+        meter = [{"timestamp": "2026-11-24T10:00:00Z",
+                  "sampledValue": [{"value": value, "unitOfMeasure": {"unit": "kWh", "multiplier": multiplier}}]}]
+        [sample] = normalise(sampled_values(meter), "CP1")
+        return sample
+
+    for value, multiplier in ((5, 99999999999999999), (-5, 999999999999999999)):
+        sample = read(value, multiplier)
+        assert sample["value"] == f"{value!r}E{multiplier!r}" and sample["unit"] == "kWh"
+    assert read(1.5, -99999999999999999)["value"] == 0  # as small as it gets: nothing
+    assert not fail_on_logged_errors  # a warning, not an error
+
+
 def test_empty_and_json_safe():
     """No data gives no samples; samples are plain JSON."""
     assert normalise(None) == []
